@@ -1,0 +1,1 @@
+//! idem adapter for gbp (work in progress).

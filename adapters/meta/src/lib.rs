@@ -1,0 +1,1 @@
+//! idem adapter for meta (work in progress).

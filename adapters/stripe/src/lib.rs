@@ -1,0 +1,1 @@
+//! idem adapter for stripe (work in progress).

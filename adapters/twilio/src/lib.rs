@@ -1,0 +1,1 @@
+//! idem adapter for twilio (work in progress).

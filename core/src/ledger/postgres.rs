@@ -1,0 +1,103 @@
+//! The PostgreSQL store: many workers on many machines.
+
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Row};
+
+use super::migrate::{self, Migration};
+use crate::clock::{Clock, SystemClock, to_millis};
+use crate::error::StoreError;
+
+/// A [`LedgerStore`](super::LedgerStore) on PostgreSQL.
+///
+/// Claims are single conditional `UPDATE`s, so two processes can never hold
+/// the same key at once.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), idem::StoreError> {
+/// let store = idem::ledger::PgStore::connect("postgres://postgres:postgres@127.0.0.1/app").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+}
+
+/// Advisory lock id that serialises idem's migrations across processes.
+const MIGRATION_LOCK: i64 = 0x1de3_0001;
+
+impl PgStore {
+    /// Connects to `url` and applies the shipped migrations.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server cannot be reached;
+    /// [`StoreError::Migration`] when the schema cannot be applied.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Wraps an existing pool (the application's own). Call
+    /// [`migrate`](Self::migrate) once before use.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the shipped migrations that are not yet applied, under an
+    /// advisory lock. Safe to call from several processes at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Migration`] when a migration fails.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrate_with(migrate::POSTGRES).await
+    }
+
+    pub(crate) async fn migrate_with(&self, migrations: &[Migration]) -> Result<(), StoreError> {
+        let fail = |e: sqlx::Error| StoreError::Migration(e.to_string());
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+        let conn: &mut PgConnection = &mut conn;
+        let mut tx = conn.begin().await.map_err(fail)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        sqlx::raw_sql(migrate::VERSION_TABLE)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM idem_schema_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(fail)?
+            .iter()
+            .map(|r| r.get::<i64, _>(0))
+            .collect();
+        for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(fail)?;
+            sqlx::query("INSERT INTO idem_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(m.version)
+                .bind(m.name)
+                .bind(to_millis(SystemClock.now()))
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)
+    }
+}
+
+super::sql::impl_sql_store!(PgStore, sqlx::Postgres, PgConnection);

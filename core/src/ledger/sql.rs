@@ -1,0 +1,488 @@
+//! SQL shared by the SQLite and PostgreSQL stores. Both accept `$N`
+//! placeholders, so one text serves both; the `impl_sql_store!` macro writes
+//! the [`LedgerStore`](super::LedgerStore) impl once for each backend.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use sqlx::Row;
+
+use super::{Completion, Operation, OperationState, Resolution};
+use crate::clock::from_millis;
+use crate::error::StoreError;
+use crate::fingerprint::Fingerprint;
+use crate::key::IdempotencyKey;
+
+pub(crate) const COLUMNS: &str = "key, provider, operation, fingerprint, state, claims, \
+    lease_expires_at, first_sent_at, created_at, updated_at, response_status, response_body, \
+    note, checkpoint, superseded_by";
+
+pub(crate) const INSERT: &str = "INSERT INTO idem_operations \
+    (key, provider, operation, fingerprint, state, claims, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) ON CONFLICT (key) DO NOTHING";
+
+pub(crate) const CLAIM: &str = "UPDATE idem_operations SET state = 'sending', lease_token = $2, \
+    lease_expires_at = $3, claims = claims + 1, updated_at = $4, \
+    first_sent_at = COALESCE(first_sent_at, $4) \
+    WHERE key = $1 AND (state = 'pending' OR ($5 AND state = 'unknown'))";
+
+pub(crate) const EXPIRE: &str = "UPDATE idem_operations SET state = 'unknown', lease_token = NULL, \
+    note = 'lease expired while sending: the sender stopped before recording an outcome', \
+    updated_at = $2 \
+    WHERE key = $1 AND state = 'sending' AND (lease_expires_at IS NULL OR lease_expires_at <= $2)";
+
+pub(crate) const CHECKPOINT: &str = "UPDATE idem_operations SET checkpoint = $3, updated_at = $4 \
+    WHERE key = $1 AND state = 'sending' AND lease_token = $2";
+
+pub(crate) const COMPLETE: &str = "UPDATE idem_operations SET state = $3, lease_token = NULL, \
+    lease_expires_at = NULL, response_status = $4, response_body = $5, note = $6, updated_at = $7 \
+    WHERE key = $1 AND state = 'sending' AND lease_token = $2";
+
+pub(crate) const RESOLVE: &str = "UPDATE idem_operations SET state = $2, response_status = $3, \
+    response_body = $4, note = $5, lease_token = NULL, lease_expires_at = NULL, updated_at = $6 \
+    WHERE key = $1 AND (state = 'unknown' OR (state = 'sending' AND \
+    (lease_expires_at IS NULL OR lease_expires_at <= $6)))";
+
+pub(crate) const BUMP: &str = "UPDATE idem_operations SET state = 'superseded', superseded_by = $2, \
+    lease_token = NULL, lease_expires_at = NULL, updated_at = $3 \
+    WHERE key = $1 AND state <> 'superseded' \
+    AND NOT (state = 'sending' AND lease_expires_at IS NOT NULL AND lease_expires_at > $3) \
+    AND (state <> 'succeeded' OR $4)";
+
+pub(crate) const PURGE: &str = "DELETE FROM idem_operations WHERE key IN (SELECT key FROM \
+    idem_operations WHERE state IN ('succeeded', 'failed', 'superseded') AND updated_at < $1 \
+    LIMIT $2)";
+
+/// Bind values for [`COMPLETE`]: state, status, body, note.
+pub(crate) fn completion_values(
+    c: &Completion,
+) -> (OperationState, Option<i64>, Option<Vec<u8>>, Option<String>) {
+    match c {
+        Completion::Succeeded { status, body } => (
+            OperationState::Succeeded,
+            Some(i64::from(*status)),
+            Some(body.to_vec()),
+            None,
+        ),
+        Completion::Failed { status, body, note } => (
+            OperationState::Failed,
+            Some(i64::from(*status)),
+            Some(body.to_vec()),
+            Some(note.clone()),
+        ),
+        Completion::Unknown { note, status } => (
+            OperationState::Unknown,
+            status.map(i64::from),
+            None,
+            Some(note.clone()),
+        ),
+        Completion::NotSent { note } => (OperationState::Pending, None, None, Some(note.clone())),
+    }
+}
+
+/// Bind values for [`RESOLVE`]: state, status, body, note.
+pub(crate) fn resolution_values(
+    r: &Resolution,
+) -> (OperationState, Option<i64>, Option<Vec<u8>>, String) {
+    match r {
+        Resolution::Succeeded { status, body, note } => (
+            OperationState::Succeeded,
+            Some(i64::from(*status)),
+            Some(body.to_vec()),
+            note.clone(),
+        ),
+        Resolution::NotApplied { note } => (OperationState::Pending, None, None, note.clone()),
+    }
+}
+
+/// Why `bump` matched no row, given the row as it is now.
+pub(crate) fn bump_refusal(op: &Operation, now: SystemTime) -> StoreError {
+    let reason = match op.state {
+        OperationState::Superseded => "it was already bumped; retry the newest attempt instead",
+        OperationState::Succeeded => {
+            "it succeeded; bumping would repeat a completed side effect (use force to override)"
+        }
+        OperationState::Sending if !op.lease_expired(now) => {
+            "a worker is sending it right now; wait for the lease to end"
+        }
+        _ => "the record changed concurrently; look again",
+    };
+    StoreError::InvalidState {
+        key: op.key.clone(),
+        state: op.state,
+        reason,
+    }
+}
+
+/// Compares an existing row with the request that is beginning now.
+pub(crate) fn check_same_request(
+    existing: &Operation,
+    provider: &str,
+    operation: &str,
+    fingerprint: &Fingerprint,
+) -> Result<(), StoreError> {
+    let detail = if existing.provider != provider {
+        Some(format!(
+            "recorded for provider {:?}, now {:?}",
+            existing.provider, provider
+        ))
+    } else if existing.operation != operation {
+        Some(format!(
+            "recorded for operation {:?}, now {:?}",
+            existing.operation, operation
+        ))
+    } else if existing.fingerprint.version() == fingerprint.version()
+        && existing.fingerprint != *fingerprint
+    {
+        Some("the request parameters differ".to_owned())
+    } else {
+        // Same fingerprint, or fingerprints of different algorithm versions,
+        // which cannot be compared (see the fingerprint module).
+        None
+    };
+    match detail {
+        Some(detail) => Err(StoreError::KeyReused {
+            key: existing.key.clone(),
+            detail,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Reads one row of [`COLUMNS`].
+pub(crate) fn decode_row<R>(row: &R) -> Result<Operation, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let text = |col: &str| row.try_get::<String, _>(col).map_err(corrupt);
+    let opt_text = |col: &str| row.try_get::<Option<String>, _>(col).map_err(corrupt);
+    let opt_int = |col: &str| row.try_get::<Option<i64>, _>(col).map_err(corrupt);
+    let key: IdempotencyKey = text("key")?.parse().map_err(corrupt)?;
+    let superseded_by = match opt_text("superseded_by")? {
+        Some(k) => Some(k.parse().map_err(corrupt)?),
+        None => None,
+    };
+    let status = match opt_int("response_status")? {
+        Some(s) => Some(u16::try_from(s).map_err(corrupt)?),
+        None => None,
+    };
+    let claims: i64 = row.try_get("claims").map_err(corrupt)?;
+    Ok(Operation {
+        key,
+        provider: text("provider")?,
+        operation: text("operation")?,
+        fingerprint: Fingerprint::from_stored(text("fingerprint")?),
+        state: text("state")?.parse()?,
+        claims: u32::try_from(claims).unwrap_or(u32::MAX),
+        lease_expires_at: opt_int("lease_expires_at")?.map(from_millis),
+        first_sent_at: opt_int("first_sent_at")?.map(from_millis),
+        created_at: from_millis(row.try_get("created_at").map_err(corrupt)?),
+        updated_at: from_millis(row.try_get("updated_at").map_err(corrupt)?),
+        response_status: status,
+        response_body: row
+            .try_get::<Option<Vec<u8>>, _>("response_body")
+            .map_err(corrupt)?
+            .map(Bytes::from),
+        note: opt_text("note")?,
+        checkpoint: opt_text("checkpoint")?,
+        superseded_by,
+    })
+}
+
+/// Writes the [`LedgerStore`](super::LedgerStore) impl and the shared
+/// inherent methods for one sqlx backend.
+macro_rules! impl_sql_store {
+    ($store:ident, $db:ty, $conn:ty) => {
+        impl $store {
+            /// Begins an operation on a connection the caller controls, for
+            /// example inside the application's own transaction, so the
+            /// domain row and the ledger row commit together.
+            ///
+            /// # Errors
+            ///
+            /// As [`LedgerStore::begin`](crate::ledger::LedgerStore::begin).
+            pub async fn begin_in(
+                conn: &mut $conn,
+                op: &$crate::ledger::NewOperation,
+                now: ::std::time::SystemTime,
+            ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
+                use $crate::ledger::sql;
+                ::sqlx::query(sql::INSERT)
+                    .bind(op.key.as_str())
+                    .bind(&op.provider)
+                    .bind(&op.operation)
+                    .bind(op.fingerprint.as_str())
+                    .bind($crate::clock::to_millis(now))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                let existing = Self::get_in(conn, &op.key).await?.ok_or_else(|| {
+                    $crate::error::StoreError::Corrupt(format!(
+                        "row {} vanished right after insert",
+                        op.key
+                    ))
+                })?;
+                sql::check_same_request(&existing, &op.provider, &op.operation, &op.fingerprint)?;
+                Ok(existing)
+            }
+
+            /// Reads one row on a connection the caller controls.
+            ///
+            /// # Errors
+            ///
+            /// As [`LedgerStore::get`](crate::ledger::LedgerStore::get).
+            pub async fn get_in(
+                conn: &mut $conn,
+                key: &$crate::key::IdempotencyKey,
+            ) -> Result<Option<$crate::ledger::Operation>, $crate::error::StoreError> {
+                let text = format!(
+                    "SELECT {} FROM idem_operations WHERE key = $1",
+                    $crate::ledger::sql::COLUMNS
+                );
+                let row = ::sqlx::query(&text)
+                    .bind(key.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                row.as_ref()
+                    .map($crate::ledger::sql::decode_row)
+                    .transpose()
+            }
+
+            async fn must_get(
+                &self,
+                key: &$crate::key::IdempotencyKey,
+            ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
+                use $crate::ledger::LedgerStore;
+                self.get(key)
+                    .await?
+                    .ok_or_else(|| $crate::error::StoreError::NotFound { key: key.clone() })
+            }
+        }
+
+        #[::async_trait::async_trait]
+        impl $crate::ledger::LedgerStore for $store {
+            async fn begin(
+                &self,
+                op: &$crate::ledger::NewOperation,
+                now: ::std::time::SystemTime,
+            ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
+                let mut conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                Self::begin_in(&mut conn, op, now).await
+            }
+
+            async fn get(
+                &self,
+                key: &$crate::key::IdempotencyKey,
+            ) -> Result<Option<$crate::ledger::Operation>, $crate::error::StoreError> {
+                let mut conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                Self::get_in(&mut conn, key).await
+            }
+
+            async fn claim(
+                &self,
+                key: &$crate::key::IdempotencyKey,
+                from: $crate::ledger::ClaimFrom,
+                lease_for: ::std::time::Duration,
+                now: ::std::time::SystemTime,
+            ) -> Result<Option<$crate::ledger::Lease>, $crate::error::StoreError> {
+                let token = ::uuid::Uuid::new_v4().to_string();
+                let expires_at = now + lease_for;
+                let allow_unknown = matches!(from, $crate::ledger::ClaimFrom::PendingOrUnknown);
+                let done = ::sqlx::query($crate::ledger::sql::CLAIM)
+                    .bind(key.as_str())
+                    .bind(&token)
+                    .bind($crate::clock::to_millis(expires_at))
+                    .bind($crate::clock::to_millis(now))
+                    .bind(allow_unknown)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                Ok((done.rows_affected() == 1).then(|| $crate::ledger::Lease {
+                    key: key.clone(),
+                    token,
+                    expires_at,
+                }))
+            }
+
+            async fn expire_lease(
+                &self,
+                key: &$crate::key::IdempotencyKey,
+                now: ::std::time::SystemTime,
+            ) -> Result<bool, $crate::error::StoreError> {
+                let done = ::sqlx::query($crate::ledger::sql::EXPIRE)
+                    .bind(key.as_str())
+                    .bind($crate::clock::to_millis(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn checkpoint(
+                &self,
+                lease: &$crate::ledger::Lease,
+                value: &str,
+                now: ::std::time::SystemTime,
+            ) -> Result<(), $crate::error::StoreError> {
+                let done = ::sqlx::query($crate::ledger::sql::CHECKPOINT)
+                    .bind(lease.key.as_str())
+                    .bind(&lease.token)
+                    .bind(value)
+                    .bind($crate::clock::to_millis(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                if done.rows_affected() == 1 {
+                    Ok(())
+                } else {
+                    Err($crate::error::StoreError::LeaseLost {
+                        key: lease.key.clone(),
+                    })
+                }
+            }
+
+            async fn complete(
+                &self,
+                lease: &$crate::ledger::Lease,
+                completion: &$crate::ledger::Completion,
+                now: ::std::time::SystemTime,
+            ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
+                let (state, status, body, note) =
+                    $crate::ledger::sql::completion_values(completion);
+                let done = ::sqlx::query($crate::ledger::sql::COMPLETE)
+                    .bind(lease.key.as_str())
+                    .bind(&lease.token)
+                    .bind(state.as_str())
+                    .bind(status)
+                    .bind(body)
+                    .bind(note)
+                    .bind($crate::clock::to_millis(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::error::StoreError::LeaseLost {
+                        key: lease.key.clone(),
+                    });
+                }
+                self.must_get(&lease.key).await
+            }
+
+            async fn resolve(
+                &self,
+                key: &$crate::key::IdempotencyKey,
+                resolution: &$crate::ledger::Resolution,
+                now: ::std::time::SystemTime,
+            ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
+                let (state, status, body, note) =
+                    $crate::ledger::sql::resolution_values(resolution);
+                let done = ::sqlx::query($crate::ledger::sql::RESOLVE)
+                    .bind(key.as_str())
+                    .bind(state.as_str())
+                    .bind(status)
+                    .bind(body)
+                    .bind(note)
+                    .bind($crate::clock::to_millis(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                let op = self.must_get(key).await?;
+                if done.rows_affected() == 1 {
+                    Ok(op)
+                } else {
+                    Err($crate::error::StoreError::InvalidState {
+                        key: key.clone(),
+                        state: op.state,
+                        reason: "only an unknown outcome (or an expired send) can be resolved",
+                    })
+                }
+            }
+
+            async fn bump(
+                &self,
+                key: &$crate::key::IdempotencyKey,
+                force: bool,
+                now: ::std::time::SystemTime,
+            ) -> Result<$crate::key::IdempotencyKey, $crate::error::StoreError> {
+                let next = key.next_attempt().map_err(|e| {
+                    $crate::error::StoreError::Corrupt(format!("cannot bump {key}: {e}"))
+                })?;
+                let done = ::sqlx::query($crate::ledger::sql::BUMP)
+                    .bind(key.as_str())
+                    .bind(next.as_str())
+                    .bind($crate::clock::to_millis(now))
+                    .bind(force)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                if done.rows_affected() == 1 {
+                    return Ok(next);
+                }
+                let op = self.must_get(key).await?;
+                Err($crate::ledger::sql::bump_refusal(&op, now))
+            }
+
+            async fn list(
+                &self,
+                filter: &$crate::ledger::ListFilter,
+            ) -> Result<Vec<$crate::ledger::Operation>, $crate::error::StoreError> {
+                let mut qb = ::sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM idem_operations WHERE 1 = 1",
+                    $crate::ledger::sql::COLUMNS
+                ));
+                if !filter.states.is_empty() {
+                    qb.push(" AND state IN (");
+                    let mut sep = qb.separated(", ");
+                    for state in &filter.states {
+                        sep.push_bind(state.as_str());
+                    }
+                    sep.push_unseparated(")");
+                }
+                if let Some(provider) = &filter.provider {
+                    qb.push(" AND provider = ").push_bind(provider.clone());
+                }
+                qb.push(" ORDER BY updated_at DESC, key LIMIT ")
+                    .push_bind(i64::from(filter.limit.unwrap_or(100)));
+                let rows = qb
+                    .build()
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                rows.iter().map($crate::ledger::sql::decode_row).collect()
+            }
+
+            async fn purge(
+                &self,
+                before: ::std::time::SystemTime,
+                batch: u32,
+            ) -> Result<u64, $crate::error::StoreError> {
+                let done = ::sqlx::query($crate::ledger::sql::PURGE)
+                    .bind($crate::clock::to_millis(before))
+                    .bind(i64::from(batch))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+pub(crate) use impl_sql_store;

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod clock;
+pub mod error;
+pub mod executor;
+pub mod fingerprint;
+pub mod key;
+pub mod ledger;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{ExecError, KeyError, KeyPart, StoreError};
+pub use executor::{Delivered, Executor, OutboundRequest, Provider, SafetyClass};
+pub use fingerprint::Fingerprint;
+pub use key::IdempotencyKey;
+pub use ledger::{LedgerStore, Operation, OperationState};

@@ -1,0 +1,1 @@
+//! Shared pieces of idem's runnable examples.
