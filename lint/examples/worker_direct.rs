@@ -15,7 +15,10 @@ async fn charge_directly() -> Result<(), Box<dyn std::error::Error>> {
         .send()
         .await?;
     // A path call through the type, and one through a module-level function.
-    Client::put(&client, "https://mybusiness.googleapis.com/v4/accounts/1/locations/2/reviews/3/reply");
+    Client::put(
+        &client,
+        "https://mybusiness.googleapis.com/v4/accounts/1/locations/2/reviews/3/reply",
+    );
     reqwest::get("https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json").await?;
     Ok(())
 }
@@ -24,9 +27,13 @@ fn clients() {
     // Trait impls resolve into reqwest.
     let _a = <Client as Default>::default();
     let _b: Client = Default::default();
+    let _d = _b.clone();
     let _c = http::Http::builder().build();
     // A function passed as a value.
-    let _pending: Vec<_> = ["https://example.com/a"].into_iter().map(reqwest::get).collect();
+    let _pending: Vec<_> = ["https://example.com/a"]
+        .into_iter()
+        .map(reqwest::get)
+        .collect();
 }
 
 fn middleware(client: Client) {

@@ -165,7 +165,10 @@ impl<'tcx> LateLintPass<'tcx> for HttpCallOutsideAdapter {
             .map(|s| s.to_string())
             .collect();
         let module_path: Vec<&str> = module_path.iter().map(String::as_str).collect();
-        if self.policy.is_allowed_site(site_crate.as_str(), &module_path) {
+        if self
+            .policy
+            .is_allowed_site(site_crate.as_str(), &module_path)
+        {
             return;
         }
 
@@ -191,12 +194,7 @@ impl<'tcx> LateLintPass<'tcx> for HttpCallOutsideAdapter {
                     "requests sent past an adapter carry no stored idempotency key, so a retry \
                      after a crash or timeout sends the write twice",
                 );
-                if let Suggestion::Adapter { .. } = suggestion {
-                    diag.help(format!(
-                        "other services: {}",
-                        idem_lint_policy::adapter_map()
-                    ));
-                }
+                diag.help(idem_lint_policy::help());
             }),
         );
     }

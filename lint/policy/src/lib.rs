@@ -240,16 +240,23 @@ pub fn adapter_map() -> String {
 }
 
 /// The diagnostic's main line for a flagged call to `callee` (a printable path).
+///
+/// With a known service the line names its adapter; otherwise it says to use an adapter and the
+/// diagnostic's help line ([`adapter_map`]) lists them.
 pub fn message(callee: &str, suggestion: Suggestion) -> String {
     match suggestion {
         Suggestion::Adapter { service, package } => format!(
-            "direct HTTP call `{callee}` outside an idem adapter: {service} writes go through the `{package}` adapter"
+            "direct HTTP call `{callee}` outside an idem adapter: {service} writes go through `{package}`"
         ),
         Suggestion::Unknown => format!(
-            "direct HTTP call `{callee}` outside an idem adapter: use the adapter for the service ({})",
-            adapter_map()
+            "direct HTTP call `{callee}` outside an idem adapter: use the adapter for the service"
         ),
     }
+}
+
+/// The diagnostic's help line: which adapter serves which service.
+pub fn help() -> String {
+    format!("idem adapters: {}", adapter_map())
 }
 
 #[cfg(test)]
@@ -274,7 +281,10 @@ mod tests {
         let p = Policy::default();
         for krate in ["idem_stripe", "idem_twilio", "idem_gbp", "idem_meta"] {
             assert!(p.is_allowed_site(krate, &[krate]), "{krate}");
-            assert!(p.is_allowed_site(krate, &[krate, "client", "inner"]), "{krate}");
+            assert!(
+                p.is_allowed_site(krate, &[krate, "client", "inner"]),
+                "{krate}"
+            );
         }
         assert!(p.is_allowed_site("idem-stripe", &["idem_stripe"]));
         assert!(p.is_allowed_site("idem", &["idem", "executor"]));
@@ -318,7 +328,10 @@ mod tests {
 
     #[test]
     fn configured_lists_replace_the_defaults() {
-        let p = Policy::new(["reqwest", "ureq"], ["my-adapter", "::app::http::outbound", "  "]);
+        let p = Policy::new(
+            ["reqwest", "ureq"],
+            ["my-adapter", "::app::http::outbound", "  "],
+        );
         assert!(p.is_external_http_call("ureq"));
         assert!(!p.is_external_http_call("reqwest_middleware"));
         assert!(p.is_allowed_site("my_adapter", &["my_adapter"]));
@@ -341,9 +354,18 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(host_of("https://api.stripe.com/v1/charges").as_deref(), Some("api.stripe.com"));
-        assert_eq!(host_of("HTTPS://API.Twilio.com:443/2010-04-01").as_deref(), Some("api.twilio.com"));
-        assert_eq!(host_of("http://user:pw@graph.facebook.com?x=1").as_deref(), Some("graph.facebook.com"));
+        assert_eq!(
+            host_of("https://api.stripe.com/v1/charges").as_deref(),
+            Some("api.stripe.com")
+        );
+        assert_eq!(
+            host_of("HTTPS://API.Twilio.com:443/2010-04-01").as_deref(),
+            Some("api.twilio.com")
+        );
+        assert_eq!(
+            host_of("http://user:pw@graph.facebook.com?x=1").as_deref(),
+            Some("graph.facebook.com")
+        );
         assert_eq!(host_of("http://[::1]:8080/").as_deref(), Some("::1"));
         assert_eq!(host_of("/v1/charges"), None);
         assert_eq!(host_of("ftp://stripe.com"), None);
@@ -356,12 +378,30 @@ mod tests {
             Suggestion::Adapter { package, .. } => Some(package),
             Suggestion::Unknown => None,
         };
-        assert_eq!(adapter("https://api.stripe.com/v1/payment_intents"), Some("idem-stripe"));
-        assert_eq!(adapter("https://files.stripe.com/v1/files"), Some("idem-stripe"));
-        assert_eq!(adapter("https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json"), Some("idem-twilio"));
-        assert_eq!(adapter("https://mybusiness.googleapis.com/v4/accounts/1/locations/2/reviews/3/reply"), Some("idem-gbp"));
-        assert_eq!(adapter("https://graph.facebook.com/v19.0/123/feed"), Some("idem-meta"));
-        assert_eq!(adapter("https://graph.instagram.com/me/media"), Some("idem-meta"));
+        assert_eq!(
+            adapter("https://api.stripe.com/v1/payment_intents"),
+            Some("idem-stripe")
+        );
+        assert_eq!(
+            adapter("https://files.stripe.com/v1/files"),
+            Some("idem-stripe")
+        );
+        assert_eq!(
+            adapter("https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json"),
+            Some("idem-twilio")
+        );
+        assert_eq!(
+            adapter("https://mybusiness.googleapis.com/v4/accounts/1/locations/2/reviews/3/reply"),
+            Some("idem-gbp")
+        );
+        assert_eq!(
+            adapter("https://graph.facebook.com/v19.0/123/feed"),
+            Some("idem-meta")
+        );
+        assert_eq!(
+            adapter("https://graph.instagram.com/me/media"),
+            Some("idem-meta")
+        );
         assert_eq!(adapter("api.stripe.com"), Some("idem-stripe"));
         // Look-alike hosts are not the service.
         assert_eq!(adapter("https://notstripe.com/v1"), None);
@@ -374,14 +414,25 @@ mod tests {
     fn messages_name_the_adapter() {
         let m = message(
             "reqwest::RequestBuilder::send",
-            Suggestion::Adapter { service: "Stripe", package: "idem-stripe" },
+            Suggestion::Adapter {
+                service: "Stripe",
+                package: "idem-stripe",
+            },
         );
         assert!(m.contains("`reqwest::RequestBuilder::send`"), "{m}");
         assert!(m.contains("`idem-stripe`"), "{m}");
 
         let m = message("reqwest::get", Suggestion::Unknown);
-        for package in ["idem-stripe", "idem-twilio", "idem-gbp", "idem-meta", "idem::executor"] {
-            assert!(m.contains(package), "{package} missing from {m}");
+        assert!(m.contains("`reqwest::get`"), "{m}");
+        let h = help();
+        for package in [
+            "idem-stripe",
+            "idem-twilio",
+            "idem-gbp",
+            "idem-meta",
+            "idem::executor",
+        ] {
+            assert!(h.contains(package), "{package} missing from {h}");
         }
     }
 
