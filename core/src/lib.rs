@@ -5,6 +5,7 @@ pub mod clock;
 pub mod error;
 pub mod executor;
 pub mod fingerprint;
+pub mod inbound;
 pub mod key;
 pub mod ledger;
 #[cfg(feature = "testing")]
@@ -14,5 +15,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ExecError, KeyError, KeyPart, StoreError};
 pub use executor::{Delivered, Executor, OutboundRequest, Provider, SafetyClass};
 pub use fingerprint::Fingerprint;
+pub use inbound::{EndpointConfig, IdempotencyLayer, with_idempotency};
 pub use key::IdempotencyKey;
 pub use ledger::{LedgerStore, Operation, OperationState};

@@ -1,0 +1,2 @@
+//! Inbound wrapper latency (filled in below).
+fn main() {}
