@@ -1,0 +1,951 @@
+//! The typed client: [`StripeClient`] and its resources.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use idem::executor::{Begun, Claim, RetrySettings, Source, Url, Verdict};
+use idem::ledger::Completion;
+use idem::{Delivered, ExecError, Executor, IdempotencyKey, OperationState, OutboundRequest};
+use idem::{Provider, SafetyClass, StoreError};
+use serde::de::DeserializeOwned;
+
+use crate::classifier::StripeClassifier;
+use crate::error::{ConfigError, Error, StripeError};
+use crate::form::Form;
+use crate::objects::{
+    Charge, Customer, PaymentIntent, PaymentIntentStatus, Refund, StripeObject,
+};
+use crate::params::{
+    CapturePaymentIntent, ConfirmPaymentIntent, CreateCharge, CreateCustomer,
+    CreatePaymentIntent, CreateRefund, RefundTarget,
+};
+use crate::types::{IDEM_KEY_METADATA, Metadata, PaymentIntentId};
+
+/// Stripe's production API.
+pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
+
+/// The provider name in the ledger.
+pub const PROVIDER_NAME: &str = "stripe";
+
+/// How long Stripe keeps an idempotency key at least: 24 hours.
+pub const KEY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The retry settings used unless [`StripeClientBuilder::retry`] overrides
+/// them: 3 attempts (2 retries, as Stripe's own clients), backoff 0.5 s to 5 s
+/// with jitter, 80 s per attempt (Stripe's clients' timeout), 120 s in all.
+pub fn default_retry() -> RetrySettings {
+    RetrySettings::default()
+        .with_max_attempts(3)
+        .with_backoff(Duration::from_millis(500), Duration::from_secs(5))
+        .with_attempt_timeout(Duration::from_secs(80))
+        .with_total_timeout(Duration::from_secs(120))
+}
+
+/// The operations this crate writes, as named in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    PaymentIntentCreate,
+    PaymentIntentConfirm,
+    PaymentIntentCapture,
+    RefundCreate,
+    CustomerCreate,
+    ChargeCreate,
+}
+
+impl OpKind {
+    const ALL: [Self; 6] = [
+        Self::PaymentIntentCreate,
+        Self::PaymentIntentConfirm,
+        Self::PaymentIntentCapture,
+        Self::RefundCreate,
+        Self::CustomerCreate,
+        Self::ChargeCreate,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::PaymentIntentCreate => "payment_intents.create",
+            Self::PaymentIntentConfirm => "payment_intents.confirm",
+            Self::PaymentIntentCapture => "payment_intents.capture",
+            Self::RefundCreate => "refunds.create",
+            Self::CustomerCreate => "customers.create",
+            Self::ChargeCreate => "charges.create",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// A Stripe answer and where it came from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StripeResponse<T> {
+    /// The object.
+    pub object: T,
+    /// The operation's key.
+    pub key: IdempotencyKey,
+    /// From the wire now, from the ledger (no request made), or from
+    /// reconciliation (found by search after the key window).
+    pub source: Source,
+    /// Whether this is a replay of an earlier answer: read from the ledger,
+    /// or Stripe answered with `Idempotent-Replayed: true`.
+    pub replayed: bool,
+    /// Stripe's `Request-Id`, when the answer came from the wire.
+    pub request_id: Option<String>,
+}
+
+/// What [`StripeClient::reconcile`] established.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Reconciliation {
+    /// The operation took effect; this is the object. The ledger record is
+    /// now `succeeded` (or already was).
+    Found(StripeObject),
+    /// The operation provably did not take effect (it was never sent, or the
+    /// PaymentIntent is still waiting for this confirm or capture). The record
+    /// is `pending`: the next run sends it with the same key.
+    NotApplied {
+        /// How this was established.
+        note: String,
+    },
+    /// No object carries the key. Stripe's search lags writes by up to about
+    /// a minute, so this is not proof: the record stays `unknown`. Try again
+    /// later; if still not found, an operator may bump the key.
+    NotFound {
+        /// How it was looked up.
+        note: String,
+    },
+}
+
+enum RawReconciliation {
+    Found(Bytes),
+    NotApplied(String),
+    NotFound(String),
+}
+
+/// Builds a [`StripeClient`].
+pub struct StripeClientBuilder {
+    executor: Executor,
+    secret_key: String,
+    base_url: String,
+    stripe_version: Option<String>,
+    stripe_account: Option<String>,
+    retry: RetrySettings,
+}
+
+impl fmt::Debug for StripeClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("stripe_version", &self.stripe_version)
+            .field("stripe_account", &self.stripe_account)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StripeClientBuilder {
+    /// Sends to `url` instead of `https://api.stripe.com` (tests, the fake).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// Sends `Stripe-Version: <version>` (for example `2026-08-26.dahlia`).
+    /// Without it Stripe uses the account's default version.
+    pub fn stripe_version(mut self, version: impl Into<String>) -> Self {
+        self.stripe_version = Some(version.into());
+        self
+    }
+
+    /// Sends `Stripe-Account: <acct_...>` (Connect: act on a connected
+    /// account).
+    pub fn stripe_account(mut self, account: impl Into<String>) -> Self {
+        self.stripe_account = Some(account.into());
+        self
+    }
+
+    /// Replaces the retry settings (see [`default_retry`]). They must fit in
+    /// Stripe's 24 h key window, which they do by a wide margin.
+    pub fn retry(mut self, retry: RetrySettings) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The client.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the base URL, the secret key or a header value
+    /// is invalid.
+    pub fn build(self) -> Result<StripeClient, ConfigError> {
+        let base: Url = self.base_url.parse().map_err(|_| ConfigError::BaseUrl)?;
+        if base.cannot_be_a_base() {
+            return Err(ConfigError::BaseUrl);
+        }
+        if self.secret_key.is_empty()
+            || http::HeaderValue::from_str(&format!("Bearer {}", self.secret_key)).is_err()
+        {
+            return Err(ConfigError::SecretKey);
+        }
+        for (name, value) in [
+            ("Stripe-Version", &self.stripe_version),
+            ("Stripe-Account", &self.stripe_account),
+        ] {
+            if let Some(v) = value {
+                if v.is_empty() || http::HeaderValue::from_str(v).is_err() {
+                    return Err(ConfigError::Header(name));
+                }
+            }
+        }
+        let class = SafetyClass::NativeKey {
+            retention: KEY_RETENTION,
+        };
+        let provider =
+            Provider::new(PROVIDER_NAME, class, StripeClassifier).with_retry(self.retry);
+        // Lookups (search, list, retrieve) are reads: any transient failure
+        // may be repeated.
+        let lookup = Provider::new(
+            PROVIDER_NAME,
+            SafetyClass::NaturallyIdempotent,
+            StripeClassifier,
+        )
+        .with_retry(self.retry);
+        Ok(StripeClient {
+            inner: Arc::new(Inner {
+                executor: self.executor,
+                secret_key: self.secret_key,
+                base,
+                stripe_version: self.stripe_version,
+                stripe_account: self.stripe_account,
+                provider,
+                lookup,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    executor: Executor,
+    secret_key: String,
+    base: Url,
+    stripe_version: Option<String>,
+    stripe_account: Option<String>,
+    provider: Provider,
+    lookup: Provider,
+}
+
+/// Typed, key-required, retry-safe Stripe writes. Cheap to clone.
+///
+/// Every write takes an [`IdempotencyKey`], sends it as `Idempotency-Key`,
+/// records it in the ledger before the first attempt, and stores it on the
+/// created object as `metadata[idem_key]` (see [`IDEM_KEY_METADATA`]).
+#[derive(Clone)]
+pub struct StripeClient {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for StripeClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeClient")
+            .field("base", &self.inner.base.as_str())
+            .field("stripe_version", &self.inner.stripe_version)
+            .field("stripe_account", &self.inner.stripe_account)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StripeClient {
+    /// Starts building a client that sends through `executor` with
+    /// `secret_key` (`sk_...` or a restricted `rk_...`).
+    pub fn builder(executor: Executor, secret_key: impl Into<String>) -> StripeClientBuilder {
+        StripeClientBuilder {
+            executor,
+            secret_key: secret_key.into(),
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            stripe_version: None,
+            stripe_account: None,
+            retry: default_retry(),
+        }
+    }
+
+    /// PaymentIntents: create, confirm, capture.
+    pub fn payment_intents(&self) -> PaymentIntents<'_> {
+        PaymentIntents { client: self }
+    }
+
+    /// Refunds: create.
+    pub fn refunds(&self) -> Refunds<'_> {
+        Refunds { client: self }
+    }
+
+    /// Customers: create.
+    pub fn customers(&self) -> Customers<'_> {
+        Customers { client: self }
+    }
+
+    /// Charges (legacy): create.
+    pub fn charges(&self) -> Charges<'_> {
+        Charges { client: self }
+    }
+
+    /// The provider description the executor uses for writes.
+    pub fn provider(&self) -> &Provider {
+        &self.inner.provider
+    }
+
+    /// The executor.
+    pub fn executor(&self) -> &Executor {
+        &self.inner.executor
+    }
+
+    /// Finds out what happened to the operation recorded under `key`:
+    ///
+    /// * a create (PaymentIntent, Customer, Charge) is looked up with
+    ///   Stripe's search API, `metadata['idem_key']:'<key>'`;
+    /// * a refund is looked up by listing the refunds of its PaymentIntent or
+    ///   charge (Stripe has no refund search) and matching `metadata[idem_key]`;
+    /// * a confirm or capture is looked up by reading the PaymentIntent's
+    ///   status (Stripe takes no metadata on confirm).
+    ///
+    /// When found, the ledger record becomes `succeeded` with the object as
+    /// its stored answer. A record that already succeeded answers from the
+    /// ledger with no request. The lookup holds the record's lease, so no
+    /// other worker resends it meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRecord`] when the ledger has no such key,
+    /// [`Error::InFlight`] while a worker is sending it, [`Error::Api`] when it
+    /// failed earlier, [`Error::Superseded`], [`Error::Reconcile`] when the
+    /// lookup itself failed, and store errors.
+    pub async fn reconcile(&self, key: &IdempotencyKey) -> Result<Reconciliation, Error> {
+        let kind = self.kind_of(key).await?;
+        Ok(match self.reconcile_raw(key).await? {
+            RawReconciliation::Found(body) => {
+                let object = match kind {
+                    OpKind::PaymentIntentCreate
+                    | OpKind::PaymentIntentConfirm
+                    | OpKind::PaymentIntentCapture => {
+                        StripeObject::PaymentIntent(decode::<PaymentIntent>(key, &body)?)
+                    }
+                    OpKind::RefundCreate => StripeObject::Refund(decode::<Refund>(key, &body)?),
+                    OpKind::CustomerCreate => {
+                        StripeObject::Customer(decode::<Customer>(key, &body)?)
+                    }
+                    OpKind::ChargeCreate => StripeObject::Charge(decode::<Charge>(key, &body)?),
+                };
+                Reconciliation::Found(object)
+            }
+            RawReconciliation::NotApplied(note) => Reconciliation::NotApplied { note },
+            RawReconciliation::NotFound(note) => Reconciliation::NotFound { note },
+        })
+    }
+
+    async fn kind_of(&self, key: &IdempotencyKey) -> Result<OpKind, Error> {
+        let op = self
+            .inner
+            .executor
+            .store()
+            .get(key)
+            .await
+            .map_err(Error::Store)?
+            .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
+        if op.provider != PROVIDER_NAME {
+            return Err(Error::InvalidRequest {
+                key: key.clone(),
+                reason: format!("the record belongs to provider {:?}", op.provider),
+            });
+        }
+        OpKind::from_name(&op.operation).ok_or_else(|| Error::InvalidRequest {
+            key: key.clone(),
+            reason: format!("unknown Stripe operation {:?}", op.operation),
+        })
+    }
+
+    async fn reconcile_raw(&self, key: &IdempotencyKey) -> Result<RawReconciliation, Error> {
+        let executor = &self.inner.executor;
+        let op = executor
+            .store()
+            .get(key)
+            .await
+            .map_err(Error::Store)?
+            .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
+        let kind = OpKind::from_name(&op.operation).ok_or_else(|| Error::InvalidRequest {
+            key: key.clone(),
+            reason: format!("unknown Stripe operation {:?}", op.operation),
+        })?;
+        if op.state == OperationState::Pending {
+            return Ok(RawReconciliation::NotApplied(
+                "the record is pending: nothing was processed by Stripe yet".to_owned(),
+            ));
+        }
+        let begun = executor
+            .begin_after_reconcile(&self.inner.lookup, key, &op.operation, op.fingerprint.clone())
+            .await
+            .map_err(|e| map_exec(e, None))?;
+        let mut claim = match begun {
+            Begun::Done(delivered) => return Ok(RawReconciliation::Found(delivered.body)),
+            Begun::Claimed(claim) => claim,
+            _ => {
+                return Err(Error::Reconcile {
+                    key: key.clone(),
+                    reason: "unexpected executor answer".to_owned(),
+                });
+            }
+        };
+        let Some((request, what)) = self.lookup_request(kind, key, claim.operation().checkpoint.as_deref()) else {
+            let note = "no way to look this operation up (its target was not recorded)".to_owned();
+            complete(claim, Completion::Unknown { note: note.clone(), status: None }).await?;
+            return Ok(RawReconciliation::NotFound(note));
+        };
+        let outcome = claim.send(request).await;
+        let body = match (&outcome.verdict, &outcome.response) {
+            (Verdict::Success, Some((_, _, body))) => body.clone(),
+            _ => {
+                let reason = format!("{what} failed: {}", outcome.describe());
+                complete(
+                    claim,
+                    Completion::Unknown {
+                        note: format!("reconciliation {reason}"),
+                        status: None,
+                    },
+                )
+                .await?;
+                return Err(Error::Reconcile {
+                    key: key.clone(),
+                    reason,
+                });
+            }
+        };
+        let found = interpret(kind, key, &body, &what);
+        let completion = match &found {
+            RawReconciliation::Found(object) => Completion::Succeeded {
+                status: 200,
+                body: object.clone(),
+            },
+            RawReconciliation::NotApplied(note) => Completion::NotSent { note: note.clone() },
+            RawReconciliation::NotFound(note) => Completion::Unknown {
+                note: note.clone(),
+                status: None,
+            },
+        };
+        complete(claim, completion).await?;
+        tracing::info!(key = %key, operation = kind.name(), lookup = %what, "Stripe reconciliation done");
+        Ok(found)
+    }
+
+    fn lookup_request(
+        &self,
+        kind: OpKind,
+        key: &IdempotencyKey,
+        checkpoint: Option<&str>,
+    ) -> Option<(OutboundRequest, String)> {
+        let query = format!("metadata['{IDEM_KEY_METADATA}']:'{key}'");
+        let search = |object: &str| {
+            let url = self.url(&["v1", object, "search"], &[("query", &query)]);
+            Some((self.get(url), format!("search of {object} for {query}")))
+        };
+        match kind {
+            OpKind::PaymentIntentCreate => search("payment_intents"),
+            OpKind::CustomerCreate => search("customers"),
+            OpKind::ChargeCreate => search("charges"),
+            OpKind::RefundCreate => {
+                let (name, id) = checkpoint?.split_once('=')?;
+                if name != "payment_intent" && name != "charge" {
+                    return None;
+                }
+                let url = self.url(&["v1", "refunds"], &[(name, id), ("limit", "100")]);
+                Some((self.get(url), format!("list of refunds of {id}")))
+            }
+            OpKind::PaymentIntentConfirm | OpKind::PaymentIntentCapture => {
+                let (name, id) = checkpoint?.split_once('=')?;
+                if name != "payment_intent" {
+                    return None;
+                }
+                let url = self.url(&["v1", "payment_intents", id], &[]);
+                Some((self.get(url), format!("retrieval of {id}")))
+            }
+        }
+    }
+
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.inner.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    fn with_common_headers(&self, mut req: OutboundRequest) -> OutboundRequest {
+        req = req.bearer_auth(&self.inner.secret_key);
+        if let Some(v) = &self.inner.stripe_version {
+            req = req.header("Stripe-Version", v);
+        }
+        if let Some(a) = &self.inner.stripe_account {
+            req = req.header("Stripe-Account", a);
+        }
+        req
+    }
+
+    fn get(&self, url: Url) -> OutboundRequest {
+        self.with_common_headers(OutboundRequest::get(url))
+    }
+
+    async fn write<T: DeserializeOwned>(
+        &self,
+        key: &IdempotencyKey,
+        kind: OpKind,
+        url: Url,
+        form: Form,
+        checkpoint: Option<String>,
+    ) -> Result<StripeResponse<T>, Error> {
+        let request = self
+            .with_common_headers(OutboundRequest::post(url))
+            .header("Idempotency-Key", key.as_str())
+            .form(form.pairs().iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let executor = &self.inner.executor;
+        let provider = &self.inner.provider;
+        // At most two rounds: a second only after reconciliation proved that
+        // a confirm or capture did not happen (record back to `pending`).
+        let mut last_unknown = None;
+        for _ in 0..2 {
+            let begun = executor
+                .begin(provider, key, kind.name(), request.fingerprint())
+                .await;
+            let result = match begun {
+                Ok(Begun::Done(delivered)) => return respond(key, &delivered),
+                Ok(Begun::Claimed(claim)) => {
+                    match self
+                        .send_claimed(claim, request.clone(), checkpoint.as_deref())
+                        .await
+                    {
+                        Ok(delivered) => return respond(key, &delivered),
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(_) => {
+                    return Err(Error::Reconcile {
+                        key: key.clone(),
+                        reason: "unexpected executor answer".to_owned(),
+                    });
+                }
+                Err(e) => Err((e, None)),
+            };
+            match result {
+                Ok(response) => return Ok(response),
+                Err((ExecError::OutcomeUnknown { key, reason }, _)) => {
+                    match self.after_unknown(&key, reason).await? {
+                        Some(response) => return Ok(response),
+                        None => last_unknown = Some(key),
+                    }
+                }
+                Err((e, headers)) => return Err(map_exec(e, headers.as_ref())),
+            }
+        }
+        Err(Error::OutcomeUnknown {
+            key: last_unknown.unwrap_or_else(|| key.clone()),
+            reason: "still unknown after reconciliation and a resend".to_owned(),
+            resend_safe_until: None,
+        })
+    }
+
+    async fn send_claimed(
+        &self,
+        mut claim: Claim,
+        request: OutboundRequest,
+        checkpoint: Option<&str>,
+    ) -> Result<Delivered, (ExecError, Option<HeaderMap>)> {
+        if let Some(cp) = checkpoint {
+            if claim.operation().checkpoint.as_deref() != Some(cp) {
+                claim.checkpoint(cp).await.map_err(|e| (e, None))?;
+            }
+        }
+        let outcome = claim.send(request).await;
+        let headers = outcome.response.as_ref().map(|(_, h, _)| h.clone());
+        claim.finish(outcome).await.map_err(|e| (e, headers))
+    }
+
+    /// An operation ended `unknown`. Inside Stripe's key window the next run
+    /// resends the same key (Stripe dedupes it), so say so. Past it, a resend
+    /// could charge twice: reconcile instead. Returns `None` when
+    /// reconciliation proved the operation did not happen (record pending).
+    async fn after_unknown<T: DeserializeOwned>(
+        &self,
+        key: &IdempotencyKey,
+        reason: String,
+    ) -> Result<Option<StripeResponse<T>>, Error> {
+        let executor = &self.inner.executor;
+        let provider = &self.inner.provider;
+        let op = executor
+            .store()
+            .get(key)
+            .await
+            .map_err(Error::Store)?
+            .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
+        let now = executor.now();
+        let budget = provider.retry().claim_budget();
+        if provider
+            .class()
+            .may_resend_unknown(op.first_sent_at, now, budget)
+        {
+            let until = op
+                .first_sent_at
+                .map(|first| first + KEY_RETENTION - budget);
+            return Err(Error::OutcomeUnknown {
+                key: key.clone(),
+                reason,
+                resend_safe_until: until.or(Some(now)),
+            });
+        }
+        tracing::warn!(key = %key, %reason, "Stripe key window passed with the outcome unknown; reconciling instead of resending");
+        match self.reconcile_raw(key).await? {
+            RawReconciliation::Found(body) => {
+                let object = decode::<T>(key, &body)?;
+                Ok(Some(StripeResponse {
+                    object,
+                    key: key.clone(),
+                    source: Source::Reconciled,
+                    replayed: false,
+                    request_id: None,
+                }))
+            }
+            RawReconciliation::NotApplied(_) => Ok(None),
+            RawReconciliation::NotFound(note) => Err(Error::NotFound {
+                key: key.clone(),
+                note,
+            }),
+        }
+    }
+}
+
+async fn complete(claim: Claim, completion: Completion) -> Result<(), Error> {
+    claim
+        .complete(completion)
+        .await
+        .map(|_| ())
+        .map_err(|e| map_exec(e, None))
+}
+
+fn interpret(kind: OpKind, key: &IdempotencyKey, body: &[u8], what: &str) -> RawReconciliation {
+    match kind {
+        OpKind::PaymentIntentCreate
+        | OpKind::CustomerCreate
+        | OpKind::ChargeCreate
+        | OpKind::RefundCreate => {
+            let data = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("data").and_then(|d| d.as_array()).cloned())
+                .unwrap_or_default();
+            let found = data.into_iter().find(|object| {
+                object
+                    .get("metadata")
+                    .and_then(|m| m.get(IDEM_KEY_METADATA))
+                    .and_then(|v| v.as_str())
+                    == Some(key.as_str())
+            });
+            match found.and_then(|o| serde_json::to_vec(&o).ok()) {
+                Some(bytes) => RawReconciliation::Found(Bytes::from(bytes)),
+                None => RawReconciliation::NotFound(format!("{what}: no object found")),
+            }
+        }
+        OpKind::PaymentIntentConfirm | OpKind::PaymentIntentCapture => {
+            let Ok(pi) = serde_json::from_slice::<PaymentIntent>(body) else {
+                return RawReconciliation::NotFound(format!("{what}: unreadable answer"));
+            };
+            use PaymentIntentStatus as S;
+            let confirm = kind == OpKind::PaymentIntentConfirm;
+            match (&pi.status, confirm) {
+                (S::RequiresAction | S::Processing | S::RequiresCapture | S::Succeeded, true)
+                | (S::Succeeded, false) => RawReconciliation::Found(Bytes::copy_from_slice(body)),
+                (S::RequiresConfirmation, true) | (S::RequiresCapture, false) => {
+                    RawReconciliation::NotApplied(format!(
+                        "{what}: the intent is {:?}, so the {} did not happen",
+                        pi.status,
+                        if confirm { "confirm" } else { "capture" }
+                    ))
+                }
+                (status, _) => RawReconciliation::NotFound(format!(
+                    "{what}: the intent is {status:?}; cannot tell whether the operation ran"
+                )),
+            }
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &IdempotencyKey, body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|source| Error::Decode {
+        key: key.clone(),
+        source,
+    })
+}
+
+fn respond<T: DeserializeOwned>(
+    key: &IdempotencyKey,
+    delivered: &Delivered,
+) -> Result<StripeResponse<T>, Error> {
+    let header = |name: &str| {
+        delivered
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let replayed = delivered.from_ledger()
+        || header("idempotent-replayed").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    Ok(StripeResponse {
+        object: decode(key, &delivered.body)?,
+        key: key.clone(),
+        source: delivered.source,
+        replayed,
+        request_id: header("request-id"),
+    })
+}
+
+fn map_exec(e: ExecError, headers: Option<&HeaderMap>) -> Error {
+    match e {
+        ExecError::Rejected {
+            key,
+            status,
+            body,
+            from_ledger,
+        } => {
+            let error = StripeError::from_response(status, headers, &body);
+            if error.is_key_reuse() {
+                Error::KeyReused {
+                    key,
+                    detail: "Stripe answered idempotency_error: the key was first used with other parameters".to_owned(),
+                    stripe: Some(error),
+                }
+            } else {
+                Error::Api {
+                    key,
+                    error,
+                    from_ledger,
+                }
+            }
+        }
+        ExecError::OutcomeUnknown { key, reason } => Error::OutcomeUnknown {
+            key,
+            reason,
+            resend_safe_until: None,
+        },
+        ExecError::NotSent {
+            key,
+            reason,
+            retry_after,
+        } => Error::NotSent {
+            key,
+            reason,
+            retry_after,
+        },
+        ExecError::InFlight {
+            key,
+            lease_expires_at,
+        } => Error::InFlight {
+            key,
+            lease_expires_at,
+        },
+        ExecError::Superseded { key, by } => Error::Superseded { key, by },
+        ExecError::InvalidRequest { key, reason } => Error::InvalidRequest { key, reason },
+        ExecError::Store(StoreError::KeyReused { key, detail }) => Error::KeyReused {
+            key,
+            detail: format!("the ledger holds another request under it: {detail}"),
+            stripe: None,
+        },
+        ExecError::Store(e) => Error::Store(e),
+        other => Error::Executor(other),
+    }
+}
+
+/// Adds `metadata[idem_key]` to the caller's metadata.
+fn with_key(key: &IdempotencyKey, metadata: &Metadata) -> Result<Metadata, Error> {
+    if metadata.contains_key(IDEM_KEY_METADATA) {
+        return Err(Error::InvalidRequest {
+            key: key.clone(),
+            reason: format!("metadata key {IDEM_KEY_METADATA:?} is reserved for idem"),
+        });
+    }
+    let mut m = metadata.clone();
+    m.insert(IDEM_KEY_METADATA.to_owned(), key.to_string());
+    Ok(m)
+}
+
+/// `client.payment_intents()`.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentIntents<'a> {
+    client: &'a StripeClient,
+}
+
+impl PaymentIntents<'_> {
+    /// `POST /v1/payment_intents`, with `metadata[idem_key]=<key>`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]. After Stripe's 24 h key window an unknown outcome is
+    /// reconciled through search instead of resent.
+    pub async fn create(
+        &self,
+        key: &IdempotencyKey,
+        params: &CreatePaymentIntent,
+    ) -> Result<StripeResponse<PaymentIntent>, Error> {
+        let mut form = Form::new();
+        params.encode(&mut form);
+        form.map("metadata", &with_key(key, &params.metadata)?);
+        let url = self.client.url(&["v1", "payment_intents"], &[]);
+        self.client
+            .write(key, OpKind::PaymentIntentCreate, url, form, None)
+            .await
+    }
+
+    /// `POST /v1/payment_intents/{id}/confirm`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]. After the key window an unknown confirm is reconciled by
+    /// reading the intent's status.
+    pub async fn confirm(
+        &self,
+        key: &IdempotencyKey,
+        id: &PaymentIntentId,
+        params: &ConfirmPaymentIntent,
+    ) -> Result<StripeResponse<PaymentIntent>, Error> {
+        let mut form = Form::new();
+        params.encode(&mut form);
+        let url = self
+            .client
+            .url(&["v1", "payment_intents", id.as_str(), "confirm"], &[]);
+        self.client
+            .write(
+                key,
+                OpKind::PaymentIntentConfirm,
+                url,
+                form,
+                Some(format!("payment_intent={id}")),
+            )
+            .await
+    }
+
+    /// `POST /v1/payment_intents/{id}/capture`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]. After the key window an unknown capture is reconciled by
+    /// reading the intent's status.
+    pub async fn capture(
+        &self,
+        key: &IdempotencyKey,
+        id: &PaymentIntentId,
+        params: &CapturePaymentIntent,
+    ) -> Result<StripeResponse<PaymentIntent>, Error> {
+        let mut form = Form::new();
+        params.encode(&mut form);
+        let url = self
+            .client
+            .url(&["v1", "payment_intents", id.as_str(), "capture"], &[]);
+        self.client
+            .write(
+                key,
+                OpKind::PaymentIntentCapture,
+                url,
+                form,
+                Some(format!("payment_intent={id}")),
+            )
+            .await
+    }
+}
+
+/// `client.refunds()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Refunds<'a> {
+    client: &'a StripeClient,
+}
+
+impl Refunds<'_> {
+    /// `POST /v1/refunds`, with `metadata[idem_key]=<key>`. Stripe has no
+    /// refund search: reconciliation lists the refunds of the PaymentIntent or
+    /// charge (recorded in the ledger as the operation's checkpoint).
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`].
+    pub async fn create(
+        &self,
+        key: &IdempotencyKey,
+        params: &CreateRefund,
+    ) -> Result<StripeResponse<Refund>, Error> {
+        let mut form = Form::new();
+        params.encode(&mut form);
+        form.map("metadata", &with_key(key, &params.metadata)?);
+        let checkpoint = match &params.target {
+            RefundTarget::PaymentIntent(id) => format!("payment_intent={id}"),
+            RefundTarget::Charge(id) => format!("charge={id}"),
+        };
+        let url = self.client.url(&["v1", "refunds"], &[]);
+        self.client
+            .write(key, OpKind::RefundCreate, url, form, Some(checkpoint))
+            .await
+    }
+}
+
+/// `client.customers()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Customers<'a> {
+    client: &'a StripeClient,
+}
+
+impl Customers<'_> {
+    /// `POST /v1/customers`, with `metadata[idem_key]=<key>`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`].
+    pub async fn create(
+        &self,
+        key: &IdempotencyKey,
+        params: &CreateCustomer,
+    ) -> Result<StripeResponse<Customer>, Error> {
+        let mut form = Form::new();
+        params.encode(&mut form);
+        form.map("metadata", &with_key(key, &params.metadata)?);
+        let url = self.client.url(&["v1", "customers"], &[]);
+        self.client
+            .write(key, OpKind::CustomerCreate, url, form, None)
+            .await
+    }
+}
+
+/// `client.charges()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Charges<'a> {
+    client: &'a StripeClient,
+}
+
+impl Charges<'_> {
+    /// `POST /v1/charges` (legacy), with `metadata[idem_key]=<key>`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`].
+    pub async fn create(
+        &self,
+        key: &IdempotencyKey,
+        params: &CreateCharge,
+    ) -> Result<StripeResponse<Charge>, Error> {
+        let mut form = Form::new();
+        params.encode(&mut form);
+        form.map("metadata", &with_key(key, &params.metadata)?);
+        let url = self.client.url(&["v1", "charges"], &[]);
+        self.client
+            .write(key, OpKind::ChargeCreate, url, form, None)
+            .await
+    }
+}

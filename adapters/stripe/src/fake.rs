@@ -1,0 +1,1006 @@
+//! A simulated Stripe (feature `fake`): a wiremock server with Stripe's
+//! idempotency rules, for tests, demos and chaos runs.
+//!
+//! What it models:
+//!
+//! * `Idempotency-Key` on POSTs: the first executed answer (2xx, a 402 card
+//!   error, or an injected 500) is stored and replayed for the same key and
+//!   the same parameters with `Idempotent-Replayed: true`; the same key with
+//!   other parameters or on another endpoint answers 400
+//!   `idempotency_error`; the same key while the first request is still
+//!   processing answers 409 `idempotency_key_in_use`. Validation errors are
+//!   not stored. [`FakeStripe::expire_keys`] prunes keys as Stripe may after
+//!   24 h.
+//! * Objects: PaymentIntents (create, confirm, capture, retrieve, search),
+//!   Refunds (create, list by `payment_intent`/`charge`), Customers (create,
+//!   search), Charges (create, search). Search understands
+//!   `metadata['k']:'v'`; [`FakeStripe::set_search_lag`] hides objects from
+//!   search as Stripe's indexing delay can.
+//! * Test payment methods: `pm_card_chargeDeclined` (and the source
+//!   `tok_chargeDeclined`) are declined with 402 `card_error`.
+//! * Faults, injected for the next write requests ([`Fault`]).
+//!
+//! [`FakeStripe::side_effects`] counts writes that really took effect
+//! (objects created, intents confirmed or captured), counted by the fake.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use idem_stripe::fake::{FakeStripe, Fault};
+//! let stripe = FakeStripe::start().await;
+//! stripe.inject(Fault::ServerError);
+//! assert_eq!(stripe.side_effects(), 0);
+//! assert!(stripe.base_url().starts_with("http://"));
+//! # }
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// A fault for the next write request (POST) the fake receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// 500 `api_error`; nothing done, nothing stored.
+    ServerError,
+    /// 429 `rate_limit` with `Retry-After`; nothing done.
+    RateLimited {
+        /// Seconds in `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// The request is processed (the object is created and the answer stored
+    /// under its key), but the answer only leaves after `delay`: longer than
+    /// the client's attempt timeout, so the client sees a timeout after
+    /// sending.
+    LoseResponse {
+        /// How long the answer is held back.
+        delay: Duration,
+    },
+    /// Nothing is done, and the answer (a 500) only leaves after `delay`: the
+    /// client times out without anything having happened.
+    DropBeforeProcessing {
+        /// How long the answer is held back.
+        delay: Duration,
+    },
+    /// 409 `lock_timeout`; nothing done.
+    LockTimeout,
+    /// 500 with `Stripe-Should-Retry: false`, stored under the key like an
+    /// executed request; nothing visible done.
+    ServerErrorShouldNotRetry,
+    /// The request is processed, but its key stays "in use" and the answer is
+    /// held for `delay`: a concurrent request with the same key gets 409
+    /// `idempotency_key_in_use`.
+    SlowProcessing {
+        /// How long processing takes.
+        delay: Duration,
+    },
+}
+
+/// One request as the fake saw it (credentials left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SeenRequest {
+    /// `GET` or `POST`.
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// The query string, if any.
+    pub query: Option<String>,
+    /// The `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
+    /// The `Stripe-Version` header.
+    pub stripe_version: Option<String>,
+    /// The `Stripe-Account` header.
+    pub stripe_account: Option<String>,
+    /// The form pairs, decoded, in order.
+    pub form: Vec<(String, String)>,
+}
+
+struct Stored {
+    endpoint: String,
+    params: Vec<(String, String)>,
+    status: u16,
+    body: Value,
+    extra: Vec<(&'static str, String)>,
+    ready_at: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    seq: u64,
+    keys: HashMap<String, Stored>,
+    objects: BTreeMap<String, Value>,
+    order: Vec<String>,
+    faults: VecDeque<Fault>,
+    side_effects: usize,
+    write_requests: usize,
+    seen: Vec<SeenRequest>,
+    search_lag: bool,
+}
+
+impl State {
+    fn id(&mut self, prefix: &str) -> String {
+        self.seq += 1;
+        format!("{prefix}_idemfake{:010}", self.seq)
+    }
+
+    fn insert(&mut self, object: Value) -> Value {
+        if let Some(id) = object.get("id").and_then(Value::as_str) {
+            self.order.push(id.to_owned());
+            self.objects.insert(id.to_owned(), object.clone());
+        }
+        self.side_effects += 1;
+        object
+    }
+
+    fn of_kind(&self, kind: &str) -> Vec<Value> {
+        self.order
+            .iter()
+            .filter_map(|id| self.objects.get(id))
+            .filter(|o| o.get("object").and_then(Value::as_str) == Some(kind))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The simulated Stripe. Dropping it stops the server.
+pub struct FakeStripe {
+    server: MockServer,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for FakeStripe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeStripe")
+            .field("uri", &self.server.uri())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeStripe {
+    /// Starts a fake on a random local port.
+    pub async fn start() -> Self {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(State::default()));
+        Mock::given(any())
+            .respond_with(Responder {
+                state: state.clone(),
+            })
+            .named("fake stripe")
+            .mount(&server)
+            .await;
+        Self { server, state }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The base URL to give `StripeClientBuilder::base_url`.
+    pub fn base_url(&self) -> String {
+        self.server.uri()
+    }
+
+    /// Writes that really took effect: objects created, intents confirmed or
+    /// captured. Replays, rejections and faults do not count.
+    pub fn side_effects(&self) -> usize {
+        self.lock().side_effects
+    }
+
+    /// Write requests (POSTs) seen on the wire, replays and faults included.
+    pub fn write_requests(&self) -> usize {
+        self.lock().write_requests
+    }
+
+    /// Every request seen, in order.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.lock().seen.clone()
+    }
+
+    /// The `Idempotency-Key` of every write request, in order.
+    pub fn keys_on_wire(&self) -> Vec<String> {
+        self.lock()
+            .seen
+            .iter()
+            .filter(|r| r.method == "POST")
+            .filter_map(|r| r.idempotency_key.clone())
+            .collect()
+    }
+
+    /// Queues a fault for the next write request (faults apply in order, one
+    /// per request).
+    pub fn inject(&self, fault: Fault) {
+        self.lock().faults.push_back(fault);
+    }
+
+    /// While on, search finds nothing (Stripe's search can lag writes by
+    /// about a minute).
+    pub fn set_search_lag(&self, lagging: bool) {
+        self.lock().search_lag = lagging;
+    }
+
+    /// Forgets every idempotency key, as Stripe may once a key is 24 h old.
+    pub fn expire_keys(&self) {
+        self.lock().keys.clear();
+    }
+
+    /// All PaymentIntents, oldest first.
+    pub fn payment_intents(&self) -> Vec<Value> {
+        self.lock().of_kind("payment_intent")
+    }
+
+    /// All Refunds, oldest first.
+    pub fn refunds(&self) -> Vec<Value> {
+        self.lock().of_kind("refund")
+    }
+
+    /// All Customers, oldest first.
+    pub fn customers(&self) -> Vec<Value> {
+        self.lock().of_kind("customer")
+    }
+
+    /// All Charges created with `POST /v1/charges`, oldest first.
+    pub fn charges(&self) -> Vec<Value> {
+        self.lock().of_kind("charge")
+    }
+
+    /// An object by id.
+    pub fn object(&self, id: &str) -> Option<Value> {
+        self.lock().objects.get(id).cloned()
+    }
+}
+
+struct Responder {
+    state: Arc<Mutex<State>>,
+}
+
+fn error(status: u16, kind: &str, code: Option<&str>, message: &str, param: Option<&str>) -> Value {
+    let mut e = json!({ "type": kind, "message": message });
+    if let Some(c) = code {
+        e["code"] = json!(c);
+        e["doc_url"] = json!(format!("https://docs.stripe.com/error-codes/{c}"));
+    }
+    if let Some(p) = param {
+        e["param"] = json!(p);
+    }
+    let _ = status;
+    json!({ "error": e })
+}
+
+fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    extra: Vec<(&'static str, String)>,
+    /// Whether the request was executed (answers stored under the key).
+    executed: bool,
+}
+
+impl Answer {
+    fn ok(body: Value) -> Self {
+        Self {
+            status: 200,
+            body,
+            extra: Vec::new(),
+            executed: true,
+        }
+    }
+
+    fn invalid(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            extra: Vec::new(),
+            executed: false,
+        }
+    }
+}
+
+fn form_get<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn form_map(form: &[(String, String)], name: &str) -> serde_json::Map<String, Value> {
+    let prefix = format!("{name}[");
+    form.iter()
+        .filter_map(|(k, v)| {
+            let inner = k.strip_prefix(&prefix)?.strip_suffix(']')?;
+            Some((inner.to_owned(), json!(v)))
+        })
+        .collect()
+}
+
+fn form_list(form: &[(String, String)], name: &str) -> Vec<Value> {
+    let mut items: Vec<(usize, Value)> = form_map(form, name)
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+        .collect();
+    items.sort_by_key(|(i, _)| *i);
+    items.into_iter().map(|(_, v)| v).collect()
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+fn missing(param: &str) -> Answer {
+    Answer::invalid(
+        400,
+        error(
+            400,
+            "invalid_request_error",
+            Some("parameter_missing"),
+            &format!("Missing required param: {param}."),
+            Some(param),
+        ),
+    )
+}
+
+fn no_such(kind: &str, id: &str, param: &str) -> Answer {
+    Answer::invalid(
+        404,
+        error(
+            404,
+            "invalid_request_error",
+            Some("resource_missing"),
+            &format!("No such {kind}: '{id}'"),
+            Some(param),
+        ),
+    )
+}
+
+fn declined(pi: Option<&str>) -> Answer {
+    let mut e = error(
+        402,
+        "card_error",
+        Some("card_declined"),
+        "Your card was declined.",
+        None,
+    );
+    e["error"]["decline_code"] = json!("generic_decline");
+    if let Some(id) = pi {
+        e["error"]["payment_intent"] = json!({ "id": id, "object": "payment_intent" });
+    }
+    Answer {
+        status: 402,
+        body: e,
+        extra: Vec::new(),
+        executed: true,
+    }
+}
+
+fn amount(form: &[(String, String)], name: &str) -> Result<Option<u64>, Answer> {
+    match form_get(form, name) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            Answer::invalid(
+                400,
+                error(
+                    400,
+                    "invalid_request_error",
+                    Some("parameter_invalid_integer"),
+                    &format!("Invalid integer: {v}"),
+                    Some(name),
+                ),
+            )
+        }),
+    }
+}
+
+fn unexpected_state(pi: &Value, action: &str) -> Answer {
+    let status = pi["status"].as_str().unwrap_or("unknown");
+    Answer::invalid(
+        400,
+        error(
+            400,
+            "invalid_request_error",
+            Some("payment_intent_unexpected_state"),
+            &format!("This PaymentIntent's status is {status}; it cannot be {action}."),
+            None,
+        ),
+    )
+}
+
+impl State {
+    fn execute(&mut self, path: &str, form: &[(String, String)]) -> Answer {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match segments.as_slice() {
+            ["v1", "payment_intents"] => self.create_payment_intent(form),
+            ["v1", "payment_intents", id, "confirm"] => self.confirm(id, form),
+            ["v1", "payment_intents", id, "capture"] => self.capture(id, form),
+            ["v1", "refunds"] => self.create_refund(form),
+            ["v1", "customers"] => self.create_customer(form),
+            ["v1", "charges"] => self.create_charge(form),
+            _ => Answer::invalid(
+                404,
+                error(
+                    404,
+                    "invalid_request_error",
+                    None,
+                    &format!("Unrecognized request URL (POST: {path})."),
+                    None,
+                ),
+            ),
+        }
+    }
+
+    fn create_payment_intent(&mut self, form: &[(String, String)]) -> Answer {
+        let amount = match amount(form, "amount") {
+            Ok(Some(a)) => a,
+            Ok(None) => return missing("amount"),
+            Err(e) => return e,
+        };
+        let Some(currency) = form_get(form, "currency") else {
+            return missing("currency");
+        };
+        let id = self.id("pi");
+        let pm = form_get(form, "payment_method");
+        let manual = form_get(form, "capture_method") == Some("manual");
+        let mut types = form_list(form, "payment_method_types");
+        if types.is_empty() {
+            types = form_list(form, "allowed_payment_method_types");
+        }
+        if types.is_empty() {
+            types = vec![json!("card")];
+        }
+        let mut pi = json!({
+            "id": id,
+            "object": "payment_intent",
+            "amount": amount,
+            "amount_capturable": 0,
+            "amount_received": 0,
+            "capture_method": if manual { "manual" } else { "automatic" },
+            "client_secret": format!("{id}_secret_fake"),
+            "confirmation_method": "automatic",
+            "created": now_secs(),
+            "currency": currency.to_ascii_lowercase(),
+            "customer": form_get(form, "customer"),
+            "description": form_get(form, "description"),
+            "latest_charge": null,
+            "livemode": false,
+            "metadata": form_map(form, "metadata"),
+            "payment_method": pm,
+            "payment_method_types": types,
+            "receipt_email": form_get(form, "receipt_email"),
+            "status": if pm.is_some() { "requires_confirmation" } else { "requires_payment_method" },
+        });
+        if form_get(form, "confirm") == Some("true") {
+            if pm == Some("pm_card_chargeDeclined") {
+                pi["status"] = json!("requires_payment_method");
+                pi["last_payment_error"] = json!({"type": "card_error", "code": "card_declined"});
+                self.insert(pi);
+                return declined(Some(&id));
+            }
+            if pm.is_none() {
+                return Answer::invalid(
+                    400,
+                    error(
+                        400,
+                        "invalid_request_error",
+                        Some("payment_intent_unexpected_state"),
+                        "You cannot confirm this PaymentIntent because it's missing a payment method.",
+                        None,
+                    ),
+                );
+            }
+            self.settle_confirm(&mut pi, manual);
+        }
+        Answer::ok(self.insert(pi))
+    }
+
+    fn settle_confirm(&mut self, pi: &mut Value, manual: bool) {
+        let amount = pi["amount"].clone();
+        let charge = self.id("ch");
+        pi["latest_charge"] = json!(charge);
+        if manual {
+            pi["status"] = json!("requires_capture");
+            pi["amount_capturable"] = amount;
+        } else {
+            pi["status"] = json!("succeeded");
+            pi["amount_received"] = amount;
+        }
+    }
+
+    fn confirm(&mut self, id: &str, form: &[(String, String)]) -> Answer {
+        let Some(mut pi) = self.objects.get(id).cloned() else {
+            return no_such("payment_intent", id, "intent");
+        };
+        let status = pi["status"].as_str().unwrap_or_default().to_owned();
+        if status != "requires_confirmation" && status != "requires_payment_method" {
+            return unexpected_state(&pi, "confirmed");
+        }
+        if let Some(pm) = form_get(form, "payment_method") {
+            pi["payment_method"] = json!(pm);
+        }
+        if let Some(cm) = form_get(form, "capture_method") {
+            pi["capture_method"] = json!(cm);
+        }
+        let pm = pi["payment_method"].as_str().map(str::to_owned);
+        match pm.as_deref() {
+            None => {
+                return Answer::invalid(
+                    400,
+                    error(
+                        400,
+                        "invalid_request_error",
+                        Some("payment_intent_unexpected_state"),
+                        "You cannot confirm this PaymentIntent because it's missing a payment method.",
+                        None,
+                    ),
+                );
+            }
+            Some("pm_card_chargeDeclined") => {
+                pi["status"] = json!("requires_payment_method");
+                self.objects.insert(id.to_owned(), pi);
+                return declined(Some(id));
+            }
+            Some(_) => {}
+        }
+        let manual = pi["capture_method"].as_str() == Some("manual");
+        self.settle_confirm(&mut pi, manual);
+        self.objects.insert(id.to_owned(), pi.clone());
+        self.side_effects += 1;
+        Answer::ok(pi)
+    }
+
+    fn capture(&mut self, id: &str, form: &[(String, String)]) -> Answer {
+        let Some(mut pi) = self.objects.get(id).cloned() else {
+            return no_such("payment_intent", id, "intent");
+        };
+        if pi["status"].as_str() != Some("requires_capture") {
+            return unexpected_state(&pi, "captured");
+        }
+        let capturable = pi["amount_capturable"].as_u64().unwrap_or(0);
+        let to_capture = match amount(form, "amount_to_capture") {
+            Ok(a) => a.unwrap_or(capturable),
+            Err(e) => return e,
+        };
+        if to_capture > capturable {
+            return Answer::invalid(
+                400,
+                error(
+                    400,
+                    "invalid_request_error",
+                    Some("amount_too_large"),
+                    "The amount to capture exceeds the capturable amount.",
+                    Some("amount_to_capture"),
+                ),
+            );
+        }
+        pi["status"] = json!("succeeded");
+        pi["amount_received"] = json!(to_capture);
+        pi["amount_capturable"] = json!(0);
+        let meta = form_map(form, "metadata");
+        if let Some(m) = pi["metadata"].as_object_mut() {
+            m.extend(meta);
+        }
+        self.objects.insert(id.to_owned(), pi.clone());
+        self.side_effects += 1;
+        Answer::ok(pi)
+    }
+
+    fn create_refund(&mut self, form: &[(String, String)]) -> Answer {
+        let (target, param) = match (form_get(form, "payment_intent"), form_get(form, "charge")) {
+            (Some(pi), _) => (pi.to_owned(), "payment_intent"),
+            (None, Some(ch)) => (ch.to_owned(), "charge"),
+            (None, None) => {
+                return Answer::invalid(
+                    400,
+                    error(
+                        400,
+                        "invalid_request_error",
+                        Some("parameter_missing"),
+                        "One of the following params should be provided for this request: payment_intent or charge.",
+                        None,
+                    ),
+                );
+            }
+        };
+        let Some(paid) = self.objects.get(&target).cloned() else {
+            return no_such(param, &target, param);
+        };
+        let received = if param == "payment_intent" {
+            paid["amount_received"].as_u64().unwrap_or(0)
+        } else {
+            paid["amount_captured"].as_u64().unwrap_or(0)
+        };
+        let already: u64 = self
+            .of_kind("refund")
+            .iter()
+            .filter(|r| r[param].as_str() == Some(target.as_str()))
+            .filter_map(|r| r["amount"].as_u64())
+            .sum();
+        let amount = match amount(form, "amount") {
+            Ok(a) => a.unwrap_or(received.saturating_sub(already)),
+            Err(e) => return e,
+        };
+        if amount == 0 || already + amount > received {
+            return Answer::invalid(
+                400,
+                error(
+                    400,
+                    "invalid_request_error",
+                    Some("charge_already_refunded"),
+                    "The amount to refund exceeds what remains to be refunded.",
+                    Some("amount"),
+                ),
+            );
+        }
+        let id = self.id("re");
+        let refund = json!({
+            "id": id,
+            "object": "refund",
+            "amount": amount,
+            "charge": if param == "charge" { json!(target) } else { paid["latest_charge"].clone() },
+            "created": now_secs(),
+            "currency": paid["currency"].clone(),
+            "metadata": form_map(form, "metadata"),
+            "payment_intent": if param == "payment_intent" { json!(target) } else { Value::Null },
+            "reason": form_get(form, "reason"),
+            "status": "succeeded",
+        });
+        Answer::ok(self.insert(refund))
+    }
+
+    fn create_customer(&mut self, form: &[(String, String)]) -> Answer {
+        let id = self.id("cus");
+        let customer = json!({
+            "id": id,
+            "object": "customer",
+            "balance": 0,
+            "created": now_secs(),
+            "description": form_get(form, "description"),
+            "email": form_get(form, "email"),
+            "livemode": false,
+            "metadata": form_map(form, "metadata"),
+            "name": form_get(form, "name"),
+            "phone": form_get(form, "phone"),
+        });
+        Answer::ok(self.insert(customer))
+    }
+
+    fn create_charge(&mut self, form: &[(String, String)]) -> Answer {
+        let amount = match amount(form, "amount") {
+            Ok(Some(a)) => a,
+            Ok(None) => return missing("amount"),
+            Err(e) => return e,
+        };
+        let Some(currency) = form_get(form, "currency") else {
+            return missing("currency");
+        };
+        if form_get(form, "source").is_none() && form_get(form, "customer").is_none() {
+            return missing("source");
+        }
+        if form_get(form, "source") == Some("tok_chargeDeclined") {
+            return declined(None);
+        }
+        let capture = form_get(form, "capture") != Some("false");
+        let id = self.id("ch");
+        let charge = json!({
+            "id": id,
+            "object": "charge",
+            "amount": amount,
+            "amount_captured": if capture { amount } else { 0 },
+            "amount_refunded": 0,
+            "captured": capture,
+            "created": now_secs(),
+            "currency": currency.to_ascii_lowercase(),
+            "customer": form_get(form, "customer"),
+            "description": form_get(form, "description"),
+            "livemode": false,
+            "metadata": form_map(form, "metadata"),
+            "paid": true,
+            "payment_intent": null,
+            "status": "succeeded",
+        });
+        Answer::ok(self.insert(charge))
+    }
+
+    fn read(&self, path: &str, query: &[(String, String)]) -> Answer {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match segments.as_slice() {
+            ["v1", collection @ ("payment_intents" | "customers" | "charges"), "search"] => {
+                let kind = collection.trim_end_matches('s');
+                let Some(q) = form_get(query, "query") else {
+                    return missing("query");
+                };
+                let Some((mk, mv)) = parse_metadata_query(q) else {
+                    return Answer::invalid(
+                        400,
+                        error(
+                            400,
+                            "invalid_request_error",
+                            None,
+                            "The query is not supported by the fake (only metadata['k']:'v').",
+                            Some("query"),
+                        ),
+                    );
+                };
+                let data: Vec<Value> = if self.search_lag {
+                    Vec::new()
+                } else {
+                    self.of_kind(kind)
+                        .into_iter()
+                        .filter(|o| o["metadata"][&mk].as_str() == Some(mv.as_str()))
+                        .collect()
+                };
+                Answer::ok(json!({
+                    "object": "search_result",
+                    "url": format!("/v1/{collection}/search"),
+                    "has_more": false,
+                    "next_page": null,
+                    "data": data,
+                }))
+            }
+            ["v1", "refunds"] => {
+                let data: Vec<Value> = self
+                    .of_kind("refund")
+                    .into_iter()
+                    .rev()
+                    .filter(|r| {
+                        ["payment_intent", "charge"].iter().all(|p| {
+                            form_get(query, p).is_none_or(|want| r[*p].as_str() == Some(want))
+                        })
+                    })
+                    .collect();
+                Answer::ok(json!({
+                    "object": "list",
+                    "url": "/v1/refunds",
+                    "has_more": false,
+                    "data": data,
+                }))
+            }
+            ["v1", "payment_intents", id] => match self.objects.get(*id) {
+                Some(pi) => Answer::ok(pi.clone()),
+                None => no_such("payment_intent", id, "intent"),
+            },
+            _ => Answer::invalid(
+                404,
+                error(
+                    404,
+                    "invalid_request_error",
+                    None,
+                    &format!("Unrecognized request URL (GET: {path})."),
+                    None,
+                ),
+            ),
+        }
+    }
+}
+
+/// `metadata['k']:'v'` → (k, v).
+fn parse_metadata_query(q: &str) -> Option<(String, String)> {
+    let rest = q.trim().strip_prefix("metadata['")?;
+    let (k, rest) = rest.split_once("']:'")?;
+    let v = rest.strip_suffix('\'')?;
+    Some((k.to_owned(), v.to_owned()))
+}
+
+impl Respond for Responder {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.seq += 1;
+        let request_id = format!("req_fake{:08}", st.seq);
+        let reply = |status: u16, body: &Value, extra: &[(&'static str, String)]| {
+            let mut t = ResponseTemplate::new(status)
+                .insert_header("request-id", request_id.as_str())
+                .set_body_raw(body.to_string(), "application/json");
+            for (k, v) in extra {
+                t = t.insert_header(*k, v.as_str());
+            }
+            t
+        };
+        let path = req.url.path().to_owned();
+        let query: Vec<(String, String)> = req.url.query_pairs().into_owned().collect();
+        let form: Vec<(String, String)> = url::form_urlencoded::parse(&req.body)
+            .into_owned()
+            .collect();
+        let key = header(req, "idempotency-key");
+        st.seen.push(SeenRequest {
+            method: req.method.to_string(),
+            path: path.clone(),
+            query: req.url.query().map(str::to_owned),
+            idempotency_key: key.clone(),
+            stripe_version: header(req, "stripe-version"),
+            stripe_account: header(req, "stripe-account"),
+            form: form.clone(),
+        });
+        let authorized = header(req, "authorization").is_some_and(|a| {
+            a.strip_prefix("Bearer ")
+                .is_some_and(|k| k.starts_with("sk_") || k.starts_with("rk_"))
+        });
+        if !authorized {
+            return reply(
+                401,
+                &error(
+                    401,
+                    "invalid_request_error",
+                    None,
+                    "You did not provide a valid API key.",
+                    None,
+                ),
+                &[],
+            );
+        }
+        if req.method.as_str() == "GET" {
+            let a = st.read(&path, &query);
+            return reply(a.status, &a.body, &a.extra);
+        }
+        if req.method.as_str() != "POST" {
+            return reply(
+                405,
+                &error(405, "invalid_request_error", None, "Method not allowed.", None),
+                &[],
+            );
+        }
+        st.write_requests += 1;
+        let endpoint = format!("POST {path}");
+        let mut params = form.clone();
+        params.sort();
+        let now = Instant::now();
+
+        // Idempotency: replay, mismatch, or in use.
+        if let Some(k) = &key {
+            if k.len() > 255 {
+                return reply(
+                    400,
+                    &error(
+                        400,
+                        "invalid_request_error",
+                        None,
+                        "Idempotency-Key must be at most 255 characters long.",
+                        None,
+                    ),
+                    &[],
+                );
+            }
+            if let Some(stored) = st.keys.get(k) {
+                if stored.endpoint != endpoint || stored.params != params {
+                    let msg = format!(
+                        "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{k}' if you meant to execute a different request."
+                    );
+                    return reply(400, &error(400, "idempotency_error", None, &msg, None), &[]);
+                }
+                if now < stored.ready_at {
+                    return reply(
+                        409,
+                        &error(
+                            409,
+                            "invalid_request_error",
+                            Some("idempotency_key_in_use"),
+                            "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through). Please try again later.",
+                            None,
+                        ),
+                        &[],
+                    );
+                }
+                let mut extra = stored.extra.clone();
+                extra.push(("idempotent-replayed", "true".to_owned()));
+                extra.push(("original-request", "req_fake_original".to_owned()));
+                return reply(stored.status, &stored.body, &extra);
+            }
+        }
+
+        let fault = st.faults.pop_front();
+        let mut delay = None;
+        let mut busy_until = now;
+        match fault {
+            Some(Fault::ServerError) => {
+                return reply(
+                    500,
+                    &error(500, "api_error", None, "An unknown error occurred", None),
+                    &[],
+                );
+            }
+            Some(Fault::RateLimited { retry_after_secs }) => {
+                return reply(
+                    429,
+                    &error(
+                        429,
+                        "invalid_request_error",
+                        Some("rate_limit"),
+                        "Too many requests hit the API too quickly.",
+                        None,
+                    ),
+                    &[("retry-after", retry_after_secs.to_string())],
+                );
+            }
+            Some(Fault::LockTimeout) => {
+                return reply(
+                    409,
+                    &error(
+                        409,
+                        "invalid_request_error",
+                        Some("lock_timeout"),
+                        "This object cannot be accessed right now because another API request or Stripe process is currently accessing it.",
+                        None,
+                    ),
+                    &[],
+                );
+            }
+            Some(Fault::DropBeforeProcessing { delay }) => {
+                return reply(
+                    500,
+                    &error(500, "api_error", None, "An unknown error occurred", None),
+                    &[],
+                )
+                .set_delay(delay);
+            }
+            Some(Fault::ServerErrorShouldNotRetry) => {
+                let body = error(500, "api_error", None, "An unknown error occurred", None);
+                let extra = vec![("stripe-should-retry", "false".to_owned())];
+                if let Some(k) = key {
+                    st.keys.insert(
+                        k,
+                        Stored {
+                            endpoint,
+                            params,
+                            status: 500,
+                            body: body.clone(),
+                            extra: extra.clone(),
+                            ready_at: now,
+                        },
+                    );
+                }
+                return reply(500, &body, &extra);
+            }
+            Some(Fault::LoseResponse { delay: d }) => delay = Some(d),
+            Some(Fault::SlowProcessing { delay: d }) => {
+                delay = Some(d);
+                busy_until = now + d;
+            }
+            None => {}
+        }
+
+        let answer = st.execute(&path, &form);
+        if answer.executed {
+            if let Some(k) = key {
+                st.keys.insert(
+                    k,
+                    Stored {
+                        endpoint,
+                        params,
+                        status: answer.status,
+                        body: answer.body.clone(),
+                        extra: answer.extra.clone(),
+                        ready_at: busy_until,
+                    },
+                );
+            }
+        }
+        let t = reply(answer.status, &answer.body, &answer.extra);
+        match delay {
+            Some(d) => t.set_delay(d),
+            None => t,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_query() {
+        assert_eq!(
+            parse_metadata_query("metadata['idem_key']:'a_b_c_v1'"),
+            Some(("idem_key".into(), "a_b_c_v1".into()))
+        );
+        assert_eq!(parse_metadata_query("amount>100"), None);
+    }
+}
