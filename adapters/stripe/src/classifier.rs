@@ -105,7 +105,11 @@ mod tests {
             Verdict::Transient(Effect::Possible)
         );
         assert_eq!(
-            c.classify(StatusCode::CONFLICT, &none, br#"{"error":{"type":"invalid_request_error","code":"lock_timeout"}}"#),
+            c.classify(
+                StatusCode::CONFLICT,
+                &none,
+                br#"{"error":{"type":"invalid_request_error","code":"lock_timeout"}}"#
+            ),
             Verdict::Transient(Effect::Possible)
         );
         assert_eq!(
@@ -113,11 +117,19 @@ mod tests {
             Verdict::Transient(Effect::None)
         );
         assert_eq!(
-            c.classify(StatusCode::BAD_REQUEST, &none, br#"{"error":{"type":"idempotency_error"}}"#),
+            c.classify(
+                StatusCode::BAD_REQUEST,
+                &none,
+                br#"{"error":{"type":"idempotency_error"}}"#
+            ),
             Verdict::Rejected
         );
         assert_eq!(
-            c.classify(StatusCode::PAYMENT_REQUIRED, &none, br#"{"error":{"type":"card_error"}}"#),
+            c.classify(
+                StatusCode::PAYMENT_REQUIRED,
+                &none,
+                br#"{"error":{"type":"card_error"}}"#
+            ),
             Verdict::Rejected
         );
     }

@@ -15,12 +15,10 @@ use serde::de::DeserializeOwned;
 use crate::classifier::StripeClassifier;
 use crate::error::{ConfigError, Error, StripeError};
 use crate::form::Form;
-use crate::objects::{
-    Charge, Customer, PaymentIntent, PaymentIntentStatus, Refund, StripeObject,
-};
+use crate::objects::{Charge, Customer, PaymentIntent, PaymentIntentStatus, Refund, StripeObject};
 use crate::params::{
-    CapturePaymentIntent, ConfirmPaymentIntent, CreateCharge, CreateCustomer,
-    CreatePaymentIntent, CreateRefund, RefundTarget,
+    CapturePaymentIntent, ConfirmPaymentIntent, CreateCharge, CreateCustomer, CreatePaymentIntent,
+    CreateRefund, RefundTarget,
 };
 use crate::types::{IDEM_KEY_METADATA, Metadata, PaymentIntentId};
 
@@ -206,8 +204,7 @@ impl StripeClientBuilder {
         let class = SafetyClass::NativeKey {
             retention: KEY_RETENTION,
         };
-        let provider =
-            Provider::new(PROVIDER_NAME, class, StripeClassifier).with_retry(self.retry);
+        let provider = Provider::new(PROVIDER_NAME, class, StripeClassifier).with_retry(self.retry);
         // Lookups (search, list, retrieve) are reads: any transient failure
         // may be repeated.
         let lookup = Provider::new(
@@ -386,7 +383,12 @@ impl StripeClient {
             ));
         }
         let begun = executor
-            .begin_after_reconcile(&self.inner.lookup, key, &op.operation, op.fingerprint.clone())
+            .begin_after_reconcile(
+                &self.inner.lookup,
+                key,
+                &op.operation,
+                op.fingerprint.clone(),
+            )
             .await
             .map_err(|e| map_exec(e, None))?;
         let mut claim = match begun {
@@ -399,9 +401,18 @@ impl StripeClient {
                 });
             }
         };
-        let Some((request, what)) = self.lookup_request(kind, key, claim.operation().checkpoint.as_deref()) else {
+        let Some((request, what)) =
+            self.lookup_request(kind, key, claim.operation().checkpoint.as_deref())
+        else {
             let note = "no way to look this operation up (its target was not recorded)".to_owned();
-            complete(claim, Completion::Unknown { note: note.clone(), status: None }).await?;
+            complete(
+                claim,
+                Completion::Unknown {
+                    note: note.clone(),
+                    status: None,
+                },
+            )
+            .await?;
             return Ok(RawReconciliation::NotFound(note));
         };
         let outcome = claim.send(request).await;
@@ -597,9 +608,7 @@ impl StripeClient {
             .class()
             .may_resend_unknown(op.first_sent_at, now, budget)
         {
-            let until = op
-                .first_sent_at
-                .map(|first| first + KEY_RETENTION - budget);
+            let until = op.first_sent_at.map(|first| first + KEY_RETENTION - budget);
             return Err(Error::OutcomeUnknown {
                 key: key.clone(),
                 reason,

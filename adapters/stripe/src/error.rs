@@ -141,7 +141,7 @@ impl StripeError {
                     code: b.code,
                     decline_code: b.decline_code,
                     param: b.param,
-                    message: b.message,
+                    message: b.message.map(|m| redact(&m)),
                     request_id,
                     should_retry,
                 }

@@ -714,7 +714,11 @@ impl State {
     fn read(&self, path: &str, query: &[(String, String)]) -> Answer {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match segments.as_slice() {
-            ["v1", collection @ ("payment_intents" | "customers" | "charges"), "search"] => {
+            [
+                "v1",
+                collection @ ("payment_intents" | "customers" | "charges"),
+                "search",
+            ] => {
                 let kind = collection.trim_end_matches('s');
                 let Some(q) = form_get(query, "query") else {
                     return missing("query");
@@ -844,7 +848,13 @@ impl Respond for Responder {
         if req.method.as_str() != "POST" {
             return reply(
                 405,
-                &error(405, "invalid_request_error", None, "Method not allowed.", None),
+                &error(
+                    405,
+                    "invalid_request_error",
+                    None,
+                    "Method not allowed.",
+                    None,
+                ),
                 &[],
             );
         }

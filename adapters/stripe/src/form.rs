@@ -61,11 +61,7 @@ mod tests {
         m.insert("a b".into(), "x&y".into());
         f.map("metadata", &m);
         f.opt::<u32>("skipped", None);
-        let pairs: Vec<_> = f
-            .pairs()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let pairs: Vec<_> = f.pairs().iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(
             pairs,
             [

@@ -77,9 +77,7 @@ pub use client::{
     Reconciliation, Refunds, StripeClient, StripeClientBuilder, StripeResponse, default_retry,
 };
 pub use error::{ConfigError, Error, ErrorType, ParseError, StripeError};
-pub use objects::{
-    Charge, Customer, PaymentIntent, PaymentIntentStatus, Refund, StripeObject,
-};
+pub use objects::{Charge, Customer, PaymentIntent, PaymentIntentStatus, Refund, StripeObject};
 pub use params::{
     AutomaticPaymentMethods, CaptureMethod, CapturePaymentIntent, ConfirmPaymentIntent,
     CreateCharge, CreateCustomer, CreatePaymentIntent, CreateRefund, RefundReason, RefundTarget,

@@ -116,7 +116,10 @@ impl CreatePaymentIntent {
                     .map(|a| if a { "always" } else { "never" }),
             );
         }
-        f.opt("capture_method", self.capture_method.map(CaptureMethod::as_str));
+        f.opt(
+            "capture_method",
+            self.capture_method.map(CaptureMethod::as_str),
+        );
         f.opt("confirm", self.confirm);
         f.opt("off_session", self.off_session);
         f.opt("return_url", self.return_url.as_ref());
@@ -149,7 +152,10 @@ pub struct ConfirmPaymentIntent {
 impl ConfirmPaymentIntent {
     pub(crate) fn encode(&self, f: &mut Form) {
         f.opt("payment_method", self.payment_method.as_ref());
-        f.opt("capture_method", self.capture_method.map(CaptureMethod::as_str));
+        f.opt(
+            "capture_method",
+            self.capture_method.map(CaptureMethod::as_str),
+        );
         f.opt("off_session", self.off_session);
         f.opt("return_url", self.return_url.as_ref());
         f.opt("receipt_email", self.receipt_email.as_ref());
