@@ -1,0 +1,385 @@
+//! Typed inputs and answers.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use idem::executor::{Source, Url};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps an id as Meta gave it.
+            pub fn new(id: impl Into<String>) -> Self {
+                Self(id.into())
+            }
+
+            /// The id text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.to_owned())
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A Facebook Page id.
+    PageId
+);
+id_type!(
+    /// A Page post id, `{page-id}_{post-id}` as Meta returns it.
+    PostId
+);
+id_type!(
+    /// An Instagram professional account (IG User) id.
+    IgUserId
+);
+id_type!(
+    /// An Instagram media container id (step one of publishing).
+    ContainerId
+);
+id_type!(
+    /// A published Instagram media id.
+    MediaId
+);
+
+/// Checks that an id is safe as one URL path segment.
+pub(crate) fn check_segment(what: &str, id: &str) -> Result<(), Error> {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        return Err(Error::InvalidInput(format!(
+            "{what} must be a non-empty Graph id (letters, digits, `_`, `-`, `.`)"
+        )));
+    }
+    Ok(())
+}
+
+/// When a Page post goes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Publish {
+    /// Now (Meta's default).
+    Now,
+    /// Created unpublished (`published=false`), with no schedule.
+    Unpublished,
+    /// Scheduled (`published=false`, `scheduled_publish_time` as a UNIX
+    /// timestamp). Meta accepts times between 10 minutes and 30 days ahead.
+    At(SystemTime),
+}
+
+/// A Page post: `POST /{page-id}/feed` with `message`, `link`, `published`
+/// and `scheduled_publish_time`.
+///
+/// ```
+/// use idem_meta::PagePost;
+/// let post = PagePost::message("Open late on Friday!").link("https://joes.bike/hours".parse()?);
+/// assert_eq!(post.form()[0], ("message", "Open late on Friday!".to_owned()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagePost {
+    message: Option<String>,
+    link: Option<Url>,
+    publish: Publish,
+}
+
+impl PagePost {
+    /// A post with this text.
+    pub fn message(text: impl Into<String>) -> Self {
+        Self {
+            message: Some(text.into()),
+            link: None,
+            publish: Publish::Now,
+        }
+    }
+
+    /// A post that only shares a link.
+    pub fn link_only(link: Url) -> Self {
+        Self {
+            message: None,
+            link: Some(link),
+            publish: Publish::Now,
+        }
+    }
+
+    /// Attaches a link.
+    pub fn link(mut self, link: Url) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// Creates the post unpublished.
+    pub fn unpublished(mut self) -> Self {
+        self.publish = Publish::Unpublished;
+        self
+    }
+
+    /// Schedules the post.
+    pub fn scheduled_at(mut self, when: SystemTime) -> Self {
+        self.publish = Publish::At(when);
+        self
+    }
+
+    /// The text.
+    pub fn text(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// The link.
+    pub fn link_url(&self) -> Option<&Url> {
+        self.link.as_ref()
+    }
+
+    /// When it goes live.
+    pub fn publish(&self) -> Publish {
+        self.publish
+    }
+
+    /// The form fields sent, in a fixed order (the fingerprint depends on
+    /// it).
+    pub fn form(&self) -> Vec<(&'static str, String)> {
+        let mut form = Vec::new();
+        if let Some(m) = &self.message {
+            form.push(("message", m.clone()));
+        }
+        if let Some(l) = &self.link {
+            form.push(("link", l.to_string()));
+        }
+        match self.publish {
+            Publish::Now => {}
+            Publish::Unpublished => form.push(("published", "false".to_owned())),
+            Publish::At(when) => {
+                let secs = when
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                form.push(("published", "false".to_owned()));
+                form.push(("scheduled_publish_time", secs.to_string()));
+            }
+        }
+        form
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let empty = self.message.as_deref().is_none_or(|m| m.trim().is_empty());
+        if empty && self.link.is_none() {
+            return Err(Error::InvalidInput(
+                "a Page post needs a message or a link".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What an Instagram post shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IgMediaKind {
+    /// A single image (`image_url`; JPEG is what Meta documents).
+    Image {
+        /// Public URL Meta fetches the image from.
+        image_url: Url,
+    },
+    /// A reel (`media_type=REELS`, `video_url`). Meta shares single feed
+    /// videos as reels and has deprecated `media_type=VIDEO`.
+    Reel {
+        /// Public URL Meta fetches the video from.
+        video_url: Url,
+    },
+}
+
+/// An Instagram post: container (`POST /{ig-user-id}/media`), then publish
+/// (`POST /{ig-user-id}/media_publish` with `creation_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgMedia {
+    kind: IgMediaKind,
+    caption: Option<String>,
+}
+
+impl IgMedia {
+    /// An image post.
+    pub fn image(image_url: Url) -> Self {
+        Self {
+            kind: IgMediaKind::Image { image_url },
+            caption: None,
+        }
+    }
+
+    /// A reel.
+    pub fn reel(video_url: Url) -> Self {
+        Self {
+            kind: IgMediaKind::Reel { video_url },
+            caption: None,
+        }
+    }
+
+    /// Sets the caption (Meta allows up to 2,200 characters).
+    pub fn caption(mut self, caption: impl Into<String>) -> Self {
+        self.caption = Some(caption.into());
+        self
+    }
+
+    /// The caption.
+    pub fn caption_text(&self) -> Option<&str> {
+        self.caption.as_deref()
+    }
+
+    /// The media.
+    pub fn kind(&self) -> &IgMediaKind {
+        &self.kind
+    }
+
+    /// The container-creation form fields, in a fixed order.
+    pub fn form(&self) -> Vec<(&'static str, String)> {
+        let mut form = Vec::new();
+        match &self.kind {
+            IgMediaKind::Image { image_url } => form.push(("image_url", image_url.to_string())),
+            IgMediaKind::Reel { video_url } => {
+                form.push(("media_type", "REELS".to_owned()));
+                form.push(("video_url", video_url.to_string()));
+            }
+        }
+        if let Some(c) = &self.caption {
+            form.push(("caption", c.clone()));
+        }
+        form
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self
+            .caption
+            .as_ref()
+            .is_some_and(|c| c.chars().count() > 2200)
+        {
+            return Err(Error::InvalidInput(
+                "an Instagram caption is at most 2,200 characters".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An Instagram container's `status_code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContainerStatus {
+    /// Still being processed (or published).
+    InProgress,
+    /// Ready to publish.
+    Finished,
+    /// Its media was published.
+    Published,
+    /// It could not complete.
+    Error,
+    /// Not published within 24 h.
+    Expired,
+    /// A value this version does not know.
+    Other(String),
+}
+
+impl ContainerStatus {
+    /// Reads Meta's text form.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "IN_PROGRESS" => Self::InProgress,
+            "FINISHED" => Self::Finished,
+            "PUBLISHED" => Self::Published,
+            "ERROR" => Self::Error,
+            "EXPIRED" => Self::Expired,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// Meta's text form.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::InProgress => "IN_PROGRESS",
+            Self::Finished => "FINISHED",
+            Self::Published => "PUBLISHED",
+            Self::Error => "ERROR",
+            Self::Expired => "EXPIRED",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for ContainerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Page post that exists at Meta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PostCreated {
+    /// Meta's post id.
+    pub id: PostId,
+    /// Where the answer came from (wire, ledger, reconciliation).
+    pub source: Source,
+}
+
+/// A published Instagram post.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct IgPublished {
+    /// The media id; `None` when publishing was proved by reconciliation
+    /// (container `PUBLISHED`) but the media could not be matched in the
+    /// account's recent media.
+    #[serde(rename = "id")]
+    pub media_id: Option<MediaId>,
+    /// The container that was published.
+    pub container_id: ContainerId,
+    /// Where the answer came from.
+    #[serde(skip, default = "ledger_source")]
+    pub source: Source,
+}
+
+fn ledger_source() -> Source {
+    Source::Ledger
+}
+
+/// What [`MetaClient::reconcile_page_post`](crate::MetaClient::reconcile_page_post)
+/// established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reconciled {
+    /// The post exists; the record is now `succeeded`.
+    Found {
+        /// The post.
+        id: PostId,
+        /// How many recent posts matched (more than one means the same text
+        /// was posted more than once in the window; the earliest is taken).
+        matches: usize,
+    },
+    /// No matching post was found; the record stays `unknown`.
+    NotFound,
+    /// No matching post was found and the caller allowed it to be treated
+    /// as not applied: the record is back to `pending` and the next run
+    /// posts with the same key.
+    MarkedNotApplied,
+    /// The record had already succeeded; nothing was asked of Meta.
+    AlreadySucceeded(PostId),
+}
