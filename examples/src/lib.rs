@@ -1,1 +1,3 @@
 //! Shared pieces of idem's runnable examples.
+
+pub mod inbound;
