@@ -103,7 +103,7 @@ pub struct StripeResponse<T> {
 pub enum Reconciliation {
     /// The operation took effect; this is the object. The ledger record is
     /// now `succeeded` (or already was).
-    Found(StripeObject),
+    Found(Box<StripeObject>),
     /// The operation provably did not take effect (it was never sent, or the
     /// PaymentIntent is still waiting for this confirm or capture). The record
     /// is `pending`: the next run sends it with the same key.
@@ -337,7 +337,7 @@ impl StripeClient {
                     }
                     OpKind::ChargeCreate => StripeObject::Charge(decode::<Charge>(key, &body)?),
                 };
-                Reconciliation::Found(object)
+                Reconciliation::Found(Box::new(object))
             }
             RawReconciliation::NotApplied(note) => Reconciliation::NotApplied { note },
             RawReconciliation::NotFound(note) => Reconciliation::NotFound { note },
@@ -732,12 +732,12 @@ fn map_exec(e: ExecError, headers: Option<&HeaderMap>) -> Error {
                 Error::KeyReused {
                     key,
                     detail: "Stripe answered idempotency_error: the key was first used with other parameters".to_owned(),
-                    stripe: Some(error),
+                    stripe: Some(Box::new(error)),
                 }
             } else {
                 Error::Api {
                     key,
-                    error,
+                    error: Box::new(error),
                     from_ledger,
                 }
             }

@@ -255,7 +255,7 @@ pub enum Error {
         key: IdempotencyKey,
         /// Stripe's error.
         #[source]
-        error: StripeError,
+        error: Box<StripeError>,
         /// Whether the rejection was read from the ledger (an earlier run).
         from_ledger: bool,
     },
@@ -270,7 +270,7 @@ pub enum Error {
         detail: String,
         /// Stripe's error, when Stripe refused it.
         #[source]
-        stripe: Option<StripeError>,
+        stripe: Option<Box<StripeError>>,
     },
     /// The outcome is unknown. When `resend_safe_until` is set, running the
     /// same job again before then resends with the same key and Stripe
@@ -416,7 +416,7 @@ impl Error {
     pub fn stripe_error(&self) -> Option<&StripeError> {
         match self {
             Self::Api { error, .. } => Some(error),
-            Self::KeyReused { stripe, .. } => stripe.as_ref(),
+            Self::KeyReused { stripe, .. } => stripe.as_deref(),
             _ => None,
         }
     }

@@ -129,10 +129,12 @@ async fn confirm_and_capture_shapes() {
         .await;
     let (stripe, _dir) = client_for(&server).await;
     let id = "pi_1".parse().unwrap();
-    let mut c = ConfirmPaymentIntent::default();
-    c.payment_method = Some("pm_card_visa".parse().unwrap());
-    c.off_session = Some(true);
-    c.return_url = Some("https://shop.example/done".into());
+    let c = ConfirmPaymentIntent {
+        payment_method: Some("pm_card_visa".parse().unwrap()),
+        off_session: Some(true),
+        return_url: Some("https://shop.example/done".into()),
+        ..Default::default()
+    };
     let confirmed = stripe
         .payment_intents()
         .confirm(&key("joes-bikes_confirms_1_v1"), &id, &c)
@@ -142,9 +144,11 @@ async fn confirm_and_capture_shapes() {
         confirmed.object.status,
         PaymentIntentStatus::RequiresCapture
     );
-    let mut cap = CapturePaymentIntent::default();
-    cap.amount_to_capture = Some(Amount::minor(500));
-    cap.final_capture = Some(true);
+    let mut cap = CapturePaymentIntent {
+        amount_to_capture: Some(Amount::minor(500)),
+        final_capture: Some(true),
+        ..Default::default()
+    };
     cap.metadata.insert("step".into(), "capture".into());
     let captured = stripe
         .payment_intents()
@@ -219,9 +223,11 @@ async fn refund_customer_and_charge_shapes() {
         .await
         .unwrap();
     assert_eq!(refund.object.id.as_str(), "re_1");
-    let mut c = CreateCustomer::default();
-    c.email = Some("jenny@example.com".into());
-    c.name = Some("Jenny Rosen".into());
+    let c = CreateCustomer {
+        email: Some("jenny@example.com".into()),
+        name: Some("Jenny Rosen".into()),
+        ..Default::default()
+    };
     let customer = stripe
         .customers()
         .create(&key("joes-bikes_customers_1_v1"), &c)

@@ -469,8 +469,10 @@ async fn transient_failures_are_retried_with_the_same_key() {
         retry_after_secs: 0,
     });
     fake.inject(Fault::LockTimeout);
-    let mut params = CreateCustomer::default();
-    params.email = Some("jenny@example.com".into());
+    let params = CreateCustomer {
+        email: Some("jenny@example.com".into()),
+        ..Default::default()
+    };
     let customer = stripe.customers().create(&k, &params).await.unwrap();
     assert_eq!(fake.write_requests(), 4);
     assert_eq!(fake.keys_on_wire(), vec![k.to_string(); 4]);
@@ -626,9 +628,10 @@ async fn capture_after_the_window_that_did_not_happen_is_sent_again() {
 
     // And reconcile() now answers from the ledger.
     match stripe.reconcile(&k).await.unwrap() {
-        Reconciliation::Found(StripeObject::PaymentIntent(found)) => {
-            assert_eq!(found.id, pi.object.id)
-        }
+        Reconciliation::Found(obj) => match *obj {
+            StripeObject::PaymentIntent(found) => assert_eq!(found.id, pi.object.id),
+            other => panic!("{other:?}"),
+        },
         other => panic!("{other:?}"),
     }
 }
@@ -665,9 +668,10 @@ async fn reconcile_reports_what_it_cannot_know() {
     assert_eq!(row(&exec, &k).await.state, OperationState::Unknown);
     fake.set_search_lag(false);
     match stripe.reconcile(&k).await.unwrap() {
-        Reconciliation::Found(StripeObject::Customer(c)) => {
-            assert_eq!(c.metadata["idem_key"], k.as_str())
-        }
+        Reconciliation::Found(obj) => match *obj {
+            StripeObject::Customer(c) => assert_eq!(c.metadata["idem_key"], k.as_str()),
+            other => panic!("{other:?}"),
+        },
         other => panic!("{other:?}"),
     }
     assert_eq!(row(&exec, &k).await.state, OperationState::Succeeded);
