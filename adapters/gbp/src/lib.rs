@@ -1,1 +1,25 @@
-//! idem adapter for gbp (work in progress).
+#![doc = include_str!("../README.md")]
+
+mod classify;
+mod client;
+mod error;
+#[cfg(feature = "fake")]
+pub mod fake;
+mod model;
+mod reconcile;
+mod time;
+mod token;
+
+pub use classify::GoogleClassifier;
+pub use client::{
+    DEFAULT_BASE_URL, GbpClient, GbpClientBuilder, LocalPostCreated, MAX_REPLY_BYTES,
+    OP_CREATE_LOCAL_POST, OP_DELETE_REPLY, OP_UPDATE_REPLY, PROVIDER_NAME, ReplyDeleted,
+    ReplyUpdated,
+};
+pub use error::{GbpError, GoogleError, TokenError};
+pub use model::{
+    ActionType, CallToAction, Date, LocalPost, LocalPostEvent, LocalPostOffer, LocationName,
+    MediaFormat, MediaItem, ReviewName, ReviewReply, TimeInterval, TimeOfDay, TopicType,
+};
+pub use reconcile::Reconciliation;
+pub use token::{AccessToken, StaticToken, TokenSource};

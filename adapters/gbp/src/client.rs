@@ -1,0 +1,540 @@
+//! The client: typed writes through idem's executor.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use idem::executor::{Begun, Claim, RetrySettings, SendOutcome, Source, Url};
+use idem::{Executor, IdempotencyKey, OutboundRequest, Provider, SafetyClass};
+
+use crate::classify::GoogleClassifier;
+use crate::error::GbpError;
+use crate::model::{LocalPost, LocationName, ReviewName, ReviewReply};
+use crate::token::{AccessToken, TokenSource};
+
+/// Google's production endpoint.
+pub const DEFAULT_BASE_URL: &str = "https://mybusiness.googleapis.com";
+/// The provider name in the ledger.
+pub const PROVIDER_NAME: &str = "gbp";
+/// Ledger operation name of a review reply (`accounts.locations.reviews.updateReply`).
+pub const OP_UPDATE_REPLY: &str = "reviews.updateReply";
+/// Ledger operation name of a reply deletion (`accounts.locations.reviews.deleteReply`).
+pub const OP_DELETE_REPLY: &str = "reviews.deleteReply";
+/// Ledger operation name of a local post (`accounts.locations.localPosts.create`).
+pub const OP_CREATE_LOCAL_POST: &str = "localPosts.create";
+/// Google's limit on a reply comment, in bytes.
+pub const MAX_REPLY_BYTES: usize = 4096;
+
+/// Builds a [`GbpClient`].
+pub struct GbpClientBuilder {
+    executor: Executor,
+    tokens: Arc<dyn TokenSource>,
+    base_url: String,
+    retry: RetrySettings,
+    read_retry: Option<RetrySettings>,
+    pub(crate) reconcile: ReconcileSettings,
+}
+
+impl fmt::Debug for GbpClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GbpClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Limits of [`GbpClient::reconcile_local_post`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReconcileSettings {
+    /// How long after an outcome became unknown a missing post may be taken
+    /// as "never created".
+    pub(crate) settle_time: Duration,
+    /// How far Google's `createTime` may be earlier than our first send.
+    pub(crate) clock_skew: Duration,
+    /// Most pages read (100 posts each).
+    pub(crate) max_pages: u32,
+}
+
+impl GbpClientBuilder {
+    /// Points the client at another endpoint (a test server). Default
+    /// [`DEFAULT_BASE_URL`].
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// Retry settings of every write (and of reads, unless
+    /// [`read_retry`](Self::read_retry) is set). Default:
+    /// [`RetrySettings::default`].
+    pub fn retry(mut self, retry: RetrySettings) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Retry settings of the list requests reconciliation makes.
+    pub fn read_retry(mut self, retry: RetrySettings) -> Self {
+        self.read_retry = Some(retry);
+        self
+    }
+
+    /// How long after a local post's outcome became unknown reconciliation
+    /// may conclude, from an empty listing, that the post was never created
+    /// (default 10 minutes). Before that, a missing post is reported as
+    /// [`Reconciliation::TooEarly`](crate::Reconciliation::TooEarly): Google
+    /// may still be processing the request.
+    pub fn reconcile_settle_time(mut self, settle: Duration) -> Self {
+        self.reconcile.settle_time = settle;
+        self
+    }
+
+    /// How much earlier than our first send Google's `createTime` of a match
+    /// may be (clock skew between us and Google; default 2 minutes).
+    pub fn reconcile_clock_skew(mut self, skew: Duration) -> Self {
+        self.reconcile.clock_skew = skew;
+        self
+    }
+
+    /// The most pages of 100 posts reconciliation reads (default 50).
+    pub fn reconcile_max_pages(mut self, pages: u32) -> Self {
+        self.reconcile.max_pages = pages.max(1);
+        self
+    }
+
+    /// The client.
+    ///
+    /// # Errors
+    ///
+    /// [`GbpError::BaseUrl`] when the base URL is not an absolute http(s)
+    /// URL.
+    pub fn build(self) -> Result<GbpClient, GbpError> {
+        let base: Url = self
+            .base_url
+            .parse()
+            .map_err(|e: url::ParseError| GbpError::BaseUrl(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(GbpError::BaseUrl("must be an http(s) URL".to_owned()));
+        }
+        if base.query().is_some() || !base.username().is_empty() || base.password().is_some() {
+            return Err(GbpError::BaseUrl(
+                "must not carry a query string or credentials".to_owned(),
+            ));
+        }
+        let reply = Provider::new(
+            PROVIDER_NAME,
+            SafetyClass::NaturallyIdempotent,
+            GoogleClassifier::new(),
+        )
+        .with_retry(self.retry);
+        let delete = Provider::new(
+            PROVIDER_NAME,
+            SafetyClass::NaturallyIdempotent,
+            GoogleClassifier::absent_is_success(),
+        )
+        .with_retry(self.retry);
+        let post = Provider::new(
+            PROVIDER_NAME,
+            SafetyClass::LocalOnly,
+            GoogleClassifier::new(),
+        )
+        .with_retry(self.retry);
+        let read = Provider::new(
+            PROVIDER_NAME,
+            SafetyClass::NaturallyIdempotent,
+            GoogleClassifier::new(),
+        )
+        .with_retry(self.read_retry.unwrap_or(self.retry));
+        Ok(GbpClient {
+            inner: Arc::new(Inner {
+                executor: self.executor,
+                tokens: self.tokens,
+                base,
+                reply,
+                delete,
+                post,
+                read,
+                reconcile: self.reconcile,
+            }),
+        })
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) executor: Executor,
+    pub(crate) tokens: Arc<dyn TokenSource>,
+    pub(crate) base: Url,
+    pub(crate) reply: Provider,
+    pub(crate) delete: Provider,
+    pub(crate) post: Provider,
+    pub(crate) read: Provider,
+    pub(crate) reconcile: ReconcileSettings,
+}
+
+/// Retry-safe Google Business Profile writes. Cheap to clone.
+///
+/// | call | Google method | safety class | on a lost answer |
+/// | --- | --- | --- | --- |
+/// | [`update_reply`](Self::update_reply) | `PUT …/reviews/{r}/reply` | naturally idempotent | resent with the same key |
+/// | [`delete_reply`](Self::delete_reply) | `DELETE …/reviews/{r}/reply` | naturally idempotent (404 = already gone) | resent with the same key |
+/// | [`create_local_post`](Self::create_local_post) | `POST …/locations/{l}/localPosts` | local only | `unknown`; [`reconcile_local_post`](Self::reconcile_local_post) |
+#[derive(Clone)]
+pub struct GbpClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for GbpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GbpClient")
+            .field("base_url", &self.inner.base.as_str())
+            .field("tokens", &self.inner.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A review reply, as Google stored it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReplyUpdated {
+    /// The operation's key.
+    pub key: IdempotencyKey,
+    /// The reply.
+    pub reply: ReviewReply,
+    /// From the wire now, or from the ledger (no request made).
+    pub source: Source,
+}
+
+impl ReplyUpdated {
+    /// Whether this was answered from the ledger with no request.
+    pub fn from_ledger(&self) -> bool {
+        self.source == Source::Ledger
+    }
+}
+
+/// A deleted review reply.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReplyDeleted {
+    /// The operation's key.
+    pub key: IdempotencyKey,
+    /// Google answered 404: there was no reply (any more) to delete.
+    pub already_absent: bool,
+    /// From the wire now, or from the ledger (no request made).
+    pub source: Source,
+}
+
+impl ReplyDeleted {
+    /// Whether this was answered from the ledger with no request.
+    pub fn from_ledger(&self) -> bool {
+        self.source == Source::Ledger
+    }
+}
+
+/// A created local post.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LocalPostCreated {
+    /// The operation's key.
+    pub key: IdempotencyKey,
+    /// The post as Google returned it (with its `name`).
+    pub post: LocalPost,
+    /// From the wire, from the ledger, or found by reconciliation.
+    pub source: Source,
+}
+
+impl LocalPostCreated {
+    /// Whether this was answered from the ledger with no request.
+    pub fn from_ledger(&self) -> bool {
+        self.source == Source::Ledger
+    }
+}
+
+impl GbpClient {
+    /// Starts a client over `executor`, authenticating with `tokens`.
+    pub fn builder(executor: Executor, tokens: impl TokenSource) -> GbpClientBuilder {
+        Self::builder_shared(executor, Arc::new(tokens))
+    }
+
+    /// As [`builder`](Self::builder), with a shared token source.
+    pub fn builder_shared(executor: Executor, tokens: Arc<dyn TokenSource>) -> GbpClientBuilder {
+        GbpClientBuilder {
+            executor,
+            tokens,
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            retry: RetrySettings::default(),
+            read_retry: None,
+            reconcile: ReconcileSettings {
+                settle_time: Duration::from_secs(600),
+                clock_skew: Duration::from_secs(120),
+                max_pages: 50,
+            },
+        }
+    }
+
+    /// The executor.
+    pub fn executor(&self) -> &Executor {
+        &self.inner.executor
+    }
+
+    /// The provider policy of review replies (naturally idempotent).
+    pub fn reply_provider(&self) -> &Provider {
+        &self.inner.reply
+    }
+
+    /// The provider policy of local posts (local only).
+    pub fn local_post_provider(&self) -> &Provider {
+        &self.inner.post
+    }
+
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.inner.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// Creates or replaces the owner's reply to a review
+    /// (`accounts.locations.reviews.updateReply`). An upsert: transient
+    /// failures are resent with the same key, in this claim and in later
+    /// runs. A job whose ledger row already `succeeded` makes no request.
+    ///
+    /// # Errors
+    ///
+    /// [`GbpError::CommentTooLong`] before anything is recorded;
+    /// [`GbpError::Api`] when Google rejects it (row `failed`);
+    /// [`GbpError::NotSent`] / [`GbpError::OutcomeUnknown`] (resend-safe)
+    /// when it should be run again later; [`GbpError::Unauthenticated`] or
+    /// [`GbpError::Token`] for credential problems (row `pending`); an
+    /// executor error for ledger problems.
+    pub async fn update_reply(
+        &self,
+        key: &IdempotencyKey,
+        review: &ReviewName,
+        comment: &str,
+    ) -> Result<ReplyUpdated, GbpError> {
+        if comment.len() > MAX_REPLY_BYTES {
+            return Err(GbpError::CommentTooLong {
+                len: comment.len(),
+                max: MAX_REPLY_BYTES,
+            });
+        }
+        let request = OutboundRequest::put(self.reply_url(review))
+            .json(&serde_json::json!({ "comment": comment }));
+        let provider = self.inner.reply.clone();
+        let (_status, body, source) = self
+            .write(&provider, key, OP_UPDATE_REPLY, request, true)
+            .await?;
+        let reply = parse_body::<ReviewReply>(key, &body)?;
+        Ok(ReplyUpdated {
+            key: key.clone(),
+            reply,
+            source,
+        })
+    }
+
+    /// Deletes the owner's reply to a review
+    /// (`accounts.locations.reviews.deleteReply`). Idempotent: a 404
+    /// `NOT_FOUND` counts as success (`already_absent`), so a delete whose
+    /// first answer was lost and was resent still ends `succeeded`. Note that
+    /// Google also answers 404 when the review itself is gone; either way no
+    /// reply exists afterwards.
+    ///
+    /// # Errors
+    ///
+    /// As [`update_reply`](Self::update_reply).
+    pub async fn delete_reply(
+        &self,
+        key: &IdempotencyKey,
+        review: &ReviewName,
+    ) -> Result<ReplyDeleted, GbpError> {
+        let request = OutboundRequest::delete(self.reply_url(review));
+        let provider = self.inner.delete.clone();
+        let (status, _body, source) = self
+            .write(&provider, key, OP_DELETE_REPLY, request, true)
+            .await?;
+        Ok(ReplyDeleted {
+            key: key.clone(),
+            already_absent: status == StatusCode::NOT_FOUND,
+            source,
+        })
+    }
+
+    /// Creates a local post (`accounts.locations.localPosts.create`).
+    ///
+    /// Google has no idempotency key for this call, so only the ledger
+    /// prevents a duplicate: it is resent only when Google provably did not
+    /// process it (connection refused, 429 `RESOURCE_EXHAUSTED`). A timeout,
+    /// reset, 500, 503 `UNAVAILABLE` or 504 `DEADLINE_EXCEEDED` after sending
+    /// leaves the row `unknown` and returns [`GbpError::OutcomeUnknown`]:
+    /// call [`reconcile_local_post`](Self::reconcile_local_post) with the
+    /// same key and post.
+    ///
+    /// # Errors
+    ///
+    /// [`GbpError::OutcomeUnknown`] (not resend-safe), [`GbpError::Api`],
+    /// [`GbpError::NotSent`], credential and executor errors as for
+    /// [`update_reply`](Self::update_reply).
+    pub async fn create_local_post(
+        &self,
+        key: &IdempotencyKey,
+        location: &LocationName,
+        post: &LocalPost,
+    ) -> Result<LocalPostCreated, GbpError> {
+        let request = self.create_post_request(location, post);
+        let provider = self.inner.post.clone();
+        let (_status, body, source) = self
+            .write(&provider, key, OP_CREATE_LOCAL_POST, request, false)
+            .await?;
+        let post = parse_body::<LocalPost>(key, &body)?;
+        Ok(LocalPostCreated {
+            key: key.clone(),
+            post,
+            source,
+        })
+    }
+
+    fn reply_url(&self, review: &ReviewName) -> Url {
+        let mut segments: Vec<&str> = review.location().segments().to_vec();
+        segments.extend(["reviews", review.review(), "reply"]);
+        self.url(&segments)
+    }
+
+    pub(crate) fn posts_url(&self, location: &LocationName) -> Url {
+        let mut segments: Vec<&str> = location.segments().to_vec();
+        segments.push("localPosts");
+        self.url(&segments)
+    }
+
+    pub(crate) fn create_post_request(
+        &self,
+        location: &LocationName,
+        post: &LocalPost,
+    ) -> OutboundRequest {
+        OutboundRequest::post(self.posts_url(location)).json(&post.for_create())
+    }
+
+    /// One write: claim, send with a token, one refresh-and-resend on 401,
+    /// record. Returns the stored status, body and source.
+    async fn write(
+        &self,
+        provider: &Provider,
+        key: &IdempotencyKey,
+        operation: &str,
+        request: OutboundRequest,
+        resend_safe: bool,
+    ) -> Result<(StatusCode, bytes::Bytes, Source), GbpError> {
+        let begun = self
+            .inner
+            .executor
+            .begin(provider, key, operation, request.fingerprint())
+            .await
+            .map_err(|e| GbpError::from_exec(e, resend_safe))?;
+        let mut claim = match begun {
+            Begun::Done(d) => return Ok((d.status, d.body, d.source)),
+            Begun::Claimed(claim) => claim,
+            _ => {
+                return Err(GbpError::InvalidInput {
+                    field: "executor",
+                    reason: "unexpected answer from Executor::begin".to_owned(),
+                });
+            }
+        };
+        let outcome = match self.send_authed(&mut claim, &request).await {
+            Ok(outcome) => outcome,
+            Err(failure) => return Err(failure.record(claim).await),
+        };
+        let delivered = claim
+            .finish(outcome)
+            .await
+            .map_err(|e| GbpError::from_exec(e, resend_safe))?;
+        Ok((delivered.status, delivered.body, delivered.source))
+    }
+
+    /// Sends `request` with the current token; on 401 refreshes the token
+    /// once and sends again within the same claim. The 401 attempt had no
+    /// effect at Google, so the second send is safe under every safety class.
+    pub(crate) async fn send_authed(
+        &self,
+        claim: &mut Claim,
+        request: &OutboundRequest,
+    ) -> Result<SendOutcome, AuthFailure> {
+        let token = self
+            .inner
+            .tokens
+            .token()
+            .await
+            .map_err(AuthFailure::Token)?;
+        let first = claim.send(with_token(request, &token)).await;
+        if !is_unauthenticated(&first) {
+            return Ok(first);
+        }
+        tracing::info!(key = %claim.key(), "Google answered 401; refreshing the access token once");
+        let fresh = self
+            .inner
+            .tokens
+            .refresh()
+            .await
+            .map_err(AuthFailure::Token)?;
+        let mut second = claim.send(with_token(request, &fresh)).await;
+        // Keep every attempt of this claim, so "was anything possibly
+        // applied?" is judged over both sends.
+        let mut attempts = first.attempts;
+        attempts.append(&mut second.attempts);
+        second.attempts = attempts;
+        if is_unauthenticated(&second) {
+            return Err(AuthFailure::Refused);
+        }
+        Ok(second)
+    }
+}
+
+/// Why a claim could not be sent with a valid token. Nothing took effect.
+#[derive(Debug)]
+pub(crate) enum AuthFailure {
+    Token(crate::error::TokenError),
+    Refused,
+}
+
+impl AuthFailure {
+    /// Hands the claim back as `pending` (nothing took effect) and returns
+    /// the caller's error.
+    pub(crate) async fn record(self, claim: Claim) -> GbpError {
+        let key = claim.key().clone();
+        let note = match &self {
+            Self::Token(e) => format!("not sent: {e}"),
+            Self::Refused => "Google answered 401 UNAUTHENTICATED twice (before and after a token refresh); not processed".to_owned(),
+        };
+        if let Err(e) = claim
+            .complete(idem::ledger::Completion::NotSent { note })
+            .await
+        {
+            return GbpError::from(e);
+        }
+        match self {
+            Self::Token(source) => GbpError::Token { key, source },
+            Self::Refused => GbpError::Unauthenticated { key },
+        }
+    }
+}
+
+fn with_token(request: &OutboundRequest, token: &AccessToken) -> OutboundRequest {
+    request.clone().bearer_auth(token.secret())
+}
+
+fn is_unauthenticated(outcome: &SendOutcome) -> bool {
+    matches!(&outcome.response, Some((status, _, _)) if *status == StatusCode::UNAUTHORIZED)
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(
+    key: &IdempotencyKey,
+    body: &[u8],
+) -> Result<T, GbpError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| GbpError::Decode {
+        key: key.clone(),
+        source: Box::new(e),
+    })
+}

@@ -1,0 +1,416 @@
+//! Errors of the Google Business Profile adapter.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use idem::ledger::OperationState;
+use idem::{ExecError, IdempotencyKey};
+use serde::Deserialize;
+
+/// Google's error body, `{"error": {"code", "message", "status", "details"}}`.
+///
+/// `message` is Google's text; it can quote parts of the request, so it is
+/// never part of any `Display` output of this crate. Read it here.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct GoogleError {
+    /// The HTTP status Google reports in the body.
+    #[serde(default)]
+    pub code: u16,
+    /// Google's message (may quote the request; not shown by `Display`).
+    #[serde(default)]
+    pub message: String,
+    /// The canonical status name, for example `INVALID_ARGUMENT`.
+    #[serde(default)]
+    pub status: String,
+    /// The `details` array, each an object with an `@type`.
+    #[serde(default)]
+    pub details: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    error: GoogleError,
+}
+
+impl GoogleError {
+    /// Parses Google's error envelope; `None` when `body` is not one.
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Envelope>(body)
+            .ok()
+            .map(|e| e.error)
+    }
+
+    /// Whether Google marks this error as transient: `RESOURCE_EXHAUSTED`
+    /// (429), `UNAVAILABLE` (503), `INTERNAL` (500), `DEADLINE_EXCEEDED`
+    /// (504), `ABORTED`, `UNKNOWN`; or, without a status name, HTTP 429 or
+    /// 5xx.
+    pub fn is_retryable(&self) -> bool {
+        match self.status.as_str() {
+            "" => self.code == 429 || (500..600).contains(&self.code),
+            s => matches!(
+                s,
+                "RESOURCE_EXHAUSTED"
+                    | "UNAVAILABLE"
+                    | "INTERNAL"
+                    | "DEADLINE_EXCEEDED"
+                    | "ABORTED"
+                    | "UNKNOWN"
+            ),
+        }
+    }
+
+    /// The delay of a `google.rpc.RetryInfo` detail, if there is one.
+    pub fn retry_delay(&self) -> Option<Duration> {
+        self.details.iter().find_map(|d| {
+            let ty = d.get("@type")?.as_str()?;
+            if !ty.ends_with("google.rpc.RetryInfo") {
+                return None;
+            }
+            parse_proto_duration(d.get("retryDelay")?)
+        })
+    }
+}
+
+/// Reads a `google.protobuf.Duration` in its JSON form (`"1.5s"`), or the
+/// `{"seconds", "nanos"}` object form some encoders emit.
+pub(crate) fn parse_proto_duration(v: &serde_json::Value) -> Option<Duration> {
+    if let Some(s) = v.as_str() {
+        let secs = s.strip_suffix('s')?;
+        let secs: f64 = secs.parse().ok()?;
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let seconds = match v.get("seconds")? {
+        serde_json::Value::String(s) => s.parse::<u64>().ok()?,
+        other => other.as_u64()?,
+    };
+    let nanos = v
+        .get("nanos")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    Some(Duration::new(seconds, u32::try_from(nanos).ok()?))
+}
+
+/// Why the [`TokenSource`](crate::TokenSource) gave no access token.
+#[derive(Debug, thiserror::Error)]
+#[error("no access token: {message}")]
+pub struct TokenError {
+    message: String,
+    retryable: bool,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl TokenError {
+    /// A failure that may pass (the token endpoint was unreachable).
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+            source: None,
+        }
+    }
+
+    /// A failure that needs a person (refresh token revoked, no credentials).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+            source: None,
+        }
+    }
+
+    /// Keeps `source` as the cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Whether asking again later may give a token.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+/// A failure of a GBP operation.
+///
+/// Variants that concern a recorded operation name its key; each says what
+/// state the ledger row was left in, so the caller knows what a re-run does.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GbpError {
+    /// The reply comment is longer than Google's 4,096-byte limit. Nothing
+    /// was recorded or sent.
+    #[error("review reply comment is {len} bytes; Google accepts at most {max}")]
+    CommentTooLong {
+        /// The comment's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An argument cannot form a valid request (for example an empty
+    /// location id). Nothing was recorded or sent.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// Which argument.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Google rejected the request; the row is `failed` and a new attempt
+    /// needs an operator bump.
+    #[error("Google rejected {key} with HTTP {status}{}; recorded as failed", google_status(.error))]
+    Api {
+        /// The key.
+        key: IdempotencyKey,
+        /// The HTTP status.
+        status: StatusCode,
+        /// Google's error body, when it sent one.
+        error: Option<Box<GoogleError>>,
+        /// Whether this came from the ledger (an earlier run).
+        from_ledger: bool,
+    },
+    /// Google refused the access token even after one refresh. Nothing took
+    /// effect; the row is back to `pending` and the next run, with working
+    /// credentials, sends it with the same key.
+    #[error(
+        "Google refused the access token for {key} after a refresh; nothing was sent with effect, the record stays pending"
+    )]
+    Unauthenticated {
+        /// The key.
+        key: IdempotencyKey,
+    },
+    /// The token source failed. Nothing was sent; the row is back to
+    /// `pending`.
+    #[error("no access token for {key}; nothing was sent, the record stays pending")]
+    Token {
+        /// The key.
+        key: IdempotencyKey,
+        /// The token source's error.
+        #[source]
+        source: TokenError,
+    },
+    /// The request may have reached Google but no usable answer came back.
+    /// The row is `unknown`. For replies (`resend_safe`) the next run resends
+    /// with the same key; for local posts, reconcile first.
+    #[error("outcome of {key} is unknown ({reason}); {}", if *.resend_safe { "the next run resends it safely" } else { "not resent: reconcile with Google" })]
+    OutcomeUnknown {
+        /// The key.
+        key: IdempotencyKey,
+        /// What happened, without secrets.
+        reason: String,
+        /// Whether resending is safe (an upsert or delete).
+        resend_safe: bool,
+    },
+    /// Google provably did not process the request (rate limited, connection
+    /// refused). The row is `pending`; run it again later with the same key.
+    #[error("{key} was not processed by Google ({reason}); retry later with the same key")]
+    NotSent {
+        /// The key.
+        key: IdempotencyKey,
+        /// What happened.
+        reason: String,
+        /// How long Google asked us to wait, if it said.
+        retry_after: Option<Duration>,
+    },
+    /// The write succeeded and is recorded, but Google's answer could not be
+    /// read as the expected JSON.
+    #[error("{key} succeeded but Google's answer could not be read")]
+    Decode {
+        /// The key.
+        key: IdempotencyKey,
+        /// The parse error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Reconciliation was asked for a row that is not `unknown`.
+    #[error("{key} is {state}; only an unknown outcome can be reconciled")]
+    NotUnknown {
+        /// The key.
+        key: IdempotencyKey,
+        /// The row's state.
+        state: OperationState,
+    },
+    /// Reconciliation was given content that differs from what the key was
+    /// first sent with (or the key belongs to another operation).
+    #[error("{key} was recorded for a different request than the one given to reconcile")]
+    ReconcileMismatch {
+        /// The key.
+        key: IdempotencyKey,
+    },
+    /// Reconciliation could not read the location's posts; the row stays
+    /// `unknown`.
+    #[error("could not list local posts to reconcile {key} ({reason}); the record stays unknown")]
+    ReconcileRead {
+        /// The key.
+        key: IdempotencyKey,
+        /// What failed.
+        reason: String,
+        /// Google's error, when it answered with one.
+        error: Option<Box<GoogleError>>,
+    },
+    /// The base URL given to the builder cannot be used.
+    #[error("invalid base URL: {0}")]
+    BaseUrl(String),
+    /// An executor or ledger error (another worker holds the key, the key was
+    /// superseded or reused for another request, the store failed).
+    #[error(transparent)]
+    Exec(Box<ExecError>),
+}
+
+impl From<ExecError> for GbpError {
+    fn from(e: ExecError) -> Self {
+        Self::Exec(Box::new(e))
+    }
+}
+
+fn google_status(e: &Option<Box<GoogleError>>) -> String {
+    match e {
+        Some(e) if !e.status.is_empty() => format!(" ({})", e.status),
+        _ => String::new(),
+    }
+}
+
+impl GbpError {
+    /// Whether running the same job again later, with the same key, may
+    /// succeed without a person stepping in.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::NotSent { .. } => true,
+            Self::OutcomeUnknown { resend_safe, .. } => *resend_safe,
+            Self::Token { source, .. } => source.is_retryable(),
+            Self::ReconcileRead { .. } => true,
+            Self::Exec(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// Whether the outcome is unknown (the row is `unknown`).
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Self::OutcomeUnknown { .. })
+    }
+
+    /// The key the error concerns, if any.
+    pub fn key(&self) -> Option<&IdempotencyKey> {
+        match self {
+            Self::Api { key, .. }
+            | Self::Unauthenticated { key }
+            | Self::Token { key, .. }
+            | Self::OutcomeUnknown { key, .. }
+            | Self::NotSent { key, .. }
+            | Self::Decode { key, .. }
+            | Self::NotUnknown { key, .. }
+            | Self::ReconcileMismatch { key }
+            | Self::ReconcileRead { key, .. } => Some(key),
+            Self::Exec(e) => e.key(),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status Google answered with, for [`GbpError::Api`].
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Google's error body, when there is one.
+    pub fn google_error(&self) -> Option<&GoogleError> {
+        match self {
+            Self::Api { error, .. } | Self::ReconcileRead { error, .. } => error.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Maps an executor error; `resend_safe` says whether an `unknown`
+    /// outcome may be resent by the next run.
+    pub(crate) fn from_exec(e: ExecError, resend_safe: bool) -> Self {
+        match e {
+            ExecError::Rejected {
+                key,
+                status,
+                body,
+                from_ledger,
+            } => Self::Api {
+                key,
+                status,
+                error: GoogleError::parse(&body).map(Box::new),
+                from_ledger,
+            },
+            ExecError::OutcomeUnknown { key, reason } => Self::OutcomeUnknown {
+                key,
+                reason,
+                resend_safe,
+            },
+            ExecError::NotSent {
+                key,
+                reason,
+                retry_after,
+            } => Self::NotSent {
+                key,
+                reason,
+                retry_after,
+            },
+            other => Self::Exec(Box::new(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_google_error_and_retry_info() {
+        let body = br#"{"error": {"code": 429, "message": "Quota exceeded for quota metric 'Requests'",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED"},
+                        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.500s"}]}}"#;
+        let e = GoogleError::parse(body).unwrap();
+        assert_eq!(e.code, 429);
+        assert_eq!(e.status, "RESOURCE_EXHAUSTED");
+        assert!(e.is_retryable());
+        assert_eq!(e.retry_delay(), Some(Duration::from_millis(1500)));
+        assert!(GoogleError::parse(b"<html>").is_none());
+        let invalid = GoogleError::parse(
+            br#"{"error": {"code": 400, "message": "x", "status": "INVALID_ARGUMENT"}}"#,
+        )
+        .unwrap();
+        assert!(!invalid.is_retryable());
+        assert_eq!(invalid.retry_delay(), None);
+    }
+
+    #[test]
+    fn proto_duration_forms() {
+        let v = serde_json::json!({"seconds": "3", "nanos": 5});
+        assert_eq!(parse_proto_duration(&v), Some(Duration::new(3, 5)));
+        assert_eq!(
+            parse_proto_duration(&serde_json::json!("30s")),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse_proto_duration(&serde_json::json!("-1s")), None);
+        assert_eq!(parse_proto_duration(&serde_json::json!("soon")), None);
+    }
+
+    #[test]
+    fn display_hides_google_message() {
+        let key: IdempotencyKey = "s_t_1_v1".parse().unwrap();
+        let e = GbpError::Api {
+            key,
+            status: StatusCode::BAD_REQUEST,
+            error: GoogleError::parse(
+                br#"{"error": {"code": 400, "message": "Invalid value at 'comment' (secret text)", "status": "INVALID_ARGUMENT"}}"#,
+            )
+            .map(Box::new),
+            from_ledger: false,
+        };
+        let shown = e.to_string();
+        assert!(shown.contains("INVALID_ARGUMENT"), "{shown}");
+        assert!(!shown.contains("secret text"), "{shown}");
+        assert!(!e.is_retryable());
+    }
+}

@@ -1,0 +1,501 @@
+//! Reconciling a local post whose outcome is unknown: list the location's
+//! posts and look for ours by content.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use idem::executor::{Begun, Claim, Source};
+use idem::ledger::{Completion, OperationState, Resolution};
+use idem::{ExecError, IdempotencyKey, OutboundRequest, StoreError};
+use serde::Deserialize;
+
+use crate::client::{GbpClient, LocalPostCreated, OP_CREATE_LOCAL_POST, PROVIDER_NAME};
+use crate::error::{GbpError, GoogleError};
+use crate::model::{LocalPost, LocationName};
+use crate::time::parse_rfc3339;
+
+/// What [`GbpClient::reconcile_local_post`] established.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Reconciliation {
+    /// Google has the post: the row is now `succeeded` (or already was) and
+    /// stores the post. Running the job again answers from the ledger.
+    Found(Box<LocalPostCreated>),
+    /// No matching post exists, long enough after the attempt that Google
+    /// cannot still be processing it: the row is back to `pending`, and
+    /// [`GbpClient::create_local_post`] with the same key sends it again.
+    NotFound,
+    /// No matching post yet, but the attempt is recent and Google may still
+    /// be processing it. The row stays `unknown`; reconcile again after
+    /// `wait`.
+    TooEarly {
+        /// How long until a missing post may be taken as "never created".
+        wait: Duration,
+    },
+    /// More than one post could be ours (identical content), or posts match
+    /// loosely but not exactly. The row stays `unknown`: a person decides
+    /// (`store.resolve` or an operator bump).
+    Ambiguous {
+        /// The candidates' resource names.
+        candidates: Vec<String>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListPage {
+    #[serde(default)]
+    local_posts: Vec<serde_json::Value>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+/// One listed post: Google's JSON (stored on success) and its typed form.
+struct Listed {
+    raw: serde_json::Value,
+    post: LocalPost,
+}
+
+enum Matched {
+    One(usize),
+    Nothing,
+    Several(Vec<String>),
+}
+
+struct ReadFailure {
+    reason: String,
+    error: Option<Box<GoogleError>>,
+}
+
+impl GbpClient {
+    /// Settles a local post whose outcome is `unknown` (a timeout or 5xx
+    /// after sending), by listing the location's posts
+    /// (`accounts.locations.localPosts.list`, every page) and matching on
+    /// content: the same `summary` and `topicType` (and `languageCode`, when
+    /// `post` sets one), created no earlier than the first send minus the
+    /// configured clock skew.
+    ///
+    /// Pass the same key, location and post that were given to
+    /// [`create_local_post`](Self::create_local_post); they are checked
+    /// against the ledger's fingerprint.
+    ///
+    /// * exactly one match: the row is resolved `succeeded` with that post;
+    /// * none, and the settle time has passed since the outcome became
+    ///   unknown: resolved "not applied" (back to `pending`);
+    /// * none, too early: [`Reconciliation::TooEarly`], row unchanged;
+    /// * several exact matches, or only loose ones (same topic, summary equal
+    ///   up to case and white space): [`Reconciliation::Ambiguous`], row
+    ///   unchanged.
+    ///
+    /// Limits: Google keeps no key for posts, so two posts with identical
+    /// content created in the same window (by this key and by someone else)
+    /// are indistinguishable, and a post deleted in Google's UI after it was
+    /// created looks like one never created (the resend then posts it again).
+    ///
+    /// The list requests are sent under the row's own lease (core's
+    /// executor sends HTTP only inside a claim), so two reconcilers, or a
+    /// reconciler and a sender, never work on one key at once. No `POST` is
+    /// ever sent by this method.
+    ///
+    /// # Errors
+    ///
+    /// [`GbpError::ReconcileMismatch`] when the post differs from the one the
+    /// key was sent with; [`GbpError::NotUnknown`] for a row that is
+    /// `pending`, `failed` or `superseded`; [`GbpError::ReconcileRead`] when
+    /// the posts cannot be listed (row stays `unknown`); credential and
+    /// executor errors.
+    pub async fn reconcile_local_post(
+        &self,
+        key: &IdempotencyKey,
+        location: &LocationName,
+        post: &LocalPost,
+    ) -> Result<Reconciliation, GbpError> {
+        let executor = &self.inner.executor;
+        let store = executor.store();
+        let fingerprint = self.create_post_request(location, post).fingerprint();
+        let op = store
+            .get(key)
+            .await
+            .map_err(ExecError::from)?
+            .ok_or_else(|| ExecError::Store(StoreError::NotFound { key: key.clone() }))?;
+        if op.provider != PROVIDER_NAME
+            || op.operation != OP_CREATE_LOCAL_POST
+            || op.fingerprint != fingerprint
+        {
+            return Err(GbpError::ReconcileMismatch { key: key.clone() });
+        }
+        let now = executor.now();
+        let unknown_since = match op.state {
+            OperationState::Succeeded => {
+                let body = op.response_body.clone().unwrap_or_default();
+                return Ok(Reconciliation::Found(found(key, &body, Source::Ledger)?));
+            }
+            OperationState::Unknown => op.updated_at,
+            OperationState::Sending if op.lease_expired(now) => {
+                op.lease_expires_at.unwrap_or(op.updated_at)
+            }
+            OperationState::Sending => {
+                return Err(GbpError::from(ExecError::InFlight {
+                    key: key.clone(),
+                    lease_expires_at: op.lease_expires_at.unwrap_or(now),
+                }));
+            }
+            state => {
+                return Err(GbpError::NotUnknown {
+                    key: key.clone(),
+                    state,
+                });
+            }
+        };
+        let first_sent = op.first_sent_at;
+        let last_status = op.response_status;
+
+        // Claim the row for the reads. `begin_after_reconcile` is what lets
+        // an unknown local-only row be claimed; this claim never resends the
+        // POST, it only lists.
+        let begun = executor
+            .begin_after_reconcile(&self.inner.read, key, OP_CREATE_LOCAL_POST, fingerprint)
+            .await
+            .map_err(|e| GbpError::from_exec(e, false))?;
+        let mut claim = match begun {
+            Begun::Done(d) => {
+                return Ok(Reconciliation::Found(found(key, &d.body, Source::Ledger)?));
+            }
+            Begun::Claimed(claim) => claim,
+            _ => {
+                return Err(GbpError::InvalidInput {
+                    field: "executor",
+                    reason: "unexpected answer from Executor::begin_after_reconcile".to_owned(),
+                });
+            }
+        };
+
+        let listed = match self.list_posts(&mut claim, location).await {
+            Ok(listed) => listed,
+            Err(ListError::Auth(failure)) => {
+                // Nothing was learned: put the row back as it was.
+                let note = "reconciliation could not authenticate".to_owned();
+                hand_back(claim, note, last_status).await?;
+                let key = key.clone();
+                return Err(match failure {
+                    crate::client::AuthFailure::Token(source) => GbpError::Token { key, source },
+                    crate::client::AuthFailure::Refused => GbpError::Unauthenticated { key },
+                });
+            }
+            Err(ListError::Read(failure)) => {
+                let note = format!("reconciliation could not list posts: {}", failure.reason);
+                hand_back(claim, note, last_status).await?;
+                return Err(GbpError::ReconcileRead {
+                    key: key.clone(),
+                    reason: failure.reason,
+                    error: failure.error,
+                });
+            }
+        };
+
+        let skew = self.inner.reconcile.clock_skew;
+        let settle = self.inner.reconcile.settle_time;
+        match match_posts(&listed, post, first_sent, skew) {
+            Matched::One(i) => {
+                let name = listed[i].post.name.clone().unwrap_or_default();
+                let body = Bytes::from(serde_json::to_vec(&listed[i].raw).unwrap_or_default());
+                hand_back(
+                    claim,
+                    "reconciliation found the post".to_owned(),
+                    last_status,
+                )
+                .await?;
+                store
+                    .resolve(
+                        key,
+                        &Resolution::Succeeded {
+                            status: 200,
+                            body: body.clone(),
+                            note: format!("found by reconciliation: {name}"),
+                        },
+                        executor.now(),
+                    )
+                    .await
+                    .map_err(ExecError::from)?;
+                tracing::info!(%key, post = %name, "local post reconciled: found");
+                Ok(Reconciliation::Found(found(
+                    key,
+                    &body,
+                    Source::Reconciled,
+                )?))
+            }
+            Matched::Several(candidates) => {
+                let note = format!(
+                    "reconciliation ambiguous: {} candidate posts",
+                    candidates.len()
+                );
+                hand_back(claim, note, last_status).await?;
+                tracing::warn!(%key, candidates = candidates.len(), "local post reconciliation is ambiguous");
+                Ok(Reconciliation::Ambiguous { candidates })
+            }
+            Matched::Nothing => {
+                let now = executor.now();
+                let ready_at = unknown_since + settle;
+                if now < ready_at {
+                    let wait = ready_at.duration_since(now).unwrap_or(Duration::ZERO);
+                    let note = "reconciliation found no post yet; too early to conclude".to_owned();
+                    hand_back(claim, note, last_status).await?;
+                    return Ok(Reconciliation::TooEarly { wait });
+                }
+                hand_back(
+                    claim,
+                    "reconciliation found no post".to_owned(),
+                    last_status,
+                )
+                .await?;
+                store
+                    .resolve(
+                        key,
+                        &Resolution::NotApplied {
+                            note: format!(
+                                "reconciliation: no matching post among {} listed, {} s after the attempt",
+                                listed.len(),
+                                now.duration_since(unknown_since).unwrap_or_default().as_secs()
+                            ),
+                        },
+                        executor.now(),
+                    )
+                    .await
+                    .map_err(ExecError::from)?;
+                tracing::info!(%key, "local post reconciled: not created; the record is pending again");
+                Ok(Reconciliation::NotFound)
+            }
+        }
+    }
+
+    /// Lists every page of the location's posts under `claim`.
+    async fn list_posts(
+        &self,
+        claim: &mut Claim,
+        location: &LocationName,
+    ) -> Result<Vec<Listed>, ListError> {
+        let executor = &self.inner.executor;
+        let page_budget = self.inner.read.retry().claim_budget();
+        let mut out = Vec::new();
+        let mut page_token: Option<String> = None;
+        for page in 0..self.inner.reconcile.max_pages {
+            // Stop before the lease could run out mid-page.
+            if page > 0 && claim.lease().expires_at <= executor.now() + page_budget {
+                return Err(ListError::Read(ReadFailure {
+                    reason: format!("lease too short to read page {}", page + 1),
+                    error: None,
+                }));
+            }
+            let mut url = self.posts_url(location);
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("pageSize", "100");
+                if let Some(t) = &page_token {
+                    q.append_pair("pageToken", t);
+                }
+            }
+            let outcome = self
+                .send_authed(claim, &OutboundRequest::get(url))
+                .await
+                .map_err(ListError::Auth)?;
+            let body = match &outcome.response {
+                Some((status, _, body)) if status.is_success() => body.clone(),
+                Some((status, _, body)) => {
+                    return Err(ListError::Read(ReadFailure {
+                        reason: format!("HTTP {status}"),
+                        error: GoogleError::parse(body).map(Box::new),
+                    }));
+                }
+                None => {
+                    return Err(ListError::Read(ReadFailure {
+                        reason: outcome.describe(),
+                        error: None,
+                    }));
+                }
+            };
+            let page: ListPage = serde_json::from_slice(&body).map_err(|e| {
+                ListError::Read(ReadFailure {
+                    reason: format!("unreadable list page: {e}"),
+                    error: None,
+                })
+            })?;
+            for raw in page.local_posts {
+                // A post this version cannot read is kept as unmatched.
+                let post = serde_json::from_value(raw.clone()).unwrap_or_default();
+                out.push(Listed { raw, post });
+            }
+            match page.next_page_token {
+                Some(t) if !t.is_empty() => page_token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+        Err(ListError::Read(ReadFailure {
+            reason: format!(
+                "more than {} pages of posts; raise reconcile_max_pages",
+                self.inner.reconcile.max_pages
+            ),
+            error: None,
+        }))
+    }
+}
+
+enum ListError {
+    Auth(crate::client::AuthFailure),
+    Read(ReadFailure),
+}
+
+/// Ends the reconciliation claim, putting the row back to `unknown` (the
+/// reads changed nothing at Google); the verdict is then recorded with
+/// `store.resolve`.
+async fn hand_back(claim: Claim, note: String, status: Option<u16>) -> Result<(), GbpError> {
+    claim
+        .complete(Completion::Unknown { note, status })
+        .await
+        .map(|_| ())
+        .map_err(GbpError::from)
+}
+
+fn found(
+    key: &IdempotencyKey,
+    body: &[u8],
+    source: Source,
+) -> Result<Box<LocalPostCreated>, GbpError> {
+    let post = serde_json::from_slice::<LocalPost>(body).map_err(|e| GbpError::Decode {
+        key: key.clone(),
+        source: Box::new(e),
+    })?;
+    Ok(Box::new(LocalPostCreated {
+        key: key.clone(),
+        post,
+        source,
+    }))
+}
+
+fn normalize(s: &str) -> String {
+    s.split_whitespace()
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn match_posts(
+    listed: &[Listed],
+    wanted: &LocalPost,
+    first_sent: Option<SystemTime>,
+    skew: Duration,
+) -> Matched {
+    let window_start = first_sent.map(|t| t.checked_sub(skew).unwrap_or(t));
+    let in_window = |p: &LocalPost| {
+        match (
+            window_start,
+            p.create_time.as_deref().and_then(parse_rfc3339),
+        ) {
+            (Some(start), Some(created)) => created >= start,
+            // No time to compare: it cannot be excluded.
+            _ => true,
+        }
+    };
+    let candidates: Vec<usize> = listed
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.post.topic_type == wanted.topic_type && in_window(&l.post))
+        .map(|(i, _)| i)
+        .collect();
+    let exact: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let p = &listed[i].post;
+            p.summary == wanted.summary
+                && (wanted.language_code.is_none() || p.language_code == wanted.language_code)
+        })
+        .collect();
+    let names = |ids: &[usize]| {
+        ids.iter()
+            .map(|&i| listed[i].post.name.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    match exact.len() {
+        1 => return Matched::One(exact[0]),
+        0 => {}
+        _ => return Matched::Several(names(&exact)),
+    }
+    let want = normalize(wanted.summary.as_deref().unwrap_or_default());
+    let loose: Vec<usize> = candidates
+        .into_iter()
+        .filter(|&i| normalize(listed[i].post.summary.as_deref().unwrap_or_default()) == want)
+        .collect();
+    if loose.is_empty() {
+        Matched::Nothing
+    } else {
+        Matched::Several(names(&loose))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TopicType;
+    use std::time::UNIX_EPOCH;
+
+    fn listed(name: &str, summary: &str, lang: &str, created: &str) -> Listed {
+        let raw = serde_json::json!({
+            "name": name, "summary": summary, "languageCode": lang,
+            "topicType": "STANDARD", "createTime": created
+        });
+        Listed {
+            post: serde_json::from_value(raw.clone()).unwrap(),
+            raw,
+        }
+    }
+
+    fn at(secs: u64) -> Option<SystemTime> {
+        Some(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn matches_by_content_after_the_first_send() {
+        // 2024-01-01T00:00:00Z = 1704067200
+        let posts = vec![
+            listed("p/old", "Sale", "en", "2023-12-31T23:00:00Z"),
+            listed("p/new", "Sale", "en", "2024-01-01T00:00:05Z"),
+            listed("p/other", "Other", "en", "2024-01-01T00:00:06Z"),
+        ];
+        let wanted = LocalPost::standard("en", "Sale");
+        let skew = Duration::from_secs(60);
+        assert!(matches!(
+            match_posts(&posts, &wanted, at(1_704_067_200), skew),
+            Matched::One(1)
+        ));
+        // Without a first-send time the old identical post cannot be excluded.
+        assert!(matches!(
+            match_posts(&posts, &wanted, None, skew),
+            Matched::Several(c) if c.len() == 2
+        ));
+        let other_lang = LocalPost::standard("de", "Sale");
+        assert!(matches!(
+            match_posts(&posts, &other_lang, at(1_704_067_200), skew),
+            Matched::Several(_)
+        ));
+        let missing = LocalPost::standard("en", "Nothing like it");
+        assert!(matches!(
+            match_posts(&posts, &missing, at(1_704_067_200), skew),
+            Matched::Nothing
+        ));
+        let event = LocalPost::new(TopicType::Event).with_summary("Sale");
+        assert!(matches!(
+            match_posts(&posts, &event, at(1_704_067_200), skew),
+            Matched::Nothing
+        ));
+    }
+
+    #[test]
+    fn loose_match_is_ambiguous_not_absent() {
+        let posts = vec![listed("p/1", "Spring  SALE ", "en", "2024-01-01T00:00:05Z")];
+        let wanted = LocalPost::standard("en", "Spring sale");
+        assert!(matches!(
+            match_posts(&posts, &wanted, at(1_704_067_200), Duration::ZERO),
+            Matched::Several(c) if c == vec!["p/1".to_owned()]
+        ));
+    }
+}
