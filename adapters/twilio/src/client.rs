@@ -1,0 +1,462 @@
+//! The client: credentials, builder, and `messages().create`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use idem::executor::{Begun, Provider, RetrySettings, SafetyClass, Source, Url};
+use idem::{Executor, IdempotencyKey, OutboundRequest};
+
+use crate::classify::{LookupClassifier, TwilioClassifier};
+use crate::error::{Error, TwilioError};
+use crate::message::{CreateMessage, Message, check_callback_url};
+
+/// The provider name recorded in the ledger.
+pub const PROVIDER: &str = "twilio";
+/// The operation name recorded in the ledger for a message send.
+pub const OPERATION: &str = "messages.create";
+/// The query parameter of the status-callback URL that carries the key.
+///
+/// Twilio's reference says a status callback URL must not contain
+/// underscores, and every idem key does; so the parameter name has none and
+/// the key's `_` are written `%5F`, which every form/query decoder turns
+/// back into `_`.
+pub const CALLBACK_KEY_PARAM: &str = "idemkey";
+/// Twilio's API base.
+pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
+
+/// Twilio credentials for HTTP Basic auth. `Debug` hides the secret.
+#[derive(Clone)]
+pub struct Credentials {
+    account_sid: String,
+    username: String,
+    secret: String,
+}
+
+impl Credentials {
+    /// The account's SID (`AC…`) and Auth Token.
+    pub fn auth_token(account_sid: impl Into<String>, auth_token: impl Into<String>) -> Self {
+        let account_sid = account_sid.into();
+        Self {
+            username: account_sid.clone(),
+            account_sid,
+            secret: auth_token.into(),
+        }
+    }
+
+    /// An API key (`SK…`) and its secret, acting for `account_sid`.
+    pub fn api_key(
+        account_sid: impl Into<String>,
+        key_sid: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> Self {
+        Self {
+            account_sid: account_sid.into(),
+            username: key_sid.into(),
+            secret: secret.into(),
+        }
+    }
+
+    /// The account SID the requests are made for.
+    pub fn account_sid(&self) -> &str {
+        &self.account_sid
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("account_sid", &self.account_sid)
+            .field("username", &self.username)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Builds a [`TwilioClient`].
+#[derive(Debug)]
+pub struct TwilioClientBuilder {
+    executor: Executor,
+    credentials: Credentials,
+    base_url: String,
+    retry: RetrySettings,
+    lookup_retry: RetrySettings,
+    status_callback: Option<Url>,
+    clock_skew: Duration,
+    max_pages: u32,
+}
+
+impl TwilioClientBuilder {
+    /// Sends to this base URL instead of `https://api.twilio.com` (tests,
+    /// the [`fake`](crate::fake) Twilio, a proxy).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// Retry bounds for sends (see [`TwilioClient::default_retry`]). Only
+    /// failures that provably queued nothing are ever resent.
+    pub fn retry(mut self, retry: RetrySettings) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Retry bounds for reconciliation lookups (GETs, retried freely).
+    pub fn lookup_retry(mut self, retry: RetrySettings) -> Self {
+        self.lookup_retry = retry;
+        self
+    }
+
+    /// The default `StatusCallback` base URL for every message. The key is
+    /// added to it as `?idemkey=…`, so Twilio's status callbacks can settle
+    /// an `unknown` send (see [`reconcile_from_callback`](crate::reconcile_from_callback)).
+    /// Without one (and without a per-message callback), reconciliation can
+    /// only use the message lookup.
+    pub fn status_callback(mut self, url: Url) -> Self {
+        self.status_callback = Some(url);
+        self
+    }
+
+    /// How far apart idem's clock and Twilio's may be when a lookup compares
+    /// `date_created` with the ledger's send window (default 2 minutes).
+    pub fn reconcile_clock_skew(mut self, skew: Duration) -> Self {
+        self.clock_skew = skew;
+        self
+    }
+
+    /// The most list pages one lookup reads (default 5, 200 messages each).
+    pub fn reconcile_max_pages(mut self, pages: u32) -> Self {
+        self.max_pages = pages.max(1);
+        self
+    }
+
+    /// The client.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the account SID, the base URL or the status
+    /// callback URL is invalid.
+    pub fn build(self) -> Result<TwilioClient, Error> {
+        let sid = self.credentials.account_sid();
+        if sid.len() < 3
+            || !sid.starts_with("AC")
+            || !sid.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(Error::Config(
+                "the account SID must look like AC followed by letters and digits".into(),
+            ));
+        }
+        if self.credentials.username.is_empty() || self.credentials.secret.is_empty() {
+            return Err(Error::Config("the credentials are empty".into()));
+        }
+        let mut base: Url = self
+            .base_url
+            .parse()
+            .map_err(|e| Error::Config(format!("base URL is not a URL: {e}")))?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(Error::Config("base URL must be an http(s) URL".into()));
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        base.set_query(None);
+        if let Some(cb) = &self.status_callback {
+            check_callback_url(cb).map_err(Error::Config)?;
+        }
+        Ok(TwilioClient {
+            inner: Arc::new(Inner {
+                executor: self.executor,
+                provider: Provider::new(PROVIDER, SafetyClass::LocalOnly, TwilioClassifier)
+                    .with_retry(self.retry),
+                lookup_provider: Provider::new(
+                    PROVIDER,
+                    SafetyClass::NaturallyIdempotent,
+                    LookupClassifier,
+                )
+                .with_retry(self.lookup_retry),
+                credentials: self.credentials,
+                base,
+                status_callback: self.status_callback,
+                clock_skew: self.clock_skew,
+                max_pages: self.max_pages,
+            }),
+        })
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) executor: Executor,
+    pub(crate) provider: Provider,
+    pub(crate) lookup_provider: Provider,
+    pub(crate) credentials: Credentials,
+    pub(crate) base: Url,
+    pub(crate) status_callback: Option<Url>,
+    pub(crate) clock_skew: Duration,
+    pub(crate) max_pages: u32,
+}
+
+/// A Twilio client whose sends go through idem's ledger and executor.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct TwilioClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for TwilioClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwilioClient")
+            .field("account_sid", &self.inner.credentials.account_sid)
+            .field("base", &self.inner.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TwilioClient {
+    /// Starts a client over `executor` (which owns the ledger) with these
+    /// credentials.
+    pub fn builder(executor: Executor, credentials: Credentials) -> TwilioClientBuilder {
+        TwilioClientBuilder {
+            executor,
+            credentials,
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            retry: Self::default_retry(),
+            lookup_retry: RetrySettings::default()
+                .with_attempt_timeout(Duration::from_secs(15))
+                .with_total_timeout(Duration::from_secs(30)),
+            status_callback: None,
+            clock_skew: Duration::from_secs(120),
+            max_pages: 5,
+        }
+    }
+
+    /// The default send retry bounds: 4 attempts, backoff 0.5–5 s, 15 s per
+    /// attempt, 60 s in all, `Retry-After` honoured up to 30 s.
+    pub fn default_retry() -> RetrySettings {
+        RetrySettings::default()
+            .with_max_attempts(4)
+            .with_attempt_timeout(Duration::from_secs(15))
+            .with_total_timeout(Duration::from_secs(60))
+    }
+
+    /// Message sends and lookups.
+    pub fn messages(&self) -> Messages<'_> {
+        Messages { client: self }
+    }
+
+    /// The executor (and through it the ledger store).
+    pub fn executor(&self) -> &Executor {
+        &self.inner.executor
+    }
+
+    /// The provider policy used for sends.
+    pub fn provider(&self) -> &Provider {
+        &self.inner.provider
+    }
+
+    /// The account SID.
+    pub fn account_sid(&self) -> &str {
+        self.inner.credentials.account_sid()
+    }
+
+    pub(crate) fn url(&self, path: &str) -> Result<Url, Error> {
+        self.inner
+            .base
+            .join(path)
+            .map_err(|e| Error::Config(format!("cannot build a Twilio URL: {e}")))
+    }
+
+    pub(crate) fn messages_url(&self) -> Result<Url, Error> {
+        self.url(&format!(
+            "2010-04-01/Accounts/{}/Messages.json",
+            self.account_sid()
+        ))
+    }
+
+    pub(crate) fn authorize(&self, req: OutboundRequest) -> OutboundRequest {
+        let c = &self.inner.credentials;
+        req.basic_auth(&c.username, &c.secret)
+    }
+}
+
+/// A message the ledger says was sent.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Sent {
+    /// The key it was sent under.
+    pub key: IdempotencyKey,
+    /// Twilio's Message resource (from the wire, the ledger, or
+    /// reconciliation; after a status-callback reconciliation only `sid`,
+    /// `status`, `to`, `from` and `account_sid` are known).
+    pub message: Message,
+    /// Where the answer came from.
+    pub source: Source,
+}
+
+impl Sent {
+    /// Whether the answer came from the ledger: no request was made now.
+    pub fn from_ledger(&self) -> bool {
+        self.source == Source::Ledger
+    }
+}
+
+/// Message operations; from [`TwilioClient::messages`].
+#[derive(Debug, Clone, Copy)]
+pub struct Messages<'a> {
+    pub(crate) client: &'a TwilioClient,
+}
+
+impl Messages<'_> {
+    /// Sends a message under `key`, at most once whatever happens.
+    ///
+    /// The ledger row is written before the request leaves. A row that
+    /// already `succeeded` is answered from the ledger with no request. Only
+    /// failures that provably queued nothing (connect failure, 429) are
+    /// resent, after Twilio's `Retry-After`; a timeout or a 5xx after sending
+    /// leaves the row `unknown` and is never resent automatically.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Rejected`] (Twilio said no; recorded `failed`),
+    /// [`Error::OutcomeUnknown`] (reconcile, or bump),
+    /// [`Error::NotSent`] (retry later, same key), [`Error::InFlight`],
+    /// [`Error::Superseded`], [`Error::InvalidRequest`], [`Error::Decode`],
+    /// or [`Error::Exec`] for ledger failures and a key reused for another
+    /// message.
+    pub async fn create(self, key: &IdempotencyKey, msg: &CreateMessage) -> Result<Sent, Error> {
+        let client = self.client;
+        let req = self.request(key, msg)?;
+        let begun = client
+            .inner
+            .executor
+            .begin(&client.inner.provider, key, OPERATION, req.fingerprint())
+            .await
+            .map_err(Error::from_exec)?;
+        let mut claim = match begun {
+            Begun::Claimed(claim) => claim,
+            Begun::Done(delivered) => return decode(key, &delivered.body, delivered.source),
+            other => {
+                return Err(Error::Config(format!(
+                    "this idem-twilio does not understand the executor's answer {other:?}; \
+                     upgrade idem-twilio"
+                )));
+            }
+        };
+        let outcome = claim.send(req).await;
+        let twilio = outcome
+            .response
+            .as_ref()
+            .filter(|(status, _, _)| !status.is_success())
+            .map(|(status, _, body)| Box::new(TwilioError::from_response(*status, body)));
+        match claim.finish(outcome).await {
+            Ok(delivered) => decode(key, &delivered.body, delivered.source),
+            Err(e) => {
+                let mut err = Error::from_exec(e);
+                if let Error::NotSent { twilio: slot, .. } = &mut err {
+                    *slot = twilio;
+                }
+                tracing::warn!(key = %key, error = %err, "twilio message not delivered");
+                Err(err)
+            }
+        }
+    }
+
+    /// The `StatusCallback` URL a message under `key` carries: the message's
+    /// or the client's callback base with `idemkey=<key>` added, or `None`
+    /// when neither is set.
+    pub fn callback_url(&self, key: &IdempotencyKey, msg: &CreateMessage) -> Option<Url> {
+        let base = msg
+            .status_callback
+            .as_ref()
+            .or(self.client.inner.status_callback.as_ref())?;
+        Some(callback_with_key(base, key))
+    }
+
+    /// The exact request `create` sends (form fields in a fixed order, so its
+    /// fingerprint is stable).
+    pub(crate) fn request(
+        &self,
+        key: &IdempotencyKey,
+        msg: &CreateMessage,
+    ) -> Result<OutboundRequest, Error> {
+        msg.validate().map_err(|reason| Error::InvalidRequest {
+            key: Some(key.clone()),
+            reason,
+        })?;
+        let mut form: Vec<(&str, String)> = vec![("To", msg.to.clone())];
+        if let Some(from) = msg.sender.number() {
+            form.push(("From", from.to_owned()));
+        }
+        if let Some(service) = msg.sender.service() {
+            form.push(("MessagingServiceSid", service.to_owned()));
+        }
+        if let Some(body) = &msg.body {
+            form.push(("Body", body.clone()));
+        }
+        for media in &msg.media_urls {
+            form.push(("MediaUrl", media.to_string()));
+        }
+        if let Some(cb) = self.callback_url(key, msg) {
+            form.push(("StatusCallback", cb.to_string()));
+        }
+        let req = OutboundRequest::post(self.client.messages_url()?).form(form);
+        Ok(self.client.authorize(req))
+    }
+}
+
+/// Adds `idemkey=<key>` to a callback URL, writing the key's `_` as `%5F`.
+pub(crate) fn callback_with_key(base: &Url, key: &IdempotencyKey) -> Url {
+    let mut url = base.clone();
+    // Key characters are ASCII letters, digits, `-` and `_`; only `_` needs
+    // care (Twilio refuses underscores in callback URLs).
+    let value = key.as_str().replace('_', "%5F");
+    let query = match url.query() {
+        Some(q) if !q.is_empty() => format!("{q}&{CALLBACK_KEY_PARAM}={value}"),
+        _ => format!("{CALLBACK_KEY_PARAM}={value}"),
+    };
+    url.set_query(Some(&query));
+    url
+}
+
+pub(crate) fn decode(key: &IdempotencyKey, body: &[u8], source: Source) -> Result<Sent, Error> {
+    let message: Message = serde_json::from_slice(body).map_err(|e| Error::Decode {
+        key: key.clone(),
+        reason: format!("not a Twilio Message: {e}"),
+    })?;
+    Ok(Sent {
+        key: key.clone(),
+        message,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_url_carries_key_without_underscores() {
+        let key: IdempotencyKey = "joes-bikes_service_ticket_messages_01HZX3_v2"
+            .parse()
+            .unwrap();
+        let base: Url = "https://hooks.example.com/twilio/status?shop=joes"
+            .parse()
+            .unwrap();
+        let url = callback_with_key(&base, &key);
+        assert!(!url.as_str().contains('_'), "{url}");
+        let found = url
+            .query_pairs()
+            .find(|(k, _)| k == CALLBACK_KEY_PARAM)
+            .map(|(_, v)| v.into_owned());
+        assert_eq!(found.as_deref(), Some(key.as_str()));
+        assert!(url.query_pairs().any(|(k, v)| k == "shop" && v == "joes"));
+    }
+
+    #[test]
+    fn credentials_debug_hides_secret() {
+        let c = Credentials::api_key("AC123", "SK456", "s3cret-value");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret-value"));
+        assert!(shown.contains("SK456"));
+    }
+}

@@ -1,0 +1,407 @@
+//! Errors of the Twilio adapter.
+//!
+//! [`Error`] is what every fallible call returns. Each variant about a send
+//! names the idempotency key and says what the operator can do next.
+//! [`TwilioError`] is Twilio's own error body (`code`, `message`,
+//! `more_info`, `status`).
+
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+use idem::{ExecError, IdempotencyKey, OperationState, StoreError};
+use serde::Deserialize;
+
+/// Twilio's error body, as the REST API returns it:
+/// `{"code": 21211, "message": "...", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}`.
+///
+/// Newer Twilio endpoints may answer with RFC 9457 problem details; those are
+/// read too (`detail`/`title` become the message).
+///
+/// `Display` shows the HTTP status, the Twilio code and the `more_info` link,
+/// never Twilio's `message`: Twilio echoes request values (for example the
+/// `To` number) in it. Read it with [`message`](Self::message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TwilioError {
+    /// Twilio's error code (for example 21211, 20429), when it sent one.
+    pub code: Option<u32>,
+    /// Twilio's explanation. May contain request values such as phone numbers.
+    pub message: String,
+    /// A link to Twilio's page about the code.
+    pub more_info: Option<String>,
+    /// The HTTP status.
+    pub status: u16,
+}
+
+#[derive(Deserialize)]
+struct RawError {
+    code: Option<serde_json::Value>,
+    message: Option<String>,
+    more_info: Option<String>,
+    status: Option<serde_json::Value>,
+    // RFC 9457 problem details.
+    title: Option<String>,
+    detail: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+fn as_u32(v: &serde_json::Value) -> Option<u32> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+impl TwilioError {
+    /// Twilio's code for "too many requests": the request was not processed.
+    pub const TOO_MANY_REQUESTS: u32 = 20429;
+    /// Twilio's code for an invalid `To` number.
+    pub const INVALID_TO: u32 = 21211;
+
+    /// Reads Twilio's error body for a response with `status`. A body that is
+    /// not Twilio JSON still gives an error with the status and no code.
+    pub fn from_response(status: StatusCode, body: &[u8]) -> Self {
+        let raw: Option<RawError> = serde_json::from_slice(body).ok();
+        match raw {
+            Some(raw) => Self {
+                code: raw.code.as_ref().and_then(as_u32),
+                message: raw
+                    .message
+                    .or(raw.detail)
+                    .or(raw.title)
+                    .unwrap_or_else(|| format!("HTTP {status}")),
+                more_info: raw.more_info.or(raw.kind),
+                status: raw
+                    .status
+                    .as_ref()
+                    .and_then(as_u32)
+                    .and_then(|s| u16::try_from(s).ok())
+                    .unwrap_or(status.as_u16()),
+            },
+            None => Self {
+                code: None,
+                message: format!(
+                    "HTTP {status} without a Twilio error body{}",
+                    if body.is_empty() { "" } else { " (not JSON)" }
+                ),
+                more_info: None,
+                status: status.as_u16(),
+            },
+        }
+    }
+
+    /// Twilio's code, if any.
+    pub fn code(&self) -> Option<u32> {
+        self.code
+    }
+
+    /// Twilio's explanation (may contain request values such as numbers).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The link to Twilio's documentation of the code.
+    pub fn more_info(&self) -> Option<&str> {
+        self.more_info.as_deref()
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Whether Twilio said the request was not processed and may be sent
+    /// again later: HTTP 429 (error 20429). Twilio documents such requests as
+    /// "not processed and safe to retry". Nothing else is: a 5xx on a send may
+    /// have queued the message, and a 4xx will fail again.
+    pub fn is_retryable(&self) -> bool {
+        self.status == 429 || self.code == Some(Self::TOO_MANY_REQUESTS)
+    }
+}
+
+impl fmt::Display for TwilioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Twilio HTTP {}", self.status)?;
+        if let Some(code) = self.code {
+            write!(f, ", error {code}")?;
+        }
+        if let Some(more) = &self.more_info {
+            write!(f, " ({more})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TwilioError {}
+
+/// Errors of the Twilio adapter.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Twilio rejected the message (for example 21211, invalid `To`). The
+    /// ledger records it as `failed`; running the job again returns the same
+    /// error without sending. Fix the data, then bump the key to send again.
+    #[error(
+        "Twilio rejected message {key}: {error}; recorded as failed, not retried. \
+         Fix the request, then bump the key to the next attempt to send it"
+    )]
+    Rejected {
+        /// The key.
+        key: IdempotencyKey,
+        /// Twilio's error.
+        #[source]
+        error: Box<TwilioError>,
+        /// Whether this is the stored answer of an earlier run.
+        from_ledger: bool,
+    },
+    /// The message may have been queued at Twilio but no answer came back
+    /// (a timeout or a 5xx after the request was sent). Twilio has no
+    /// idempotency key, so it is NOT resent: the ledger row stays `unknown`.
+    #[error(
+        "outcome of Twilio message {key} is unknown ({reason}). It was not resent: Twilio has \
+         no idempotency key and a resend could text the customer twice. Reconcile it (status \
+         callback, or `messages().reconcile`); if Twilio has no such message, bump the key \
+         to the next attempt to send once more"
+    )]
+    OutcomeUnknown {
+        /// The key.
+        key: IdempotencyKey,
+        /// What happened (no URL, no body).
+        reason: String,
+    },
+    /// Provably nothing was queued (the connection was never made, or Twilio
+    /// answered 429). The row is back to `pending`: run the job again later
+    /// with the same key.
+    #[error("Twilio message {key} was not sent ({reason}); safe to retry later with the same key")]
+    NotSent {
+        /// The key.
+        key: IdempotencyKey,
+        /// What happened.
+        reason: String,
+        /// How long Twilio asked to wait, if it said.
+        retry_after: Option<Duration>,
+        /// Twilio's error, when Twilio answered (429).
+        twilio: Option<Box<TwilioError>>,
+    },
+    /// Another worker is sending this key right now.
+    #[error("Twilio message {key} is being sent by another worker; try again after its lease")]
+    InFlight {
+        /// The key.
+        key: IdempotencyKey,
+    },
+    /// An operator bumped this key; the job must use the newer key.
+    #[error("Twilio message {key} was superseded by {by}; send with the new key")]
+    Superseded {
+        /// The old key.
+        key: IdempotencyKey,
+        /// The new key.
+        by: IdempotencyKey,
+    },
+    /// The message is invalid before anything is recorded or sent (for
+    /// example no `From`, an empty body, a status-callback host with `_`).
+    #[error("invalid Twilio message{}: {reason}", key_suffix(key.as_ref()))]
+    InvalidRequest {
+        /// The key, when the request belonged to one.
+        key: Option<IdempotencyKey>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The client configuration is invalid.
+    #[error("invalid Twilio client configuration: {0}")]
+    Config(String),
+    /// Twilio accepted the message (the ledger says `succeeded`) but its
+    /// answer could not be read as a Message. The message WAS sent: do not
+    /// resend.
+    #[error("Twilio accepted message {key} but its answer is unreadable: {reason}; do not resend")]
+    Decode {
+        /// The key.
+        key: IdempotencyKey,
+        /// What could not be read.
+        reason: String,
+    },
+    /// A reconciliation lookup could not ask Twilio; the row is unchanged
+    /// (still `unknown`). Try again later.
+    #[error("could not look up Twilio message {key}: {reason}; the record stays unknown")]
+    Lookup {
+        /// The key.
+        key: IdempotencyKey,
+        /// What failed.
+        reason: String,
+        /// Twilio's error, when Twilio answered.
+        twilio: Option<Box<TwilioError>>,
+    },
+    /// A status callback could not be read.
+    #[error("invalid Twilio status callback: {0}")]
+    Callback(String),
+    /// The ledger row is in a state this call cannot act on.
+    #[error("Twilio message {key} is {state}: {reason}")]
+    State {
+        /// The key.
+        key: IdempotencyKey,
+        /// The row's state.
+        state: OperationState,
+        /// Why nothing was done.
+        reason: &'static str,
+    },
+    /// Any other executor error (ledger failure, key reused for a different
+    /// message).
+    #[error(transparent)]
+    Exec(ExecError),
+}
+
+fn key_suffix(key: Option<&IdempotencyKey>) -> String {
+    key.map(|k| format!(" {k}")).unwrap_or_default()
+}
+
+impl Error {
+    /// The idempotency key the error concerns, if any.
+    pub fn key(&self) -> Option<&IdempotencyKey> {
+        match self {
+            Self::Rejected { key, .. }
+            | Self::OutcomeUnknown { key, .. }
+            | Self::NotSent { key, .. }
+            | Self::InFlight { key }
+            | Self::Superseded { key, .. }
+            | Self::Decode { key, .. }
+            | Self::Lookup { key, .. }
+            | Self::State { key, .. } => Some(key),
+            Self::InvalidRequest { key, .. } => key.as_ref(),
+            Self::Exec(e) => e.key(),
+            Self::Config(_) | Self::Callback(_) => None,
+        }
+    }
+
+    /// Twilio's error, when Twilio answered with one.
+    pub fn twilio_error(&self) -> Option<&TwilioError> {
+        match self {
+            Self::Rejected { error, .. } => Some(error),
+            Self::NotSent { twilio, .. } | Self::Lookup { twilio, .. } => twilio.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Twilio's error code, when Twilio answered with one.
+    pub fn code(&self) -> Option<u32> {
+        self.twilio_error().and_then(TwilioError::code)
+    }
+
+    /// Whether running the same job again later, with the same key, may
+    /// succeed without an operator: nothing was sent (connect failure, 429),
+    /// another worker holds the key, the ledger was down, or a lookup failed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::NotSent { .. } | Self::InFlight { .. } | Self::Lookup { .. } => true,
+            Self::Exec(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// Whether the outcome is unknown and needs reconciliation or a bump.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Self::OutcomeUnknown { .. })
+    }
+
+    /// Converts an executor error about `key`, reading Twilio's body where
+    /// there is one.
+    pub(crate) fn from_exec(e: ExecError) -> Self {
+        match e {
+            ExecError::Rejected {
+                key,
+                status,
+                body,
+                from_ledger,
+            } => Self::Rejected {
+                key,
+                error: Box::new(TwilioError::from_response(status, &body)),
+                from_ledger,
+            },
+            ExecError::OutcomeUnknown { key, reason } => Self::OutcomeUnknown { key, reason },
+            ExecError::NotSent {
+                key,
+                reason,
+                retry_after,
+            } => Self::NotSent {
+                key,
+                reason,
+                retry_after,
+                twilio: None,
+            },
+            ExecError::InFlight { key, .. } => Self::InFlight { key },
+            ExecError::Superseded { key, by } => Self::Superseded { key, by },
+            ExecError::InvalidRequest { key, reason } => Self::InvalidRequest {
+                key: Some(key),
+                reason,
+            },
+            other => Self::Exec(other),
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Self::Exec(ExecError::Store(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_twilio_error_body() {
+        let body = br#"{"code": 21211, "message": "The 'To' number +1555 is not a valid phone number.", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}"#;
+        let e = TwilioError::from_response(StatusCode::BAD_REQUEST, body);
+        assert_eq!(e.code(), Some(21211));
+        assert_eq!(e.status(), 400);
+        assert_eq!(
+            e.more_info(),
+            Some("https://www.twilio.com/docs/errors/21211")
+        );
+        assert!(!e.is_retryable());
+        let shown = e.to_string();
+        assert!(shown.contains("21211"), "{shown}");
+        assert!(
+            !shown.contains("+1555"),
+            "Display leaks request values: {shown}"
+        );
+    }
+
+    #[test]
+    fn rate_limit_is_retryable() {
+        let body = br#"{"code": 20429, "message": "Too Many Requests", "more_info": "https://www.twilio.com/docs/errors/20429", "status": 429}"#;
+        let e = TwilioError::from_response(StatusCode::TOO_MANY_REQUESTS, body);
+        assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn non_json_and_problem_details() {
+        let e = TwilioError::from_response(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
+        assert_eq!(e.code(), None);
+        assert_eq!(e.status(), 502);
+        assert!(!e.is_retryable());
+        let e = TwilioError::from_response(
+            StatusCode::BAD_REQUEST,
+            br#"{"type":"https://www.twilio.com/docs/errors/20001","title":"Invalid","status":400,"detail":"bad field","code":20001}"#,
+        );
+        assert_eq!(e.code(), Some(20001));
+        assert_eq!(e.message(), "bad field");
+    }
+
+    #[test]
+    fn unknown_error_names_key_and_next_step() {
+        let key: IdempotencyKey = "joes-bikes_sms_42_v1".parse().unwrap();
+        let e = Error::OutcomeUnknown {
+            key,
+            reason: "timed out after 1 attempt(s)".into(),
+        };
+        let shown = e.to_string();
+        assert!(shown.contains("joes-bikes_sms_42_v1"));
+        assert!(shown.contains("bump"));
+        assert!(shown.contains("not resent"));
+        assert!(!e.is_retryable());
+        assert!(e.is_unknown());
+    }
+}

@@ -1,0 +1,419 @@
+//! Message types: what is sent and what Twilio answers.
+
+use std::fmt;
+
+use idem::executor::Url;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Twilio's longest `Body`, in characters.
+pub const MAX_BODY_CHARS: usize = 1600;
+/// Twilio's largest number of `MediaUrl` parameters on one message.
+pub const MAX_MEDIA: usize = 10;
+
+/// A Twilio Message SID: `SM` (SMS) or `MM` (MMS) and 32 hex digits.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageSid(String);
+
+impl MessageSid {
+    /// Checks the SID's shape (`SM`/`MM` and 32 hex digits).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Callback`] when it does not look like a Message SID.
+    pub fn parse(text: &str) -> Result<Self, crate::Error> {
+        let ok = text.len() == 34
+            && (text.starts_with("SM") || text.starts_with("MM"))
+            && text[2..].bytes().all(|b| b.is_ascii_hexdigit());
+        if ok {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(crate::Error::Callback(format!(
+                "{text:?} is not a Twilio Message SID"
+            )))
+        }
+    }
+
+    /// The SID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageSid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for MessageSid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageSid({})", self.0)
+    }
+}
+
+/// A message's status, as in Twilio's `message_enum_status`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MessageStatus {
+    /// Queued for sending (initial status without a Messaging Service).
+    Queued,
+    /// Accepted by a Messaging Service (its initial status).
+    Accepted,
+    /// Scheduled for later sending.
+    Scheduled,
+    /// Being sent.
+    Sending,
+    /// Sent to the carrier.
+    Sent,
+    /// Delivered.
+    Delivered,
+    /// Not delivered.
+    Undelivered,
+    /// Failed to send.
+    Failed,
+    /// Inbound, being received.
+    Receiving,
+    /// Inbound, received.
+    Received,
+    /// Read (WhatsApp and similar channels).
+    Read,
+    /// Partially delivered.
+    PartiallyDelivered,
+    /// A scheduled message that was canceled.
+    Canceled,
+    /// A status this version does not know.
+    Other(String),
+}
+
+impl MessageStatus {
+    /// Twilio's text for the status.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Queued => "queued",
+            Self::Accepted => "accepted",
+            Self::Scheduled => "scheduled",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Undelivered => "undelivered",
+            Self::Failed => "failed",
+            Self::Receiving => "receiving",
+            Self::Received => "received",
+            Self::Read => "read",
+            Self::PartiallyDelivered => "partially_delivered",
+            Self::Canceled => "canceled",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Reads Twilio's text.
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "queued" => Self::Queued,
+            "accepted" => Self::Accepted,
+            "scheduled" => Self::Scheduled,
+            "sending" => Self::Sending,
+            "sent" => Self::Sent,
+            "delivered" => Self::Delivered,
+            "undelivered" => Self::Undelivered,
+            "failed" => Self::Failed,
+            "receiving" => Self::Receiving,
+            "received" => Self::Received,
+            "read" => Self::Read,
+            "partially_delivered" => Self::PartiallyDelivered,
+            "canceled" => Self::Canceled,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for MessageStatus {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(Self::parse(&text))
+    }
+}
+
+/// A Twilio Message resource (the fields idem reads; Twilio sends more).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Message {
+    /// The Message SID.
+    pub sid: MessageSid,
+    /// Its status.
+    pub status: Option<MessageStatus>,
+    /// The account.
+    #[serde(default)]
+    pub account_sid: Option<String>,
+    /// Recipient.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Sender.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Messaging Service, if one was used.
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+    /// The text.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Number of media files, as Twilio's string.
+    #[serde(default)]
+    pub num_media: Option<String>,
+    /// `outbound-api`, `inbound`, …
+    #[serde(default)]
+    pub direction: Option<String>,
+    /// RFC 2822 creation time (GMT).
+    #[serde(default)]
+    pub date_created: Option<String>,
+    /// RFC 2822 send time (GMT); empty until Twilio sends it.
+    #[serde(default)]
+    pub date_sent: Option<String>,
+    /// Delivery error code, if delivery failed.
+    #[serde(default)]
+    pub error_code: Option<i64>,
+    /// Delivery error text, if delivery failed.
+    #[serde(default)]
+    pub error_message: Option<String>,
+}
+
+/// Who sends the message: a number (or sender ID) or a Messaging Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Sender {
+    /// `From`: a Twilio number in E.164, a short code, an alphanumeric
+    /// sender ID or a channel address.
+    From(String),
+    /// `MessagingServiceSid` (`MG…`): Twilio picks the sender.
+    MessagingService(String),
+    /// Both: this sender, from this Messaging Service's pool.
+    FromService {
+        /// `From`.
+        from: String,
+        /// `MessagingServiceSid`.
+        service: String,
+    },
+}
+
+impl Sender {
+    pub(crate) fn number(&self) -> Option<&str> {
+        match self {
+            Self::From(f) | Self::FromService { from: f, .. } => Some(f),
+            Self::MessagingService(_) => None,
+        }
+    }
+
+    pub(crate) fn service(&self) -> Option<&str> {
+        match self {
+            Self::MessagingService(s) | Self::FromService { service: s, .. } => Some(s),
+            Self::From(_) => None,
+        }
+    }
+}
+
+/// A message to create: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`.
+///
+/// ```
+/// use idem_twilio::CreateMessage;
+/// let msg = CreateMessage::from_number("+15558675310", "+15017122661", "Your bike is ready")
+///     .media_url("https://example.com/bike.jpg".parse().unwrap());
+/// assert_eq!(msg.media_urls.len(), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CreateMessage {
+    /// `To`: the recipient (E.164, or a channel address such as `whatsapp:+1…`).
+    pub to: String,
+    /// `From` and/or `MessagingServiceSid`.
+    pub sender: Sender,
+    /// `Body`: up to 1,600 characters.
+    pub body: Option<String>,
+    /// `MediaUrl`, repeated: up to 10.
+    pub media_urls: Vec<Url>,
+    /// `StatusCallback` for this message, overriding the client's default.
+    /// The adapter adds the idempotency key to it as a query parameter.
+    pub status_callback: Option<Url>,
+}
+
+impl CreateMessage {
+    /// A message from a number or sender ID.
+    pub fn from_number(
+        to: impl Into<String>,
+        from: impl Into<String>,
+        body: impl Into<String>,
+    ) -> Self {
+        Self::new(to, Sender::From(from.into()), Some(body.into()))
+    }
+
+    /// A message through a Messaging Service (`MG…`).
+    pub fn via_service(
+        to: impl Into<String>,
+        messaging_service_sid: impl Into<String>,
+        body: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            to,
+            Sender::MessagingService(messaging_service_sid.into()),
+            Some(body.into()),
+        )
+    }
+
+    /// A message with any sender and an optional body (media-only MMS).
+    pub fn new(to: impl Into<String>, sender: Sender, body: Option<String>) -> Self {
+        Self {
+            to: to.into(),
+            sender,
+            body,
+            media_urls: Vec::new(),
+            status_callback: None,
+        }
+    }
+
+    /// Adds a `MediaUrl`.
+    pub fn media_url(mut self, url: Url) -> Self {
+        self.media_urls.push(url);
+        self
+    }
+
+    /// Sets this message's `StatusCallback` base URL.
+    pub fn status_callback(mut self, url: Url) -> Self {
+        self.status_callback = Some(url);
+        self
+    }
+
+    /// Checks what Twilio would reject for sure, before anything is recorded.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.to.trim().is_empty() {
+            return Err("`To` is empty".into());
+        }
+        match &self.sender {
+            Sender::From(f) if f.trim().is_empty() => return Err("`From` is empty".into()),
+            Sender::MessagingService(s) if s.trim().is_empty() => {
+                return Err("`MessagingServiceSid` is empty".into());
+            }
+            Sender::FromService { from, service }
+                if from.trim().is_empty() || service.trim().is_empty() =>
+            {
+                return Err("`From` or `MessagingServiceSid` is empty".into());
+            }
+            _ => {}
+        }
+        let body_chars = self.body.as_deref().map_or(0, |b| b.chars().count());
+        if body_chars == 0 && self.media_urls.is_empty() {
+            return Err("a message needs a `Body` or at least one `MediaUrl`".into());
+        }
+        if body_chars > MAX_BODY_CHARS {
+            return Err(format!(
+                "`Body` is {body_chars} characters; Twilio's limit is {MAX_BODY_CHARS}"
+            ));
+        }
+        if self.media_urls.len() > MAX_MEDIA {
+            return Err(format!(
+                "{} `MediaUrl`s; Twilio's limit is {MAX_MEDIA}",
+                self.media_urls.len()
+            ));
+        }
+        if let Some(cb) = &self.status_callback {
+            check_callback_url(cb)?;
+        }
+        Ok(())
+    }
+}
+
+/// Twilio: a status callback URL "must contain a valid hostname and
+/// underscores are not allowed".
+pub(crate) fn check_callback_url(url: &Url) -> Result<(), String> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("the status callback URL must be http or https".into());
+    }
+    match url.host_str() {
+        None | Some("") => Err("the status callback URL has no host".into()),
+        Some(h) if h.contains('_') => {
+            Err("Twilio refuses status callback URLs with `_` in the host".into())
+        }
+        Some(_) if url.path().contains('_') || url.query().is_some_and(|q| q.contains('_')) => {
+            Err("Twilio refuses underscores in status callback URLs; remove `_` from the path and query".into())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sid_shape() {
+        assert!(MessageSid::parse("SM0123456789abcdef0123456789abcdef").is_ok());
+        assert!(MessageSid::parse("MM0123456789abcdef0123456789abcdef").is_ok());
+        assert!(MessageSid::parse("CA0123456789abcdef0123456789abcdef").is_err());
+        assert!(MessageSid::parse("SM01").is_err());
+    }
+
+    #[test]
+    fn status_round_trip() {
+        for s in [
+            "queued",
+            "accepted",
+            "sent",
+            "delivered",
+            "partially_delivered",
+            "weird",
+        ] {
+            assert_eq!(MessageStatus::parse(s).as_str(), s);
+        }
+        assert_eq!(MessageStatus::parse("sent"), MessageStatus::Sent);
+    }
+
+    #[test]
+    fn parses_twilio_create_answer() {
+        // Twilio's `create` example from twilio-oai (spec/json/twilio_api_v2010.json).
+        let body = r#"{"account_sid":"ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","api_version":"2010-04-01","body":"Hello! 👍","date_created":"Thu, 24 Aug 2023 05:01:45 +0000","date_sent":"Thu, 24 Aug 2023 05:01:45 +0000","date_updated":"Thu, 24 Aug 2023 05:01:45 +0000","direction":"outbound-api","error_code":null,"error_message":null,"from":"+14155552345","num_media":"0","num_segments":"1","price":null,"price_unit":null,"messaging_service_sid":"MGaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","sid":"SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","status":"queued","subresource_uris":{"media":"/x"},"to":"+14155552345","uri":"/x.json"}"#;
+        let m: Message = serde_json::from_str(body).unwrap();
+        assert_eq!(m.sid.as_str(), "SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+        assert_eq!(m.status, Some(MessageStatus::Queued));
+        assert_eq!(m.num_media.as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn validation() {
+        let ok = CreateMessage::from_number("+15558675310", "+15017122661", "hi");
+        assert!(ok.validate().is_ok());
+        assert!(
+            CreateMessage::from_number("", "+1", "hi")
+                .validate()
+                .is_err()
+        );
+        assert!(
+            CreateMessage::new("+1", Sender::From("+2".into()), None)
+                .validate()
+                .is_err()
+        );
+        let long = "x".repeat(1601);
+        assert!(
+            CreateMessage::from_number("+1", "+2", long)
+                .validate()
+                .is_err()
+        );
+        let bad_cb = ok
+            .clone()
+            .status_callback("https://my_host.example.com/cb".parse().unwrap());
+        assert!(bad_cb.validate().is_err());
+        let good_cb =
+            ok.status_callback("https://hooks.example.com/twilio/status".parse().unwrap());
+        assert!(good_cb.validate().is_ok());
+    }
+}

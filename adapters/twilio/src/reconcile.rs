@@ -1,0 +1,696 @@
+//! Settling `unknown` sends: from Twilio's status callbacks, or by looking
+//! the message up.
+//!
+//! Twilio has no idempotency key, so after a timeout idem cannot ask "did
+//! key K go through?". It can only recognise the message by what Twilio
+//! shows of it:
+//!
+//! * **Status callback** ([`reconcile_from_callback`]): the key travels in
+//!   the `StatusCallback` URL (`?idemkey=…`), and Twilio posts to that URL,
+//!   query string included, with the `MessageSid` whenever the message's
+//!   status changes. That is proof: the message exists and carries our key.
+//!   Limits: Twilio sends no callback for a message's *initial* status
+//!   (`queued`/`accepted`), so proof arrives only once the message moves on
+//!   (`sent`, `delivered`, `failed`, `undelivered`, …); a callback that
+//!   arrives while the sender still holds its lease cannot settle the row
+//!   (the sender's own answer will, or a later callback); and no callback
+//!   comes at all if no callback URL was set, the app's endpoint was down,
+//!   or the message never existed. The absence of a callback proves nothing.
+//!   This function does not check `X-Twilio-Signature`: validate the request
+//!   first (Twilio's helper libraries have a validator), or anyone who can
+//!   reach the endpoint can settle rows.
+//! * **Lookup** ([`Messages::reconcile`](crate::Messages::reconcile)):
+//!   `GET …/Messages.json?To=…&From=…&DateSent>=<day the send started>`,
+//!   then a match on recipient, sender (or Messaging Service), body, number
+//!   of media, direction `outbound-*`, and `date_created` inside the ledger's
+//!   send window (first claim to the moment the row went `unknown`, ± a
+//!   clock-skew margin). The key is not visible in a Message resource, so:
+//!   two identical texts to the same number inside that window are
+//!   indistinguishable (the lookup reports them as ambiguous and settles
+//!   nothing); a message Twilio has not sent yet has no `date_sent` and may
+//!   be missed by the `DateSent` filter; a body Twilio changed (smart
+//!   encoding, link shortening, content retention settings) no longer
+//!   matches; and finding nothing is **not** proof that nothing was sent.
+//!   The lookup therefore only ever settles a row as `succeeded`; it never
+//!   sends again. When nothing is found the row stays `unknown`: an
+//!   operator decides whether to bump the key (accepting the risk of a
+//!   second text) or to wait for a callback.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use idem::executor::{Begun, Source};
+use idem::ledger::{Completion, LedgerStore, Resolution};
+use idem::{IdempotencyKey, OperationState, OutboundRequest, StoreError};
+use serde::Deserialize;
+
+use crate::client::{
+    CALLBACK_KEY_PARAM, Messages, OPERATION, PROVIDER, Sent, TwilioClient, decode,
+};
+use crate::error::{Error, TwilioError};
+use crate::message::{CreateMessage, Message, MessageSid, MessageStatus};
+use crate::time::{parse_rfc2822, ymd};
+
+/// Messages per lookup page.
+const PAGE_SIZE: u32 = 200;
+/// Checkpoint prefix recording when the send window closed.
+const WINDOW_END: &str = "twilio-window-end-ms=";
+
+/// What a status callback did to the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallbackOutcome {
+    /// The callback carries no idem key: not a message sent through idem.
+    NotOurs,
+    /// The `unknown` row is now `succeeded` with this Message SID.
+    Resolved {
+        /// The key.
+        key: IdempotencyKey,
+        /// The message.
+        sid: MessageSid,
+        /// The status Twilio reported.
+        status: MessageStatus,
+    },
+    /// The row had already succeeded with this same message (a normal
+    /// delivery update).
+    AlreadySucceeded {
+        /// The key.
+        key: IdempotencyKey,
+        /// The message.
+        sid: MessageSid,
+    },
+    /// The row succeeded with a *different* message: two messages went out
+    /// under one key. Investigate; it is logged at error level.
+    Duplicate {
+        /// The key.
+        key: IdempotencyKey,
+        /// The SID in the ledger.
+        recorded: MessageSid,
+        /// The SID in the callback.
+        reported: MessageSid,
+    },
+    /// A worker still holds the row's lease; its own answer (or a later
+    /// callback) settles it. Nothing was changed.
+    InFlight {
+        /// The key.
+        key: IdempotencyKey,
+        /// The message.
+        sid: MessageSid,
+    },
+    /// The key was bumped, yet its message exists: the customer may get
+    /// this message and the next attempt's. Logged at warn level.
+    AfterBump {
+        /// The old key.
+        key: IdempotencyKey,
+        /// The key that replaced it.
+        by: Option<IdempotencyKey>,
+        /// The old key's message.
+        sid: MessageSid,
+    },
+    /// The row is in a state a callback should not find (`pending`,
+    /// `failed`); nothing was changed.
+    Unexpected {
+        /// The key.
+        key: IdempotencyKey,
+        /// Its state.
+        state: OperationState,
+        /// The message.
+        sid: MessageSid,
+    },
+}
+
+/// Applies one Twilio status callback to the ledger.
+///
+/// `params` are the callback's query parameters **and** form fields
+/// together (Twilio posts `MessageSid`, `MessageStatus`, `AccountSid`, `To`,
+/// `From`, … as a form to the `StatusCallback` URL, whose query carries
+/// `idemkey`). An `unknown` row (or one whose sender's lease ran out) becomes
+/// `succeeded`, storing what the callback says of the message. Validate
+/// `X-Twilio-Signature` before calling this; see the [module docs](self)
+/// for what a callback can and cannot prove.
+///
+/// # Errors
+///
+/// [`Error::Callback`] for a malformed callback or a key that is not a
+/// Twilio message's; [`Error::Exec`] when the ledger fails or has no such
+/// key.
+pub async fn reconcile_from_callback<I, K, V>(
+    store: &dyn LedgerStore,
+    params: I,
+    now: SystemTime,
+) -> Result<CallbackOutcome, Error>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let cb = CallbackParams::read(params)?;
+    let Some(key) = cb.key.clone() else {
+        return Ok(CallbackOutcome::NotOurs);
+    };
+    apply_callback(store, &key, &cb, now).await
+}
+
+#[derive(Debug, Default)]
+struct CallbackParams {
+    key: Option<IdempotencyKey>,
+    sid: Option<String>,
+    status: Option<String>,
+    account_sid: Option<String>,
+    to: Option<String>,
+    from: Option<String>,
+    service: Option<String>,
+    error_code: Option<String>,
+}
+
+impl CallbackParams {
+    fn read<I, K, V>(params: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut cb = Self::default();
+        for (k, v) in params {
+            let v = v.as_ref().to_owned();
+            match k.as_ref() {
+                CALLBACK_KEY_PARAM => {
+                    let key = v.parse().map_err(|e| {
+                        Error::Callback(format!("`{CALLBACK_KEY_PARAM}` is not an idem key: {e}"))
+                    })?;
+                    cb.key = Some(key);
+                }
+                "MessageSid" => cb.sid = Some(v),
+                // Older callbacks carry SmsSid/SmsStatus alongside.
+                "SmsSid" if cb.sid.is_none() => cb.sid = Some(v),
+                "MessageStatus" => cb.status = Some(v),
+                "SmsStatus" if cb.status.is_none() => cb.status = Some(v),
+                "AccountSid" => cb.account_sid = Some(v),
+                "To" => cb.to = Some(v),
+                "From" => cb.from = Some(v),
+                "MessagingServiceSid" => cb.service = Some(v),
+                "ErrorCode" => cb.error_code = Some(v),
+                _ => {}
+            }
+        }
+        Ok(cb)
+    }
+
+    fn sid(&self) -> Result<MessageSid, Error> {
+        let sid = self
+            .sid
+            .as_deref()
+            .ok_or_else(|| Error::Callback("no MessageSid".into()))?;
+        MessageSid::parse(sid)
+    }
+
+    /// The Message as far as the callback shows it, stored as the row's
+    /// answer.
+    fn message_json(&self, sid: &MessageSid) -> Bytes {
+        let body = serde_json::json!({
+            "sid": sid.as_str(),
+            "status": self.status,
+            "account_sid": self.account_sid,
+            "to": self.to,
+            "from": self.from,
+            "messaging_service_sid": self.service,
+            "direction": "outbound-api",
+            "error_code": self.error_code.as_deref().and_then(|c| c.parse::<i64>().ok()),
+        });
+        Bytes::from(body.to_string())
+    }
+}
+
+async fn apply_callback(
+    store: &dyn LedgerStore,
+    key: &IdempotencyKey,
+    cb: &CallbackParams,
+    now: SystemTime,
+) -> Result<CallbackOutcome, Error> {
+    let sid = cb.sid()?;
+    let status = MessageStatus::parse(cb.status.as_deref().unwrap_or("unknown"));
+    // Two rounds at most: a row that changes between the read and the
+    // resolve (the sender finished) is read once more.
+    for _ in 0..2 {
+        let op = store
+            .get(key)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
+        if op.provider != PROVIDER || op.operation != OPERATION {
+            return Err(Error::Callback(format!(
+                "{key} is a {} {} record, not a Twilio message",
+                op.provider, op.operation
+            )));
+        }
+        match op.state {
+            OperationState::Unknown | OperationState::Sending => {
+                let resolution = Resolution::Succeeded {
+                    status: 200,
+                    body: cb.message_json(&sid),
+                    note: format!("reconciled from a Twilio status callback ({sid}, {status})"),
+                };
+                match store.resolve(key, &resolution, now).await {
+                    Ok(_) => {
+                        tracing::info!(key = %key, sid = %sid, status = %status,
+                            "twilio send reconciled from status callback");
+                        return Ok(CallbackOutcome::Resolved {
+                            key: key.clone(),
+                            sid,
+                            status,
+                        });
+                    }
+                    // A live lease: the sender is still waiting for its answer.
+                    Err(StoreError::InvalidState {
+                        state: OperationState::Sending,
+                        ..
+                    }) => {
+                        return Ok(CallbackOutcome::InFlight {
+                            key: key.clone(),
+                            sid,
+                        });
+                    }
+                    Err(StoreError::InvalidState { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            OperationState::Succeeded => {
+                let recorded = op
+                    .response_body
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<Message>(b).ok())
+                    .map(|m| m.sid);
+                return Ok(match recorded {
+                    Some(recorded) if recorded != sid => {
+                        tracing::error!(key = %key, recorded = %recorded, reported = %sid,
+                            "two Twilio messages under one idempotency key");
+                        CallbackOutcome::Duplicate {
+                            key: key.clone(),
+                            recorded,
+                            reported: sid,
+                        }
+                    }
+                    _ => CallbackOutcome::AlreadySucceeded {
+                        key: key.clone(),
+                        sid,
+                    },
+                });
+            }
+            OperationState::Superseded => {
+                tracing::warn!(key = %key, sid = %sid, by = ?op.superseded_by,
+                    "a bumped Twilio send was delivered after all; the customer may get two messages");
+                return Ok(CallbackOutcome::AfterBump {
+                    key: key.clone(),
+                    by: op.superseded_by,
+                    sid,
+                });
+            }
+            state => {
+                return Ok(CallbackOutcome::Unexpected {
+                    key: key.clone(),
+                    state,
+                    sid,
+                });
+            }
+        }
+    }
+    Err(Error::Callback(format!(
+        "{key} kept changing while the callback was applied; deliver the callback again"
+    )))
+}
+
+impl TwilioClient {
+    /// [`reconcile_from_callback`] on this client's ledger and clock, after
+    /// checking that the callback's `AccountSid` is this client's.
+    ///
+    /// # Errors
+    ///
+    /// As [`reconcile_from_callback`], and [`Error::Callback`] when the
+    /// account differs.
+    pub async fn handle_status_callback<I, K, V>(&self, params: I) -> Result<CallbackOutcome, Error>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let cb = CallbackParams::read(params)?;
+        let Some(key) = cb.key.clone() else {
+            return Ok(CallbackOutcome::NotOurs);
+        };
+        if cb.account_sid.as_deref() != Some(self.account_sid()) {
+            return Err(Error::Callback(
+                "the callback's AccountSid is not this client's account".into(),
+            ));
+        }
+        let exec = self.executor();
+        apply_callback(exec.store().as_ref(), &key, &cb, exec.now()).await
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Reconciled {
+    /// Exactly one matching message: the row is now `succeeded` with it.
+    Found(Sent),
+    /// The row had already succeeded; nothing was looked up.
+    AlreadySucceeded(Sent),
+    /// No matching message. The row stays `unknown`: this is not proof that
+    /// nothing was sent (see the [module docs](crate::reconcile)).
+    NotFound {
+        /// The key.
+        key: IdempotencyKey,
+        /// Start of the searched `date_created` window.
+        window_start: SystemTime,
+        /// End of the searched window.
+        window_end: SystemTime,
+    },
+    /// Several matching messages: they cannot be told apart. The row stays
+    /// `unknown`.
+    Ambiguous {
+        /// The key.
+        key: IdempotencyKey,
+        /// The matching messages.
+        candidates: Vec<MessageSid>,
+    },
+}
+
+#[derive(Deserialize)]
+struct ListPage {
+    #[serde(default)]
+    messages: Vec<Message>,
+    #[serde(default)]
+    next_page_uri: Option<String>,
+}
+
+impl Messages<'_> {
+    /// Looks an `unknown` send up at Twilio and, when exactly one message
+    /// matches, records the row as `succeeded` with it. Pass the same
+    /// message the key was sent with (its fingerprint is checked). Never
+    /// sends the message; see the [module docs](crate::reconcile) for what a
+    /// lookup can and cannot tell.
+    ///
+    /// While it runs, the row is held under a lease, so no worker sends or
+    /// bumps it meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lookup`] when Twilio could not be asked (row unchanged),
+    /// [`Error::State`] for a row that is `pending` or `failed`,
+    /// [`Error::InFlight`], [`Error::Superseded`], [`Error::InvalidRequest`],
+    /// and [`Error::Exec`] for ledger failures or a message that is not the
+    /// one recorded under `key`.
+    pub async fn reconcile(
+        self,
+        key: &IdempotencyKey,
+        msg: &CreateMessage,
+    ) -> Result<Reconciled, Error> {
+        let client = self.client;
+        let exec = client.executor();
+        let req = self.request(key, msg)?;
+        let op = exec
+            .store()
+            .get(key)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
+        match op.state {
+            OperationState::Succeeded => {
+                let body = op.response_body.clone().unwrap_or_default();
+                return decode(key, &body, Source::Ledger).map(Reconciled::AlreadySucceeded);
+            }
+            OperationState::Unknown | OperationState::Sending => {}
+            OperationState::Superseded => {
+                return Err(match op.superseded_by {
+                    Some(by) => Error::Superseded {
+                        key: key.clone(),
+                        by,
+                    },
+                    None => Error::State {
+                        key: key.clone(),
+                        state: op.state,
+                        reason: "superseded; reconcile the newest attempt",
+                    },
+                });
+            }
+            state => {
+                return Err(Error::State {
+                    key: key.clone(),
+                    state,
+                    reason: "only an unknown send can be reconciled",
+                });
+            }
+        }
+        let begun = exec
+            .begin_after_reconcile(
+                &client.inner.lookup_provider,
+                key,
+                OPERATION,
+                req.fingerprint(),
+            )
+            .await
+            .map_err(Error::from_exec)?;
+        let mut claim = match begun {
+            Begun::Claimed(claim) => claim,
+            Begun::Done(d) => {
+                return decode(key, &d.body, Source::Ledger).map(Reconciled::AlreadySucceeded);
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "this idem-twilio does not understand the executor's answer {other:?}"
+                )));
+            }
+        };
+        let previous_note = op
+            .note
+            .as_deref()
+            .map(|n| n.split(" | lookup:").next().unwrap_or(n).to_owned())
+            .unwrap_or_else(|| "outcome unknown".to_owned());
+        let keep_unknown = |extra: String| Completion::Unknown {
+            note: format!("{previous_note} | lookup: {extra}"),
+            status: op.response_status,
+        };
+
+        // The send window: from the first claim to the moment the row went
+        // unknown (kept in a checkpoint so later lookups use the same end).
+        let skew = client.inner.clock_skew;
+        let started = op.first_sent_at.unwrap_or(op.created_at);
+        let recorded_end = op
+            .checkpoint
+            .as_deref()
+            .and_then(|c| c.strip_prefix(WINDOW_END))
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let window_end = match recorded_end {
+            Some(end) => end,
+            None => {
+                let end = op
+                    .lease_expires_at
+                    .map_or(op.updated_at, |lease| lease.max(op.updated_at));
+                let ms = end
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis();
+                if let Err(e) = claim.checkpoint(&format!("{WINDOW_END}{ms}")).await {
+                    return Err(Error::from_exec(e));
+                }
+                end
+            }
+        };
+        let from = started.checked_sub(skew).unwrap_or(UNIX_EPOCH);
+        let to = window_end + skew;
+
+        let mut url = client.messages_url()?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("To", &msg.to);
+            if let Some(f) = msg.sender.number() {
+                q.append_pair("From", f);
+            }
+            q.append_pair("DateSent>", &ymd(from));
+            q.append_pair("PageSize", &PAGE_SIZE.to_string());
+        }
+        let mut matches: Vec<Message> = Vec::new();
+        let mut next = Some(url);
+        let mut pages = 0;
+        while let Some(page_url) = next.take() {
+            if pages >= client.inner.max_pages {
+                break;
+            }
+            pages += 1;
+            let outcome = claim
+                .send(client.authorize(OutboundRequest::get(page_url)))
+                .await;
+            let page = match &outcome.response {
+                Some((status, _, body)) if status.is_success() => {
+                    match serde_json::from_slice::<ListPage>(body) {
+                        Ok(page) => page,
+                        Err(e) => {
+                            let reason = format!("Twilio's message list is unreadable: {e}");
+                            claim
+                                .complete(keep_unknown(reason.clone()))
+                                .await
+                                .map_err(Error::from_exec)?;
+                            return Err(Error::Lookup {
+                                key: key.clone(),
+                                reason,
+                                twilio: None,
+                            });
+                        }
+                    }
+                }
+                other => {
+                    let twilio = other.as_ref().map(|(status, _, body)| {
+                        Box::new(TwilioError::from_response(*status, body))
+                    });
+                    let reason = format!("message list failed: {}", outcome.describe());
+                    claim
+                        .complete(keep_unknown(reason.clone()))
+                        .await
+                        .map_err(Error::from_exec)?;
+                    return Err(Error::Lookup {
+                        key: key.clone(),
+                        reason,
+                        twilio,
+                    });
+                }
+            };
+            matches.extend(
+                page.messages
+                    .into_iter()
+                    .filter(|m| matches_request(m, msg, from, to)),
+            );
+            next = match page.next_page_uri.as_deref() {
+                Some(uri) if !uri.is_empty() => Some(client.url(uri.trim_start_matches('/'))?),
+                _ => None,
+            };
+        }
+        let complete_note = if next.is_some() {
+            format!(" (stopped after {pages} page(s))")
+        } else {
+            String::new()
+        };
+        match matches.len() {
+            1 => {
+                let message = matches.remove(0);
+                let body =
+                    Bytes::from(serde_json::to_vec(&message).map_err(|e| Error::Decode {
+                        key: key.clone(),
+                        reason: e.to_string(),
+                    })?);
+                claim
+                    .complete(Completion::Succeeded { status: 200, body })
+                    .await
+                    .map_err(Error::from_exec)?;
+                tracing::info!(key = %key, sid = %message.sid, "twilio send reconciled by lookup");
+                Ok(Reconciled::Found(Sent {
+                    key: key.clone(),
+                    message,
+                    source: Source::Reconciled,
+                }))
+            }
+            0 => {
+                claim
+                    .complete(keep_unknown(format!(
+                        "no matching message found{complete_note}; not proof that none was sent"
+                    )))
+                    .await
+                    .map_err(Error::from_exec)?;
+                Ok(Reconciled::NotFound {
+                    key: key.clone(),
+                    window_start: from,
+                    window_end: to,
+                })
+            }
+            n => {
+                let candidates: Vec<MessageSid> = matches.into_iter().map(|m| m.sid).collect();
+                let list = candidates
+                    .iter()
+                    .map(MessageSid::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                claim
+                    .complete(keep_unknown(format!(
+                        "{n} identical messages in the send window ({list}); cannot tell which is ours"
+                    )))
+                    .await
+                    .map_err(Error::from_exec)?;
+                Ok(Reconciled::Ambiguous {
+                    key: key.clone(),
+                    candidates,
+                })
+            }
+        }
+    }
+}
+
+fn matches_request(m: &Message, msg: &CreateMessage, from: SystemTime, to: SystemTime) -> bool {
+    let outbound = m
+        .direction
+        .as_deref()
+        .is_none_or(|d| d.starts_with("outbound"));
+    let same_to = m.to.as_deref() == Some(msg.to.as_str());
+    let same_from = match msg.sender.number() {
+        Some(f) => m.from.as_deref() == Some(f),
+        None => true,
+    };
+    let same_service = match msg.sender.service() {
+        Some(s) => m.messaging_service_sid.as_deref() == Some(s),
+        None => true,
+    };
+    let same_body = m.body.as_deref().unwrap_or("") == msg.body.as_deref().unwrap_or("");
+    let same_media = m
+        .num_media
+        .as_deref()
+        .and_then(|n| n.parse::<usize>().ok())
+        .is_none_or(|n| n == msg.media_urls.len());
+    let in_window = m
+        .date_created
+        .as_deref()
+        .and_then(parse_rfc2822)
+        .is_some_and(|t| t >= from && t <= to);
+    outbound && same_to && same_from && same_service && same_body && same_media && in_window
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_params_read_key_and_sid() {
+        let params = vec![
+            ("idemkey", "joes-bikes_sms_42_v1"),
+            ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
+            ("MessageStatus", "delivered"),
+            ("AccountSid", "AC1"),
+        ];
+        let cb = CallbackParams::read(params).unwrap();
+        assert_eq!(cb.key.unwrap().as_str(), "joes-bikes_sms_42_v1");
+        assert_eq!(cb.status.as_deref(), Some("delivered"));
+        assert!(CallbackParams::read(vec![("idemkey", "nope")]).is_err());
+    }
+
+    #[test]
+    fn lookup_match_rules() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let msg = CreateMessage::from_number("+15558675310", "+15017122661", "Your bike is ready");
+        let mut m: Message = serde_json::from_value(serde_json::json!({
+            "sid": "SM0123456789abcdef0123456789abcdef",
+            "status": "sent",
+            "to": "+15558675310",
+            "from": "+15017122661",
+            "body": "Your bike is ready",
+            "num_media": "0",
+            "direction": "outbound-api",
+            "date_created": crate::time::rfc2822(t0),
+        }))
+        .unwrap();
+        let w0 = t0 - Duration::from_secs(60);
+        let w1 = t0 + Duration::from_secs(60);
+        assert!(matches_request(&m, &msg, w0, w1));
+        assert!(!matches_request(&m, &msg, t0 + Duration::from_secs(1), w1));
+        m.body = Some("Your bike is ready!".into());
+        assert!(!matches_request(&m, &msg, w0, w1));
+        m.body = Some("Your bike is ready".into());
+        m.direction = Some("inbound".into());
+        assert!(!matches_request(&m, &msg, w0, w1));
+    }
+}
