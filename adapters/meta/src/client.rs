@@ -225,6 +225,12 @@ struct IdBody {
 }
 
 #[derive(Deserialize)]
+struct FailedContainer {
+    container_id: ContainerId,
+    status_code: String,
+}
+
+#[derive(Deserialize)]
 struct StatusBody {
     status_code: Option<String>,
 }
@@ -549,6 +555,24 @@ impl MetaClient {
             Err(ExecError::OutcomeUnknown { key, reason }) => {
                 self.resume_instagram(&key, ig_user, media, fingerprint, reason)
                     .await
+            }
+            Err(ExecError::Rejected {
+                key,
+                body,
+                from_ledger: true,
+                ..
+            }) if serde_json::from_slice::<FailedContainer>(&body).is_ok() => {
+                // A container recorded as failed by an earlier run.
+                let failed: FailedContainer =
+                    serde_json::from_slice(&body).map_err(|e| Error::UnexpectedResponse {
+                        key: key.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Err(Error::ContainerFailed {
+                    key,
+                    container: failed.container_id,
+                    status: ContainerStatus::parse(&failed.status_code),
+                })
             }
             Err(e) => Err(Error::from_exec(e)),
         }

@@ -148,9 +148,9 @@ pub enum Error {
         key: IdempotencyKey,
         /// HTTP status.
         status: StatusCode,
-        /// Meta's error object.
+        /// Meta's error object (boxed: it is large).
         #[source]
-        error: MetaError,
+        error: Box<MetaError>,
         /// Whether this was answered from the ledger (an earlier run).
         from_ledger: bool,
     },
@@ -275,7 +275,7 @@ impl Error {
     /// Meta's error object, when Meta rejected the write.
     pub fn meta_error(&self) -> Option<&MetaError> {
         match self {
-            Self::Api { error, .. } => Some(error),
+            Self::Api { error, .. } => Some(&**error),
             _ => None,
         }
     }
@@ -306,7 +306,7 @@ impl Error {
                 body,
                 from_ledger,
             } => {
-                let error = MetaError::from_body(&body).unwrap_or_else(|| MetaError {
+                let error = Box::new(MetaError::from_body(&body).unwrap_or_else(|| MetaError {
                     message: format!("HTTP {status} with no Graph error object"),
                     error_type: None,
                     code: 0,
@@ -315,7 +315,7 @@ impl Error {
                     error_user_msg: None,
                     is_transient: None,
                     fbtrace_id: None,
-                });
+                }));
                 Self::Api {
                     key,
                     status,
@@ -380,5 +380,14 @@ mod tests {
     fn non_error_bodies_are_none() {
         assert!(MetaError::from_body(b"{\"id\":\"1_2\"}").is_none());
         assert!(MetaError::from_body(b"<html>").is_none());
+    }
+}
+
+#[cfg(test)]
+mod size {
+    #[test]
+    fn error_stays_small() {
+        // clippy's result_large_err threshold is 128 bytes.
+        assert!(std::mem::size_of::<super::Error>() <= 128);
     }
 }

@@ -118,6 +118,7 @@ struct State {
     seq: u64,
     app_usage: Option<u32>,
     processing_polls: u32,
+    containers_fail: bool,
 }
 
 /// The simulated Meta Graph API.
@@ -195,6 +196,12 @@ impl FakeMeta {
     /// New containers stay `IN_PROGRESS` for this many status reads.
     pub fn set_container_processing(&self, polls: u32) {
         self.state().processing_polls = polls;
+    }
+
+    /// New containers end in `ERROR` (for example an image URL Meta cannot
+    /// fetch).
+    pub fn fail_new_containers(&self, fail: bool) {
+        self.state().containers_fail = fail;
     }
 
     /// Finishes processing of every `IN_PROGRESS` container.
@@ -409,11 +416,18 @@ fn write(state: &mut State, request: &Request, rest: &[&str]) -> ResponseTemplat
             state.seq += 1;
             let id = format!("1789{:08}", state.seq);
             let polls = state.processing_polls;
+            let failing = state.containers_fail;
             state.containers.push(Container {
                 id: id.clone(),
                 ig_user: (*ig_user).to_owned(),
                 caption: field("caption"),
-                status: if polls > 0 { "IN_PROGRESS" } else { "FINISHED" },
+                status: if failing {
+                    "ERROR"
+                } else if polls > 0 {
+                    "IN_PROGRESS"
+                } else {
+                    "FINISHED"
+                },
                 polls_left: polls,
             });
             ok(serde_json::json!({ "id": id }))

@@ -55,3 +55,8 @@ pub use types::{
     PagePost, PostCreated, PostId, Publish, Reconciled,
 };
 pub use usage::Usage;
+
+/// The README's example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

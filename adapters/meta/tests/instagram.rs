@@ -264,3 +264,49 @@ async fn a_container_that_is_never_ready_leaves_the_row_pending_with_its_contain
     assert!(published.media_id.is_some());
     assert_eq!((fake.containers_created(), fake.media_published()), (1, 1));
 }
+
+#[tokio::test]
+async fn a_container_in_error_ends_failed_and_replays_as_container_failed() {
+    let s = setup().await;
+    let fake = FakeMeta::start().await;
+    fake.fail_new_containers(true);
+    let meta = s.client(&fake.base_url());
+    let k = key("joes-bikes_social_posts_27_v1");
+    let err = meta
+        .publish_instagram(&k, &ig(), &media())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::ContainerFailed {
+                status: ContainerStatus::Error,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(s.state(&k).await, OperationState::Failed);
+    let replay = meta
+        .publish_instagram(&k, &ig(), &media())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &replay,
+            Error::ContainerFailed {
+                status: ContainerStatus::Error,
+                ..
+            }
+        ),
+        "{replay}"
+    );
+    assert_eq!(
+        (
+            fake.containers_created(),
+            fake.media_published(),
+            fake.write_requests()
+        ),
+        (1, 0, 1)
+    );
+}
