@@ -75,3 +75,7 @@ pub use message::{
     CreateMessage, MAX_BODY_CHARS, MAX_MEDIA, Message, MessageSid, MessageStatus, Sender,
 };
 pub use reconcile::{CallbackOutcome, Reconciled, reconcile_from_callback};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
