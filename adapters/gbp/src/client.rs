@@ -442,7 +442,7 @@ impl GbpClient {
         };
         let outcome = match self.send_authed(&mut claim, &request).await {
             Ok(outcome) => outcome,
-            Err(failure) => return Err(failure.record(claim).await),
+            Err(failure) => return Err(failure.record(claim, resend_safe).await),
         };
         let delivered = claim
             .finish(outcome)
@@ -459,23 +459,19 @@ impl GbpClient {
         claim: &mut Claim,
         request: &OutboundRequest,
     ) -> Result<SendOutcome, AuthFailure> {
-        let token = self
-            .inner
-            .tokens
-            .token()
-            .await
-            .map_err(AuthFailure::Token)?;
+        let token = self.inner.tokens.token().await.map_err(|e| AuthFailure {
+            kind: AuthFailureKind::Token(e),
+            effect_possible: false,
+        })?;
         let first = claim.send(with_token(request, &token)).await;
         if !is_unauthenticated(&first) {
             return Ok(first);
         }
         tracing::info!(key = %claim.key(), "Google answered 401; refreshing the access token once");
-        let fresh = self
-            .inner
-            .tokens
-            .refresh()
-            .await
-            .map_err(AuthFailure::Token)?;
+        let fresh = self.inner.tokens.refresh().await.map_err(|e| AuthFailure {
+            kind: AuthFailureKind::Token(e),
+            effect_possible: first.effect_possible(),
+        })?;
         let mut second = claim.send(with_token(request, &fresh)).await;
         // Keep every attempt of this claim, so "was anything possibly
         // applied?" is judged over both sends.
@@ -483,37 +479,67 @@ impl GbpClient {
         attempts.append(&mut second.attempts);
         second.attempts = attempts;
         if is_unauthenticated(&second) {
-            return Err(AuthFailure::Refused);
+            return Err(AuthFailure {
+                kind: AuthFailureKind::Refused,
+                effect_possible: second.effect_possible(),
+            });
         }
         Ok(second)
     }
 }
 
-/// Why a claim could not be sent with a valid token. Nothing took effect.
+/// Why a claim could not be sent with a valid token.
 #[derive(Debug)]
-pub(crate) enum AuthFailure {
+pub(crate) struct AuthFailure {
+    pub(crate) kind: AuthFailureKind,
+    /// Whether an attempt before the 401 may have had an effect (a 5xx of
+    /// an upsert that was then retried into the 401). Never true for a
+    /// local post: local-only sends stop at the first possible effect.
+    effect_possible: bool,
+}
+
+/// The credential problem itself.
+#[derive(Debug)]
+pub(crate) enum AuthFailureKind {
     Token(crate::error::TokenError),
     Refused,
 }
 
 impl AuthFailure {
-    /// Hands the claim back as `pending` (nothing took effect) and returns
-    /// the caller's error.
-    pub(crate) async fn record(self, claim: Claim) -> GbpError {
+    /// Ends the claim truthfully and returns the caller's error: back to
+    /// `pending` when nothing can have taken effect (the usual case: a 401
+    /// is not processed), `unknown` otherwise.
+    pub(crate) async fn record(self, claim: Claim, resend_safe: bool) -> GbpError {
         let key = claim.key().clone();
-        let note = match &self {
-            Self::Token(e) => format!("not sent: {e}"),
-            Self::Refused => "Google answered 401 UNAUTHENTICATED twice (before and after a token refresh); not processed".to_owned(),
+        let what = match &self.kind {
+            AuthFailureKind::Token(e) => e.to_string(),
+            AuthFailureKind::Refused => {
+                "Google answered 401 UNAUTHENTICATED before and after a token refresh".to_owned()
+            }
         };
-        if let Err(e) = claim
-            .complete(idem::ledger::Completion::NotSent { note })
-            .await
-        {
+        let completion = if self.effect_possible {
+            idem::ledger::Completion::Unknown {
+                note: format!("{what}; an earlier attempt may have taken effect"),
+                status: Some(401),
+            }
+        } else {
+            idem::ledger::Completion::NotSent {
+                note: format!("{what}; not processed"),
+            }
+        };
+        if let Err(e) = claim.complete(completion).await {
             return GbpError::from(e);
         }
-        match self {
-            Self::Token(source) => GbpError::Token { key, source },
-            Self::Refused => GbpError::Unauthenticated { key },
+        if self.effect_possible {
+            return GbpError::OutcomeUnknown {
+                key,
+                reason: what,
+                resend_safe,
+            };
+        }
+        match self.kind {
+            AuthFailureKind::Token(source) => GbpError::Token { key, source },
+            AuthFailureKind::Refused => GbpError::Unauthenticated { key },
         }
     }
 }

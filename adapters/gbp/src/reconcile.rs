@@ -1,7 +1,7 @@
 //! Reconciling a local post whose outcome is unknown: list the location's
 //! posts and look for ours by content.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use idem::executor::{Begun, Claim, Source};
@@ -9,7 +9,9 @@ use idem::ledger::{Completion, OperationState, Resolution};
 use idem::{ExecError, IdempotencyKey, OutboundRequest, StoreError};
 use serde::Deserialize;
 
-use crate::client::{GbpClient, LocalPostCreated, OP_CREATE_LOCAL_POST, PROVIDER_NAME};
+use crate::client::{
+    AuthFailure, AuthFailureKind, GbpClient, LocalPostCreated, OP_CREATE_LOCAL_POST, PROVIDER_NAME,
+};
 use crate::error::{GbpError, GoogleError};
 use crate::model::{LocalPost, LocationName};
 use crate::time::parse_rfc3339;
@@ -125,7 +127,7 @@ impl GbpClient {
             return Err(GbpError::ReconcileMismatch { key: key.clone() });
         }
         let now = executor.now();
-        let unknown_since = match op.state {
+        let observed_since = match op.state {
             OperationState::Succeeded => {
                 let body = op.response_body.clone().unwrap_or_default();
                 return Ok(Reconciliation::Found(found(key, &body, Source::Ledger)?));
@@ -147,6 +149,10 @@ impl GbpClient {
                 });
             }
         };
+        // An earlier reconciliation of this same unknown outcome handed the
+        // row back (which moved `updated_at`); keep counting from the outcome
+        // itself, or a reconciler polling every minute would never conclude.
+        let unknown_since = episode_start(&op).unwrap_or(observed_since);
         let first_sent = op.first_sent_at;
         let last_status = op.response_status;
 
@@ -169,6 +175,8 @@ impl GbpClient {
                 });
             }
         };
+        let marker = episode_marker(unknown_since, claim.operation().claims);
+        claim.checkpoint(&marker).await.map_err(GbpError::from)?;
 
         let listed = match self.list_posts(&mut claim, location).await {
             Ok(listed) => listed,
@@ -177,9 +185,9 @@ impl GbpClient {
                 let note = "reconciliation could not authenticate".to_owned();
                 hand_back(claim, note, last_status).await?;
                 let key = key.clone();
-                return Err(match failure {
-                    crate::client::AuthFailure::Token(source) => GbpError::Token { key, source },
-                    crate::client::AuthFailure::Refused => GbpError::Unauthenticated { key },
+                return Err(match failure.kind {
+                    AuthFailureKind::Token(source) => GbpError::Token { key, source },
+                    AuthFailureKind::Refused => GbpError::Unauthenticated { key },
                 });
             }
             Err(ListError::Read(failure)) => {
@@ -340,7 +348,7 @@ impl GbpClient {
 }
 
 enum ListError {
-    Auth(crate::client::AuthFailure),
+    Auth(AuthFailure),
     Read(ReadFailure),
 }
 
@@ -369,6 +377,34 @@ fn found(
         post,
         source,
     }))
+}
+
+const EPISODE_PREFIX: &str = "gbp.reconcile";
+
+/// The checkpoint a reconciliation leaves: when the outcome became unknown,
+/// and the claim count of that reconciliation. A later claim (a resend)
+/// raises the count and so starts a new episode.
+fn episode_marker(unknown_since: SystemTime, claims: u32) -> String {
+    let ms = unknown_since
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    format!("{EPISODE_PREFIX} unknown_since_ms={ms} claims={claims}")
+}
+
+fn episode_start(op: &idem::Operation) -> Option<SystemTime> {
+    let rest = op.checkpoint.as_deref()?.strip_prefix(EPISODE_PREFIX)?;
+    let mut since = None;
+    let mut claims = None;
+    for part in rest.split_whitespace() {
+        if let Some(v) = part.strip_prefix("unknown_since_ms=") {
+            since = v.parse::<u64>().ok();
+        } else if let Some(v) = part.strip_prefix("claims=") {
+            claims = v.parse::<u32>().ok();
+        }
+    }
+    let since = since?;
+    (claims? == op.claims).then(|| UNIX_EPOCH + Duration::from_millis(since))
 }
 
 fn normalize(s: &str) -> String {
@@ -436,7 +472,6 @@ fn match_posts(
 mod tests {
     use super::*;
     use crate::model::TopicType;
-    use std::time::UNIX_EPOCH;
 
     fn listed(name: &str, summary: &str, lang: &str, created: &str) -> Listed {
         let raw = serde_json::json!({

@@ -352,3 +352,55 @@ async fn invalid_argument_fault_ends_failed() {
     assert_eq!(fake.side_effects(), 0);
     assert_eq!(row(&setup.executor, &k).await.state, OperationState::Failed);
 }
+
+#[tokio::test]
+async fn a_resend_that_fails_again_starts_a_new_settle_period() {
+    let clock = ManualClock::starting_now();
+    let fake = FakeGbp::start_with_clock(clock.clone()).await;
+    fake.inject(Fault::ServerError);
+    fake.inject(Fault::ServerError);
+    let setup = sqlite_executor(Some(clock.clone())).await;
+    let gbp = client(
+        setup.executor.clone(),
+        &fake.base_url(),
+        StaticToken::new("tok"),
+    );
+    let k = key("shop_posts_11_v1");
+    assert!(
+        gbp.create_local_post(&k, &location(), &post())
+            .await
+            .unwrap_err()
+            .is_unknown()
+    );
+    assert!(matches!(
+        gbp.reconcile_local_post(&k, &location(), &post())
+            .await
+            .unwrap(),
+        Reconciliation::TooEarly { .. }
+    ));
+    clock.advance(Duration::from_secs(11 * 60));
+    assert!(matches!(
+        gbp.reconcile_local_post(&k, &location(), &post())
+            .await
+            .unwrap(),
+        Reconciliation::NotFound
+    ));
+    // The resend fails the same way: the new unknown outcome gets its own
+    // settle time, not the one that already ran out.
+    assert!(
+        gbp.create_local_post(&k, &location(), &post())
+            .await
+            .unwrap_err()
+            .is_unknown()
+    );
+    let verdict = gbp
+        .reconcile_local_post(&k, &location(), &post())
+        .await
+        .unwrap();
+    assert!(
+        matches!(verdict, Reconciliation::TooEarly { wait } if wait > Duration::from_secs(599)),
+        "{verdict:?}"
+    );
+    assert_eq!(fake.write_requests(), 2);
+    assert_eq!(fake.side_effects(), 0);
+}

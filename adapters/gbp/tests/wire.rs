@@ -646,7 +646,7 @@ async fn reconcile_waits_then_finds_nothing_and_the_same_key_is_sent_again() {
     Mock::given(method("GET"))
         .and(path(POSTS_PATH))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
-        .expect(2)
+        .expect(3)
         .mount(&server)
         .await;
     let clock = ManualClock::starting_now();
@@ -678,7 +678,18 @@ async fn reconcile_waits_then_finds_nothing_and_the_same_key_is_sent_again() {
         OperationState::Unknown
     );
 
-    clock.advance(Duration::from_secs(601));
+    // A reconciler polling again later keeps counting from the outcome, not
+    // from its own previous look.
+    clock.advance(Duration::from_secs(300));
+    let still_early = gbp
+        .reconcile_local_post(&k, &location(), &post())
+        .await
+        .unwrap();
+    assert!(
+        matches!(still_early, Reconciliation::TooEarly { wait } if wait > Duration::from_secs(299) && wait <= Duration::from_secs(300)),
+        "{still_early:?}"
+    );
+    clock.advance(Duration::from_secs(301));
     let late = gbp
         .reconcile_local_post(&k, &location(), &post())
         .await
@@ -791,4 +802,53 @@ async fn lost_local_post_reconciles_on_postgres_too() {
         .unwrap();
     assert!(matches!(verdict, Reconciliation::Found(_)), "{verdict:?}");
     assert_eq!(row(&executor, &k).await.state, OperationState::Succeeded);
+}
+
+#[tokio::test]
+async fn refused_token_after_a_possibly_applied_attempt_leaves_the_reply_unknown() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path(REPLY_PATH))
+        .respond_with(google_error(503, "UNAVAILABLE"))
+        .up_to_n_times(1)
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path(REPLY_PATH))
+        .respond_with(google_error(401, "UNAUTHENTICATED"))
+        .expect(2)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let setup = sqlite_executor(None).await;
+    let tokens = std::sync::Arc::new(CountingToken::new("stale", "also-bad"));
+    let gbp = idem_gbp::GbpClient::builder_shared(setup.executor.clone(), tokens.clone())
+        .base_url(server.uri())
+        .retry(fast_retry())
+        .build()
+        .unwrap();
+    let k = key("joes-bikes_review_replies_56_v1");
+    let err = gbp
+        .update_reply(&k, &review(), "Thanks!")
+        .await
+        .unwrap_err();
+    // The 503 may have been applied: the row is unknown, not pending; an
+    // upsert is still safe to resend.
+    assert!(
+        matches!(
+            err,
+            GbpError::OutcomeUnknown {
+                resend_safe: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(tokens.refreshes(), 1);
+    assert_eq!(
+        row(&setup.executor, &k).await.state,
+        OperationState::Unknown
+    );
 }
