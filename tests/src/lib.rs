@@ -1,1 +1,19 @@
-//! Shared helpers for idem's integration tests.
+//! Cross-crate integration, fault-injection and multi-process tests for idem.
+//!
+//! * [`proxy`]: a TCP proxy that delays, resets, drops or truncates HTTP
+//!   exchanges between an adapter and a fake provider, per request, from a
+//!   schedule.
+//! * [`jobs`]: the job list the worker binary (`src/bin/idem-worker.rs`)
+//!   works through, shared with the suites that check what it did.
+//! * [`seed`]: seeds for randomized suites, printed on failure and
+//!   overridable from the environment.
+//!
+//! The suites live in `tests/tests/`: `chaos.rs` (fault proxy, at least 500
+//! randomized schedules over Stripe and Twilio), `crash_loop.rs` (a worker
+//! killed with SIGKILL at random points, at least 100 times) and
+//! `many_workers.rs` (8 worker processes racing over 1,000 jobs on
+//! PostgreSQL).
+
+pub mod jobs;
+pub mod proxy;
+pub mod seed;
