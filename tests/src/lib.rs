@@ -7,6 +7,7 @@
 //!   works through, shared with the suites that check what it did.
 //! * [`seed`]: seeds for randomized suites, printed on failure and
 //!   overridable from the environment.
+//! * [`worker`]: starting, killing and reaping worker processes.
 //!
 //! The suites live in `tests/tests/`: `chaos.rs` (fault proxy, at least 500
 //! randomized schedules over Stripe and Twilio), `crash_loop.rs` (a worker
@@ -17,3 +18,4 @@
 pub mod jobs;
 pub mod proxy;
 pub mod seed;
+pub mod worker;

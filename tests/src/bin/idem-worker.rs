@@ -110,7 +110,8 @@ async fn main() -> ExitCode {
 
     let n = args.jobs;
     let mut todo: Vec<usize> = (0..n).map(|j| (args.start + j) % n.max(1)).collect();
-    let (mut succeeded, mut unknown, mut failed, mut passes) = (0usize, 0usize, 0usize, 0usize);
+    let (mut succeeded, mut unknown, mut failed) = (0usize, 0usize, 0usize);
+    let (mut passes, mut deferred) = (0usize, 0usize);
     while !todo.is_empty() {
         passes += 1;
         let mut again = Vec::new();
@@ -120,7 +121,10 @@ async fn main() -> ExitCode {
                 Ok(Outcome::Succeeded) => succeeded += 1,
                 Ok(Outcome::Unknown) => unknown += 1,
                 Ok(Outcome::Failed) => failed += 1,
-                Ok(Outcome::Again(_)) => again.push(i),
+                Ok(Outcome::Again(_)) => {
+                    deferred += 1;
+                    again.push(i);
+                }
                 Err(e) => {
                     eprintln!("idem-worker: {e}");
                     return ExitCode::from(2);
@@ -141,7 +145,8 @@ async fn main() -> ExitCode {
         todo = again;
     }
     println!(
-        "finished succeeded={succeeded} unknown={unknown} failed={failed} passes={passes} ms={}",
+        "finished succeeded={succeeded} unknown={unknown} failed={failed} passes={passes} \
+         deferred={deferred} ms={}",
         started.elapsed().as_millis()
     );
     ExitCode::SUCCESS
