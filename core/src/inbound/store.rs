@@ -393,6 +393,18 @@ pub(crate) mod sql {
     pub(crate) const SWEEP_RUNS: &str = "SELECT started_at, finished_at, cutoff, deleted, \
         batches, error FROM idem_inbound_sweeps ORDER BY id DESC LIMIT $1";
 
+    /// Mirrors the `WHERE` of [`TAKE_OVER`], to skip the write when it
+    /// cannot match. The statement itself decides any race.
+    pub(crate) fn can_take_over(record: &InboundRecord, fp: &Fingerprint, now: SystemTime) -> bool {
+        let live_lease = record.state == RecordState::InFlight
+            && record.lease_expires_at.is_some_and(|t| t > now);
+        let window_over = record.replay_until <= now && !live_lease;
+        let dead_same_request = record.state == RecordState::InFlight
+            && record.lease_expires_at.is_some_and(|t| t <= now)
+            && record.fingerprint == *fp;
+        window_over || dead_same_request
+    }
+
     pub(crate) fn select() -> String {
         format!(
             "SELECT {COLUMNS} FROM idem_inbound WHERE actor = $1 AND endpoint = $2 AND key = $3"
@@ -570,6 +582,14 @@ macro_rules! impl_inbound_store {
                     if inserted.rows_affected() == 1 {
                         return Ok(Begin::Started(lease(false)));
                     }
+                    // The key exists. A replay needs nothing more than this
+                    // read; only a stale record is worth a conditional write.
+                    let Some(record) = self.get(scope).await? else {
+                        continue;
+                    };
+                    if !sql::can_take_over(&record, req.fingerprint, now) {
+                        return Ok(Begin::Existing(record));
+                    }
                     let taken = sqlx::query(sql::TAKE_OVER)
                         .bind(&scope.actor)
                         .bind(&scope.endpoint)
@@ -585,9 +605,7 @@ macro_rules! impl_inbound_store {
                     if taken.rows_affected() == 1 {
                         return Ok(Begin::Started(lease(true)));
                     }
-                    if let Some(record) = self.get(scope).await? {
-                        return Ok(Begin::Existing(record));
-                    }
+                    // Another request took it over first: look again.
                 }
                 Err(StoreError::Unavailable {
                     message: "inbound record kept vanishing during begin".into(),
