@@ -212,7 +212,7 @@ pub enum ExecError {
         retry_after: Option<std::time::Duration>,
     },
     /// Another worker holds the operation's lease and is sending it now.
-    #[error("{key} is being sent by another worker (lease until {lease_expires_at:?})")]
+    #[error("{key} is being sent by another worker (lease until {})", httpdate::fmt_http_date(*lease_expires_at))]
     InFlight {
         /// The key.
         key: IdempotencyKey,
@@ -272,5 +272,72 @@ impl ExecError {
     /// Whether the outcome is unknown and needs reconciliation.
     pub fn is_unknown(&self) -> bool {
         matches!(self, Self::OutcomeUnknown { .. })
+    }
+}
+
+/// Errors from [`Executor::read`](crate::executor::Executor::read), an
+/// unrecorded `GET`/`HEAD`. A read touches no ledger row, so no variant names
+/// a key; none shows the request's URL (it may carry credentials).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The request is not a safe read (only `GET` and `HEAD` are). Nothing
+    /// was sent: a write must go through
+    /// [`Executor::execute`](crate::executor::Executor::execute) and the
+    /// ledger.
+    #[error(
+        "refused to send {method} to {provider} as an unrecorded read: only GET and HEAD \
+         bypass the ledger"
+    )]
+    UnsafeMethod {
+        /// The provider.
+        provider: String,
+        /// The refused method.
+        method: http::Method,
+    },
+    /// The request could not be prepared (for example an invalid header).
+    /// Nothing was sent.
+    #[error("invalid read request to {provider}: {reason}")]
+    InvalidRequest {
+        /// The provider.
+        provider: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No complete answer arrived within the provider's retry bounds.
+    #[error("read from {provider} failed after {attempts} attempt(s): {error}")]
+    Transport {
+        /// The provider.
+        provider: String,
+        /// Attempts on the wire.
+        attempts: u32,
+        /// The last attempt's failure (its message carries no URL).
+        error: crate::executor::TransportError,
+    },
+}
+
+impl ReadError {
+    /// Whether the request was refused because its method is not a read.
+    pub fn is_unsafe_method(&self) -> bool {
+        matches!(self, Self::UnsafeMethod { .. })
+    }
+
+    /// The transport failure, when no answer arrived.
+    pub fn transport(&self) -> Option<&crate::executor::TransportError> {
+        match self {
+            Self::Transport { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Whether the last attempt timed out.
+    pub fn is_timeout(&self) -> bool {
+        self.transport()
+            .is_some_and(|e| e.kind == crate::executor::TransportKind::Timeout)
+    }
+
+    /// Whether reading again later may succeed (a transport failure).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Transport { .. })
     }
 }

@@ -12,8 +12,8 @@ pub mod ledger;
 pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{ExecError, KeyError, KeyPart, StoreError};
-pub use executor::{Delivered, Executor, OutboundRequest, Provider, SafetyClass};
+pub use error::{ExecError, KeyError, KeyPart, ReadError, StoreError};
+pub use executor::{Delivered, Executor, OutboundRequest, Provider, ReadResponse, SafetyClass};
 pub use fingerprint::Fingerprint;
 pub use inbound::{EndpointConfig, IdempotencyLayer, with_idempotency};
 pub use key::IdempotencyKey;

@@ -9,6 +9,10 @@
 //! 5. records the outcome: `succeeded`, `failed`, `unknown`, or back to
 //!    `pending` when the request provably had no effect.
 //!
+//! Reads that are not operations (reconciliation lookups) go through
+//! [`Executor::read`]: `GET`/`HEAD` only, same middleware and retries, no
+//! ledger row.
+//!
 //! ```no_run
 //! use idem::{Executor, IdempotencyKey, OutboundRequest, Provider, SafetyClass};
 //! use idem::executor::StatusClassifier;
@@ -44,6 +48,7 @@ use crate::ledger::{
 };
 
 mod policy;
+mod read;
 mod request;
 mod retry;
 
@@ -51,8 +56,11 @@ pub use policy::{
     Classifier, Effect, Provider, RetrySettings, SafetyClass, StatusClassifier, TransportError,
     TransportKind, Verdict, default_status_verdict, parse_retry_after,
 };
+pub use read::ReadResponse;
 pub use request::{OutboundRequest, Url};
 pub use retry::{AttemptRecord, IdemRetry};
+
+pub use crate::error::ReadError;
 
 use retry::CallContext;
 
