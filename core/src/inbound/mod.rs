@@ -673,6 +673,8 @@ fn finish_refused(
     r
 }
 
+// The error is the HTTP answer itself, built once per request.
+#[allow(clippy::result_large_err)]
 async fn read_body<B>(
     config: &EndpointConfig,
     body: B,
@@ -760,6 +762,8 @@ pub(crate) struct Admitted {
 
 /// Reads the body, fingerprints the request and settles it against the
 /// store: either an answer now, or the lease to run the handler.
+// The error is the HTTP answer itself, built once per request.
+#[allow(clippy::result_large_err)]
 async fn admit<S, B>(
     store: &S,
     config: &EndpointConfig,
