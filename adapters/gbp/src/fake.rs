@@ -130,6 +130,19 @@ impl FakeGbp {
         self.state().side_effects
     }
 
+    /// Every write request (any method but `GET`/`HEAD`) as it arrived on the
+    /// wire, in order, faulted or not: for tests and demos that attribute
+    /// attempts to operations by their content.
+    pub async fn received_writes(&self) -> Vec<wiremock::Request> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.method != http::Method::GET && r.method != http::Method::HEAD)
+            .collect()
+    }
+
     /// Write requests (`PUT`, `POST`, `DELETE`) seen on the wire, faulted or
     /// not.
     pub fn write_requests(&self) -> usize {

@@ -157,6 +157,19 @@ impl FakeMeta {
         s.posts.len() + s.media.len()
     }
 
+    /// Every write request (any method but `GET`/`HEAD`) as it arrived on the
+    /// wire, in order, faulted or not: for tests and demos that attribute
+    /// attempts to operations by their content.
+    pub async fn received_writes(&self) -> Vec<wiremock::Request> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.method != http::Method::GET && r.method != http::Method::HEAD)
+            .collect()
+    }
+
     /// Write (`POST`) requests seen on the wire.
     pub fn write_requests(&self) -> usize {
         self.state().writes

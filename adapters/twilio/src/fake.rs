@@ -155,6 +155,19 @@ impl FakeTwilio {
         lock(&self.state).side_effects
     }
 
+    /// Every write request (any method but `GET`/`HEAD`) as it arrived on the
+    /// wire, in order, faulted or not: for tests and demos that attribute
+    /// attempts to operations by their content.
+    pub async fn received_writes(&self) -> Vec<wiremock::Request> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.method != http::Method::GET && r.method != http::Method::HEAD)
+            .collect()
+    }
+
     /// Write requests (`POST`s) seen on the wire, whatever their answer.
     pub fn write_requests(&self) -> usize {
         lock(&self.state).write_requests
