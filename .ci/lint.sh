@@ -13,6 +13,10 @@
 #    `dylint step skipped: <reason>` and the script goes on. When it runs: the lint's unit and ui
 #    tests, `cargo dylint --all --workspace`, and the two fixtures again.
 #
+# Build output goes to a cache outside the clone (IDEM_LINT_CACHE, default ~/.cache/idem-lint), so
+# CI runs in fresh clones on the same machine stay warm. Safe to share: the crates under check are
+# path packages of the fresh clone and are always re-checked; only dependencies are reused.
+#
 # Knobs (environment): IDEM_LINT_INSTALL_TIMEOUT (s, default 420) bounds installing
 # cargo-dylint/dylint-link; IDEM_LINT_STEP_TIMEOUT (s, default 900) bounds each dylint build/check;
 # IDEM_LINT_SKIP_DYLINT=1 skips the dylint step on purpose.
@@ -24,7 +28,11 @@ ROOT=$PWD
 export RUSTUP_AUTO_INSTALL=0   # never let a rust-toolchain.toml replace the machine's toolchains
 export RUST_BACKTRACE=0 CARGO_TERM_COLOR=never
 FIXTURES=$ROOT/examples/ci_lint
-FIXTURE_TARGET=${IDEM_LINT_FIXTURE_TARGET:-$ROOT/target/ci-lint}
+CACHE=${IDEM_LINT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/idem-lint}
+FIXTURE_TARGET=$CACHE/fixtures     # stable clippy runs on the fixtures
+LINT_TARGET=$CACHE/lint            # lint/ workspace: unit and ui tests
+WS_TARGET=$CACHE/workspace         # every cargo dylint run (nightly checks + the lint library)
+mkdir -p "$CACHE" || exit 2
 INSTALL_TIMEOUT=${IDEM_LINT_INSTALL_TIMEOUT:-420}
 STEP_TIMEOUT=${IDEM_LINT_STEP_TIMEOUT:-900}
 DYLINT_VERSION=6.3.2
@@ -63,6 +71,14 @@ if python3 .ci/dep_gate.py --manifest-path "$FIXTURES/worker-adapter/Cargo.toml"
     ok "dependency gate accepts worker-adapter"
 else
     show "$LOGS/dep-adapter"; fail "dependency gate rejected worker-adapter"
+fi
+
+say "lint decision logic: unit tests on stable (lint/policy)"
+if CARGO_TARGET_DIR=$FIXTURE_TARGET cargo +stable test --quiet \
+    --manifest-path lint/Cargo.toml -p idem_lint_policy >"$LOGS/policy" 2>&1; then
+    ok "idem_lint_policy tests on stable: $(grep -o '[0-9]* passed' "$LOGS/policy" | awk '{n += $1} END {print n}') passed"
+else
+    show "$LOGS/policy" 40; fail "idem_lint_policy unit tests failed on stable"
 fi
 
 say "clippy gate: fixtures (disallowed-methods/-types from clippy.toml)"
@@ -144,7 +160,7 @@ dylint_step() {
     say "dylint tools ready: $(cargo dylint --version), $nightly"
 
     # Unit tests of the decision logic and the ui tests (they set DYLINT_TOML: one thread).
-    (cd lint && CARGO_TARGET_DIR=$ROOT/lint/target timeout "$STEP_TIMEOUT" \
+    (cd lint && CARGO_TARGET_DIR=$LINT_TARGET timeout "$STEP_TIMEOUT" \
         cargo test --workspace -- --test-threads=1) >"$LOGS/ui" 2>&1
     local rc=$?
     if [[ $rc -eq 124 ]]; then
@@ -159,7 +175,7 @@ dylint_step() {
     ok "idem_lint unit and ui tests: $(grep -c '^test .* ok$' "$LOGS/ui") passed"
 
     # The project's own crates.
-    timeout "$STEP_TIMEOUT" cargo dylint --all --workspace >"$LOGS/ws" 2>&1
+    CARGO_TARGET_DIR=$WS_TARGET timeout "$STEP_TIMEOUT" cargo dylint --all --workspace >"$LOGS/ws" 2>&1
     rc=$?
     if [[ $rc -eq 124 ]]; then
         skip "cargo dylint --all --workspace took over ${STEP_TIMEOUT}s"; return
@@ -171,11 +187,11 @@ dylint_step() {
 
     # The fixtures, with the library just built for the workspace.
     local lib
-    lib=$(ls "$ROOT"/target/dylint/libraries/*/release/libidem_lint@*.so 2>/dev/null | head -n 1)
+    lib=$(ls -t "$WS_TARGET"/dylint/libraries/*/release/libidem_lint@*.so 2>/dev/null | head -n 1)
     if [[ -z $lib ]]; then
-        fail "cannot find the idem_lint library cargo dylint built under target/dylint"; return
+        fail "cannot find the idem_lint library cargo dylint built under $WS_TARGET/dylint"; return
     fi
-    CARGO_TARGET_DIR=$FIXTURE_TARGET timeout "$STEP_TIMEOUT" cargo dylint --lib-path "$lib" \
+    CARGO_TARGET_DIR=$WS_TARGET timeout "$STEP_TIMEOUT" cargo dylint --lib-path "$lib" \
         --manifest-path "$FIXTURES/worker-direct/Cargo.toml" >"$LOGS/dy-direct" 2>&1
     rc=$?
     if [[ $rc -ne 0 && $rc -ne 124 ]] \
@@ -186,7 +202,7 @@ dylint_step() {
         grep -E -A8 '^error' "$LOGS/dy-direct" | head -40 | sed 's/^/    | /'
         fail "dylint did not reject worker-direct as expected (exit $rc)"
     fi
-    CARGO_TARGET_DIR=$FIXTURE_TARGET timeout "$STEP_TIMEOUT" cargo dylint --lib-path "$lib" \
+    CARGO_TARGET_DIR=$WS_TARGET timeout "$STEP_TIMEOUT" cargo dylint --lib-path "$lib" \
         --manifest-path "$FIXTURES/worker-adapter/Cargo.toml" >"$LOGS/dy-adapter" 2>&1
     rc=$?
     if [[ $rc -eq 0 ]]; then
