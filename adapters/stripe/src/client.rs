@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 use idem::executor::{Begun, Claim, RetrySettings, Source, Url, Verdict};
-use idem::ledger::Completion;
+use idem::ledger::Resolution;
 use idem::{Delivered, ExecError, Executor, IdempotencyKey, OperationState, OutboundRequest};
 use idem::{Provider, SafetyClass, StoreError};
 use serde::de::DeserializeOwned;
@@ -205,14 +205,6 @@ impl StripeClientBuilder {
             retention: KEY_RETENTION,
         };
         let provider = Provider::new(PROVIDER_NAME, class, StripeClassifier).with_retry(self.retry);
-        // Lookups (search, list, retrieve) are reads: any transient failure
-        // may be repeated.
-        let lookup = Provider::new(
-            PROVIDER_NAME,
-            SafetyClass::NaturallyIdempotent,
-            StripeClassifier,
-        )
-        .with_retry(self.retry);
         Ok(StripeClient {
             inner: Arc::new(Inner {
                 executor: self.executor,
@@ -221,7 +213,6 @@ impl StripeClientBuilder {
                 stripe_version: self.stripe_version,
                 stripe_account: self.stripe_account,
                 provider,
-                lookup,
             }),
         })
     }
@@ -234,7 +225,6 @@ struct Inner {
     stripe_version: Option<String>,
     stripe_account: Option<String>,
     provider: Provider,
-    lookup: Provider,
 }
 
 /// Typed, key-required, retry-safe Stripe writes. Cheap to clone.
@@ -312,8 +302,11 @@ impl StripeClient {
     ///
     /// When found, the ledger record becomes `succeeded` with the object as
     /// its stored answer. A record that already succeeded answers from the
-    /// ledger with no request. The lookup holds the record's lease, so no
-    /// other worker resends it meanwhile.
+    /// ledger with no request. The lookup is a plain read
+    /// ([`Executor::read`]): it takes no lease and leaves the record as it is
+    /// unless it reaches a verdict (found: `succeeded`; a confirm or capture
+    /// proven not applied: back to `pending`, checked against the record
+    /// just before, so a stale read never causes a resend).
     ///
     /// # Errors
     ///
@@ -377,76 +370,133 @@ impl StripeClient {
             key: key.clone(),
             reason: format!("unknown Stripe operation {:?}", op.operation),
         })?;
-        if op.state == OperationState::Pending {
-            return Ok(RawReconciliation::NotApplied(
-                "the record is pending: nothing was processed by Stripe yet".to_owned(),
-            ));
-        }
-        let begun = executor
-            .begin_after_reconcile(
-                &self.inner.lookup,
-                key,
-                &op.operation,
-                op.fingerprint.clone(),
-            )
-            .await
-            .map_err(|e| map_exec(e, None))?;
-        let mut claim = match begun {
-            Begun::Done(delivered) => return Ok(RawReconciliation::Found(delivered.body)),
-            Begun::Claimed(claim) => claim,
-            _ => {
-                return Err(Error::Reconcile {
-                    key: key.clone(),
-                    reason: "unexpected executor answer".to_owned(),
-                });
+        let now = executor.now();
+        match op.state {
+            OperationState::Pending => {
+                return Ok(RawReconciliation::NotApplied(
+                    "the record is pending: nothing was processed by Stripe yet".to_owned(),
+                ));
             }
-        };
-        let Some((request, what)) =
-            self.lookup_request(kind, key, claim.operation().checkpoint.as_deref())
-        else {
-            let note = "no way to look this operation up (its target was not recorded)".to_owned();
-            complete(
-                claim,
-                Completion::Unknown {
-                    note: note.clone(),
-                    status: None,
-                },
-            )
-            .await?;
-            return Ok(RawReconciliation::NotFound(note));
-        };
-        let outcome = claim.send(request).await;
-        let body = match (&outcome.verdict, &outcome.response) {
-            (Verdict::Success, Some((_, _, body))) => body.clone(),
-            _ => {
-                let reason = format!("{what} failed: {}", outcome.describe());
-                complete(
-                    claim,
-                    Completion::Unknown {
-                        note: format!("reconciliation {reason}"),
-                        status: None,
+            OperationState::Succeeded => {
+                return Ok(RawReconciliation::Found(
+                    op.response_body.clone().unwrap_or_default(),
+                ));
+            }
+            OperationState::Failed => {
+                let status = op
+                    .response_status
+                    .and_then(|s| http::StatusCode::from_u16(s).ok())
+                    .unwrap_or(http::StatusCode::BAD_REQUEST);
+                return Err(map_exec(
+                    ExecError::Rejected {
+                        key: key.clone(),
+                        status,
+                        body: op.response_body.clone().unwrap_or_default(),
+                        from_ledger: true,
                     },
-                )
-                .await?;
-                return Err(Error::Reconcile {
-                    key: key.clone(),
-                    reason,
+                    None,
+                ));
+            }
+            OperationState::Superseded => {
+                return Err(match op.superseded_by.clone() {
+                    Some(by) => Error::Superseded {
+                        key: key.clone(),
+                        by,
+                    },
+                    None => Error::Store(StoreError::Corrupt(format!(
+                        "{key} is superseded but names no successor"
+                    ))),
                 });
             }
+            OperationState::Sending if !op.lease_expired(now) => {
+                return Err(Error::InFlight {
+                    key: key.clone(),
+                    lease_expires_at: op.lease_expires_at.unwrap_or(now),
+                });
+            }
+            // Unknown, or a sender that died mid-flight: ask Stripe.
+            _ => {}
+        }
+        let Some((request, what)) = self.lookup_request(kind, key, op.checkpoint.as_deref()) else {
+            // Nothing learned: the record stays as it is.
+            return Ok(RawReconciliation::NotFound(
+                "no way to look this operation up (its target was not recorded)".to_owned(),
+            ));
         };
-        let found = interpret(kind, key, &body, &what);
-        let completion = match &found {
-            RawReconciliation::Found(object) => Completion::Succeeded {
+        // A plain read: no ledger row, no lease, the record untouched.
+        let answer = executor
+            .read(&self.inner.provider, request)
+            .await
+            .map_err(|e| Error::Reconcile {
+                key: key.clone(),
+                reason: format!("{what} failed: {e}"),
+            })?;
+        if answer.verdict != Verdict::Success {
+            return Err(Error::Reconcile {
+                key: key.clone(),
+                reason: format!(
+                    "{what} failed: HTTP {} after {} attempt(s)",
+                    answer.status, answer.attempts
+                ),
+            });
+        }
+        let found = interpret(kind, key, &answer.body, &what);
+        let resolution = match &found {
+            RawReconciliation::Found(object) => Resolution::Succeeded {
                 status: 200,
                 body: object.clone(),
+                note: format!("reconciled: found by {what}"),
             },
-            RawReconciliation::NotApplied(note) => Completion::NotSent { note: note.clone() },
-            RawReconciliation::NotFound(note) => Completion::Unknown {
-                note: note.clone(),
-                status: None,
-            },
+            RawReconciliation::NotApplied(note) => {
+                // "Not applied" leads to a resend, so it must not rest on a
+                // stale read: if another worker claimed or settled the record
+                // while Stripe was being asked, reconcile again instead.
+                let current = executor
+                    .store()
+                    .get(key)
+                    .await
+                    .map_err(Error::Store)?
+                    .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
+                if current.state != op.state || current.claims != op.claims {
+                    return Err(Error::Reconcile {
+                        key: key.clone(),
+                        reason: format!(
+                            "the record changed (now {}) while Stripe was being asked; \
+                             reconcile again",
+                            current.state
+                        ),
+                    });
+                }
+                Resolution::NotApplied {
+                    note: format!("reconciled: {note}"),
+                }
+            }
+            // Not proof either way: the record stays as it is.
+            RawReconciliation::NotFound(_) => return Ok(found),
         };
-        complete(claim, completion).await?;
+        match executor
+            .store()
+            .resolve(key, &resolution, executor.now())
+            .await
+        {
+            Ok(_) => {}
+            // Settled meanwhile by another worker: its result stands.
+            Err(StoreError::InvalidState {
+                state: OperationState::Succeeded,
+                ..
+            }) => {
+                let op = executor
+                    .store()
+                    .get(key)
+                    .await
+                    .map_err(Error::Store)?
+                    .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
+                return Ok(RawReconciliation::Found(
+                    op.response_body.unwrap_or_default(),
+                ));
+            }
+            Err(e) => return Err(Error::Store(e)),
+        }
         tracing::info!(key = %key, operation = kind.name(), lookup = %what, "Stripe reconciliation done");
         Ok(found)
     }
@@ -634,14 +684,6 @@ impl StripeClient {
             }),
         }
     }
-}
-
-async fn complete(claim: Claim, completion: Completion) -> Result<(), Error> {
-    claim
-        .complete(completion)
-        .await
-        .map(|_| ())
-        .map_err(|e| map_exec(e, None))
 }
 
 fn interpret(kind: OpKind, key: &IdempotencyKey, body: &[u8], what: &str) -> RawReconciliation {

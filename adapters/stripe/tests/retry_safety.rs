@@ -305,7 +305,9 @@ async fn after_the_key_window_it_reconciles_through_search_instead_of_resending(
         searches[0].query.as_deref(),
         Some(format!("query=metadata%5B%27idem_key%27%5D%3A%27{k}%27").as_str())
     );
-    assert_eq!(row(&exec, &k).await.state, OperationState::Succeeded);
+    let op = row(&exec, &k).await;
+    assert_eq!(op.state, OperationState::Succeeded);
+    assert_eq!(op.claims, 1, "the search took no claim of the record");
 
     // From now on the ledger answers.
     let again = stripe
@@ -625,6 +627,11 @@ async fn capture_after_the_window_that_did_not_happen_is_sent_again() {
     assert_eq!(captured.object.status, PaymentIntentStatus::Succeeded);
     assert_eq!(fake.side_effects(), 2, "create + one capture");
     assert_eq!(fake.write_requests(), 3);
+    assert_eq!(
+        row(&exec, &k).await.claims,
+        2,
+        "the first capture and its resend; reading the intent claimed nothing"
+    );
 
     // And reconcile() now answers from the ledger.
     match stripe.reconcile(&k).await.unwrap() {
@@ -661,11 +668,21 @@ async fn reconcile_reports_what_it_cannot_know() {
             .is_err()
     );
     fake.set_search_lag(true);
+    let before = row(&exec, &k).await;
+    assert_eq!(before.state, OperationState::Unknown);
+    clock.advance(Duration::from_secs(5));
     assert!(matches!(
         stripe.reconcile(&k).await.unwrap(),
         Reconciliation::NotFound { .. }
     ));
-    assert_eq!(row(&exec, &k).await.state, OperationState::Unknown);
+    let after = row(&exec, &k).await;
+    assert_eq!(after.state, OperationState::Unknown);
+    assert_eq!(after.claims, before.claims, "a lookup claims nothing");
+    assert_eq!(
+        after.updated_at, before.updated_at,
+        "nor touches the record"
+    );
+    assert_eq!(after.note, before.note);
     fake.set_search_lag(false);
     match stripe.reconcile(&k).await.unwrap() {
         Reconciliation::Found(obj) => match *obj {
@@ -674,7 +691,9 @@ async fn reconcile_reports_what_it_cannot_know() {
         },
         other => panic!("{other:?}"),
     }
-    assert_eq!(row(&exec, &k).await.state, OperationState::Succeeded);
+    let op = row(&exec, &k).await;
+    assert_eq!(op.state, OperationState::Succeeded);
+    assert_eq!(op.claims, before.claims);
     assert_eq!(fake.side_effects(), 1);
 }
 
