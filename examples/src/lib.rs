@@ -3,3 +3,8 @@
 pub mod demo;
 pub mod inbound;
 pub mod operator;
+
+/// The root README's Rust snippets, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
