@@ -169,6 +169,8 @@ impl TwilioClientBuilder {
                 executor: self.executor,
                 provider: Provider::new(PROVIDER, SafetyClass::LocalOnly, TwilioClassifier)
                     .with_retry(self.retry),
+                // Only ever passed to `Executor::read`, which retries reads
+                // whatever the class; it never claims a ledger row.
                 lookup_provider: Provider::new(
                     PROVIDER,
                     SafetyClass::NaturallyIdempotent,

@@ -39,8 +39,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use idem::executor::{Begun, Source};
-use idem::ledger::{Completion, LedgerStore, Resolution};
+use idem::executor::Source;
+use idem::ledger::{LedgerStore, Resolution};
 use idem::{IdempotencyKey, OperationState, OutboundRequest, StoreError};
 use serde::Deserialize;
 
@@ -389,8 +389,10 @@ impl Messages<'_> {
     /// sends the message; see the [module docs](crate::reconcile) for what a
     /// lookup can and cannot tell.
     ///
-    /// While it runs, the row is held under a lease, so no worker sends or
-    /// bumps it meanwhile.
+    /// The list requests are plain reads
+    /// ([`Executor::read`](idem::Executor::read)): no lease is taken and the
+    /// row is left exactly as it is unless exactly one message matches (then
+    /// it is resolved `succeeded`).
     ///
     /// # Errors
     ///
@@ -439,38 +441,23 @@ impl Messages<'_> {
                 });
             }
         }
-        let begun = exec
-            .begin_after_reconcile(
-                &client.inner.lookup_provider,
-                key,
-                OPERATION,
-                req.fingerprint(),
-            )
-            .await
-            .map_err(Error::from_exec)?;
-        let mut claim = match begun {
-            Begun::Claimed(claim) => claim,
-            Begun::Done(d) => {
-                return decode(key, &d.body, Source::Ledger).map(Reconciled::AlreadySucceeded);
-            }
-            other => {
-                return Err(Error::Config(format!(
-                    "this idem-twilio does not understand the executor's answer {other:?}"
-                )));
-            }
-        };
-        let previous_note = op
-            .note
-            .as_deref()
-            .map(|n| n.split(" | lookup:").next().unwrap_or(n).to_owned())
-            .unwrap_or_else(|| "outcome unknown".to_owned());
-        let keep_unknown = |extra: String| Completion::Unknown {
-            note: format!("{previous_note} | lookup: {extra}"),
-            status: op.response_status,
-        };
+        // The row must be this very send (what `begin` checks for a send).
+        if op.provider != PROVIDER
+            || op.operation != OPERATION
+            || op.fingerprint != req.fingerprint()
+        {
+            return Err(Error::from_exec(idem::ExecError::Store(
+                StoreError::KeyReused {
+                    key: key.clone(),
+                    detail: "the row was recorded for another message".to_owned(),
+                },
+            )));
+        }
 
         // The send window: from the first claim to the moment the row went
-        // unknown (kept in a checkpoint so later lookups use the same end).
+        // unknown. The lookup leaves the row untouched, so these stay the same
+        // on every lookup of this outcome. (Older versions recorded the end in
+        // a checkpoint; it is honoured when present.)
         let skew = client.inner.clock_skew;
         let started = op.first_sent_at.unwrap_or(op.created_at);
         let recorded_end = op
@@ -479,22 +466,10 @@ impl Messages<'_> {
             .and_then(|c| c.strip_prefix(WINDOW_END))
             .and_then(|ms| ms.parse::<u64>().ok())
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
-        let window_end = match recorded_end {
-            Some(end) => end,
-            None => {
-                let end = op
-                    .lease_expires_at
-                    .map_or(op.updated_at, |lease| lease.max(op.updated_at));
-                let ms = end
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis();
-                if let Err(e) = claim.checkpoint(&format!("{WINDOW_END}{ms}")).await {
-                    return Err(Error::from_exec(e));
-                }
-                end
-            }
-        };
+        let window_end = recorded_end.unwrap_or_else(|| {
+            op.lease_expires_at
+                .map_or(op.updated_at, |lease| lease.max(op.updated_at))
+        });
         let from = started.checked_sub(skew).unwrap_or(UNIX_EPOCH);
         let to = window_end + skew;
 
@@ -516,43 +491,37 @@ impl Messages<'_> {
                 break;
             }
             pages += 1;
-            let outcome = claim
-                .send(client.authorize(OutboundRequest::get(page_url)))
-                .await;
-            let page = match &outcome.response {
-                Some((status, _, body)) if status.is_success() => {
-                    match serde_json::from_slice::<ListPage>(body) {
-                        Ok(page) => page,
-                        Err(e) => {
-                            let reason = format!("Twilio's message list is unreadable: {e}");
-                            claim
-                                .complete(keep_unknown(reason.clone()))
-                                .await
-                                .map_err(Error::from_exec)?;
-                            return Err(Error::Lookup {
-                                key: key.clone(),
-                                reason,
-                                twilio: None,
-                            });
-                        }
-                    }
-                }
-                other => {
-                    let twilio = other.as_ref().map(|(status, _, body)| {
-                        Box::new(TwilioError::from_response(*status, body))
-                    });
-                    let reason = format!("message list failed: {}", outcome.describe());
-                    claim
-                        .complete(keep_unknown(reason.clone()))
-                        .await
-                        .map_err(Error::from_exec)?;
-                    return Err(Error::Lookup {
-                        key: key.clone(),
-                        reason,
-                        twilio,
-                    });
-                }
-            };
+            // A plain read: no ledger row, no lease; the row is untouched.
+            let answer = exec
+                .read(
+                    &client.inner.lookup_provider,
+                    client.authorize(OutboundRequest::get(page_url)),
+                )
+                .await
+                .map_err(|e| Error::Lookup {
+                    key: key.clone(),
+                    reason: format!("message list failed: {e}"),
+                    twilio: None,
+                })?;
+            if !answer.is_success() {
+                return Err(Error::Lookup {
+                    key: key.clone(),
+                    reason: format!(
+                        "message list failed: HTTP {} after {} attempt(s)",
+                        answer.status, answer.attempts
+                    ),
+                    twilio: Some(Box::new(TwilioError::from_response(
+                        answer.status,
+                        &answer.body,
+                    ))),
+                });
+            }
+            let page =
+                serde_json::from_slice::<ListPage>(&answer.body).map_err(|e| Error::Lookup {
+                    key: key.clone(),
+                    reason: format!("Twilio's message list is unreadable: {e}"),
+                    twilio: None,
+                })?;
             matches.extend(
                 page.messages
                     .into_iter()
@@ -563,11 +532,9 @@ impl Messages<'_> {
                 _ => None,
             };
         }
-        let complete_note = if next.is_some() {
-            format!(" (stopped after {pages} page(s))")
-        } else {
-            String::new()
-        };
+        if next.is_some() {
+            tracing::debug!(key = %key, pages, "twilio lookup stopped at the page limit");
+        }
         match matches.len() {
             1 => {
                 let message = matches.remove(0);
@@ -576,10 +543,30 @@ impl Messages<'_> {
                         key: key.clone(),
                         reason: e.to_string(),
                     })?);
-                claim
-                    .complete(Completion::Succeeded { status: 200, body })
-                    .await
-                    .map_err(Error::from_exec)?;
+                let resolution = Resolution::Succeeded {
+                    status: 200,
+                    body,
+                    note: format!("found by lookup: {}", message.sid),
+                };
+                match exec.store().resolve(key, &resolution, exec.now()).await {
+                    Ok(_) => {}
+                    // A status callback (or another lookup) settled it
+                    // meanwhile: its record stands.
+                    Err(StoreError::InvalidState {
+                        state: OperationState::Succeeded,
+                        ..
+                    }) => {
+                        let op = exec
+                            .store()
+                            .get(key)
+                            .await?
+                            .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
+                        let body = op.response_body.unwrap_or_default();
+                        return decode(key, &body, Source::Ledger)
+                            .map(Reconciled::AlreadySucceeded);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 tracing::info!(key = %key, sid = %message.sid, "twilio send reconciled by lookup");
                 Ok(Reconciled::Found(Sent {
                     key: key.clone(),
@@ -587,32 +574,19 @@ impl Messages<'_> {
                     source: Source::Reconciled,
                 }))
             }
-            0 => {
-                claim
-                    .complete(keep_unknown(format!(
-                        "no matching message found{complete_note}; not proof that none was sent"
-                    )))
-                    .await
-                    .map_err(Error::from_exec)?;
-                Ok(Reconciled::NotFound {
-                    key: key.clone(),
-                    window_start: from,
-                    window_end: to,
-                })
-            }
+            // Not proof that nothing was sent: the row stays as it is.
+            0 => Ok(Reconciled::NotFound {
+                key: key.clone(),
+                window_start: from,
+                window_end: to,
+            }),
             n => {
                 let candidates: Vec<MessageSid> = matches.into_iter().map(|m| m.sid).collect();
-                let list = candidates
-                    .iter()
-                    .map(MessageSid::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                claim
-                    .complete(keep_unknown(format!(
-                        "{n} identical messages in the send window ({list}); cannot tell which is ours"
-                    )))
-                    .await
-                    .map_err(Error::from_exec)?;
+                tracing::warn!(
+                    key = %key,
+                    candidates = n,
+                    "twilio lookup: identical messages in the send window; cannot tell which is ours"
+                );
                 Ok(Reconciled::Ambiguous {
                     key: key.clone(),
                     candidates,
