@@ -29,9 +29,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+use crate::http1::read_message;
 
 /// What the proxy does with one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -150,10 +152,6 @@ impl Drop for FaultProxy {
     }
 }
 
-/// The longest request or answer head the proxy reads.
-const MAX_HEAD: usize = 64 * 1024;
-/// The longest body the proxy reads.
-const MAX_BODY: usize = 8 * 1024 * 1024;
 /// How long the proxy waits for an upstream answer.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -365,75 +363,4 @@ fn reset(stream: TcpStream) -> std::io::Result<()> {
     stream.set_linger(Some(Duration::ZERO))?;
     drop(stream);
     Ok(())
-}
-
-/// Reads one HTTP/1.1 message (head plus `Content-Length` body; for an
-/// answer without a length, everything until the peer closes). `buf` keeps
-/// bytes read past the message for the next call. `None` when the peer closed
-/// before a new message began.
-async fn read_message(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    answer: bool,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = find(buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(invalid("message head too long"));
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return if buf.is_empty() {
-                Ok(None)
-            } else {
-                Err(invalid("peer closed inside a message head"))
-            };
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let length = head.lines().find_map(|line| {
-        let value = line.strip_prefix("content-length:")?;
-        value.trim().parse::<usize>().ok()
-    });
-    let chunked = head
-        .lines()
-        .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
-    let total = match length {
-        Some(len) if len <= MAX_BODY => Some(head_end + len),
-        Some(_) => return Err(invalid("body too long")),
-        None if chunked => return Err(invalid("chunked bodies are not supported")),
-        // A request without a length has no body; an answer without one
-        // runs until the peer closes.
-        None if !answer => Some(head_end),
-        None => None,
-    };
-    loop {
-        if let Some(total) = total {
-            if buf.len() >= total {
-                let rest = buf.split_off(total);
-                let message = std::mem::replace(buf, rest);
-                return Ok(Some(message));
-            }
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            if total.is_none() {
-                return Ok(Some(std::mem::take(buf)));
-            }
-            return Err(invalid("peer closed inside a message body"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn invalid(what: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
 }

@@ -159,13 +159,14 @@ fn twilio_schedule(seed: u64, index: usize) -> Schedule<TwilioFault> {
     }
 }
 
-/// What the schedules of a suite share: one ledger (every schedule has its
-/// own keys), one HTTP client (loading root certificates per client costs
-/// more than a schedule), and totals that show the faults really bit.
+/// What the schedules of a suite share: one ledger and one executor (every
+/// schedule has its own keys and its own fake; building an HTTP client per
+/// schedule, root certificates and all, costs more than a schedule), and
+/// totals that show the faults really bit.
 #[derive(Debug)]
 struct Totals {
     store: idem::ledger::SqliteStore,
-    http: reqwest::Client,
+    exec: Executor,
     schedules: AtomicUsize,
     faults_applied: AtomicUsize,
     wire_writes: AtomicUsize,
@@ -198,9 +199,12 @@ where
         None => (0..schedule_count()).collect(),
     };
     let (store, _dir) = idem::testing::sqlite_store().await;
+    let exec = Executor::builder(store.clone())
+        .lease_margin(Duration::from_millis(200))
+        .build();
     let totals = Arc::new(Totals {
         store,
-        http: reqwest::Client::new(),
+        exec,
         schedules: AtomicUsize::default(),
         faults_applied: AtomicUsize::default(),
         wire_writes: AtomicUsize::default(),
@@ -320,10 +324,7 @@ async fn stripe_checked(schedule: Schedule<StripeFault>, totals: &Totals) -> Res
     let proxy = FaultProxy::in_front_of(&fake.base_url(), schedule.proxy.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let exec = Executor::builder(store.clone())
-        .http_client(totals.http.clone())
-        .lease_margin(Duration::from_millis(200))
-        .build();
+    let exec = totals.exec.clone();
     let stripe = jobs::stripe(exec, &proxy.base_url(), jobs::fast_retry(ATTEMPT));
     let i = schedule.index;
     let k_cus: idem::IdempotencyKey = format!("chaos_customers_{i}_v1").parse().unwrap();
@@ -331,8 +332,10 @@ async fn stripe_checked(schedule: Schedule<StripeFault>, totals: &Totals) -> Res
     let k_re: idem::IdempotencyKey = format!("chaos_refunds_{i}_v1").parse().unwrap();
     let mut runs = 0usize;
 
-    let mut cus = CreateCustomer::default();
-    cus.email = Some(format!("c{i}@example.com"));
+    let cus = CreateCustomer {
+        email: Some(format!("c{i}@example.com")),
+        ..CreateCustomer::default()
+    };
     let customer = until_ok!(&k_cus, runs, stripe.customers().create(&k_cus, &cus));
     let mut pi = CreatePaymentIntent::new(Amount::minor(2000), Currency::usd());
     pi.customer = Some(customer.object.id.clone());
@@ -428,10 +431,7 @@ async fn twilio_checked(schedule: Schedule<TwilioFault>, totals: &Totals) -> Res
     let proxy = FaultProxy::in_front_of(&fake.base_url(), schedule.proxy.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let exec = Executor::builder(store.clone())
-        .http_client(totals.http.clone())
-        .lease_margin(Duration::from_millis(200))
-        .build();
+    let exec = totals.exec.clone();
     let twilio = jobs::twilio(exec, &proxy.base_url(), jobs::fast_retry(ATTEMPT));
     let i = schedule.index;
     let ops: Vec<(idem::IdempotencyKey, CreateMessage)> = (0..5)

@@ -10,12 +10,14 @@
 //! Needs PostgreSQL (`IDEM_TEST_DATABASE_URL`); outside CI it is skipped
 //! loudly when no server is reachable, under `CI=true` it fails.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use idem::ledger::PgStore;
 use idem_examples::inbound::{Counters, app};
+use idem_tests::http1::Conn;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
@@ -29,30 +31,28 @@ struct Answer {
     id: Option<u64>,
 }
 
-async fn storm(client: &reqwest::Client, url: &str, key: &str, body: Value) -> Vec<Answer> {
+async fn storm(addr: SocketAddr, path: &str, key: &str, body: Value) -> Vec<Answer> {
     let barrier = Arc::new(Barrier::new(DUPLICATES));
     let tasks: Vec<_> = (0..DUPLICATES)
         .map(|_| {
-            let (client, url, key, body) =
-                (client.clone(), url.to_owned(), key.to_owned(), body.clone());
+            let (path, key, body) = (path.to_owned(), key.to_owned(), body.to_string());
             let barrier = barrier.clone();
             tokio::spawn(async move {
+                // Connected before the barrier: the POSTs leave together.
+                let mut conn = Conn::connect(addr).await.expect("connect to the server");
                 barrier.wait().await;
-                let resp = client
-                    .post(&url)
-                    .bearer_auth("alice")
-                    .header("Idempotency-Key", &key)
-                    .json(&body)
-                    .send()
+                let reply = conn
+                    .post_json(
+                        &path,
+                        &[("authorization", "Bearer alice"), ("idempotency-key", &key)],
+                        body.as_bytes(),
+                    )
                     .await
                     .expect("the server answers");
-                let status = resp.status().as_u16();
-                let replayed = resp
-                    .headers()
-                    .get("idempotent-replayed")
-                    .is_some_and(|v| v == "true");
-                let retry_after = resp.headers().contains_key("retry-after");
-                let json: Value = resp.json().await.unwrap_or(Value::Null);
+                let status = reply.status;
+                let replayed = reply.header("idempotent-replayed") == Some("true");
+                let retry_after = reply.header("retry-after").is_some();
+                let json = reply.json();
                 Answer {
                     status,
                     replayed,
@@ -87,22 +87,12 @@ async fn five_hundred_duplicate_posts_on_postgres_have_one_side_effect() {
     let counters = Arc::new(Counters::default());
     let router = app(store, counters.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
 
     // Orders: duplicates in flight get 409 + Retry-After, later ones a replay.
     let started = Instant::now();
-    let answers = storm(
-        &client,
-        &format!("{base}/orders"),
-        "storm-order-1",
-        json!({"item": "bike"}),
-    )
-    .await;
+    let answers = storm(addr, "/orders", "storm-order-1", json!({"item": "bike"})).await;
     let took = started.elapsed();
     eprintln!(
         "orders: {DUPLICATES} concurrent duplicates in {took:?}: {}",
@@ -128,13 +118,7 @@ async fn five_hundred_duplicate_posts_on_postgres_have_one_side_effect() {
         assert!(ok, "unexpected answer {a:?}; all: {}", tally(&answers));
     }
     // The clients told to retry get the first answer.
-    let again = storm(
-        &client,
-        &format!("{base}/orders"),
-        "storm-order-1",
-        json!({"item": "bike"}),
-    )
-    .await;
+    let again = storm(addr, "/orders", "storm-order-1", json!({"item": "bike"})).await;
     assert!(
         again
             .iter()
@@ -147,8 +131,8 @@ async fn five_hundred_duplicate_posts_on_postgres_have_one_side_effect() {
     // Deployments: duplicates wait for the first answer (bounded at 2 s).
     let started = Instant::now();
     let answers = storm(
-        &client,
-        &format!("{base}/deployments"),
+        addr,
+        "/deployments",
         "storm-deploy-1",
         json!({"service": "api"}),
     )

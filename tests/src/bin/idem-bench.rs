@@ -24,6 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use std::net::SocketAddr;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -35,6 +37,7 @@ use idem::inbound::{
 };
 use idem::ledger::{PgStore, SqliteStore};
 use idem_examples::inbound::{Counters, app};
+use idem_tests::http1::Conn;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -329,13 +332,13 @@ async fn bare_order(
     )
 }
 
-async fn serve(router: Router) -> String {
+async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}/orders")
+    addr
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -347,23 +350,25 @@ enum Mode {
 
 static KEYS: AtomicU64 = AtomicU64::new(0);
 
-async fn generate(client: &reqwest::Client, url: &str, mode: Mode, sizes: Sizes) -> (Stats, f64) {
-    let body = json!({ "item": "bike" });
-    // Replays: each client makes its key's record first (not timed).
-    let replay_keys: Vec<String> = (0..sizes.load_clients)
-        .map(|_| format!("replay-{}", KEYS.fetch_add(1, Ordering::Relaxed)))
-        .collect();
-    if mode == Mode::Replay {
-        for key in &replay_keys {
-            let r = send(client, url, Some(key), &body).await;
-            assert_eq!(r, 201);
+/// Runs `load_clients` clients, each on its own kept-alive connection, each
+/// sending `load_requests` requests one after another. Returns the latency
+/// summary and the throughput.
+async fn generate(addr: SocketAddr, mode: Mode, sizes: Sizes) -> (Stats, f64) {
+    let body = br#"{"item":"bike"}"#;
+    let mut conns = Vec::new();
+    for c in 0..sizes.load_clients {
+        let mut conn = Conn::connect(addr).await.expect("connect");
+        let key = format!("replay-{}-{c}", KEYS.fetch_add(1, Ordering::Relaxed));
+        if mode == Mode::Replay {
+            // The key's record is made first (not timed).
+            assert_eq!(send(&mut conn, Some(&key), body).await, 201);
         }
+        conns.push((conn, key));
     }
     let started = Instant::now();
-    let tasks: Vec<_> = (0..sizes.load_clients)
-        .map(|c| {
-            let (client, url, body) = (client.clone(), url.to_owned(), body.clone());
-            let replay_key = replay_keys[c].clone();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|(mut conn, replay_key)| {
             tokio::spawn(async move {
                 let mut times = Vec::with_capacity(sizes.load_requests);
                 for _ in 0..sizes.load_requests {
@@ -375,7 +380,7 @@ async fn generate(client: &reqwest::Client, url: &str, mode: Mode, sizes: Sizes)
                         Mode::Replay => Some(replay_key.clone()),
                     };
                     let t = Instant::now();
-                    let status = send(&client, &url, key.as_deref(), &body).await;
+                    let status = send(&mut conn, key.as_deref(), body).await;
                     times.push(t.elapsed());
                     assert_eq!(status, 201, "every answer is the order (first or replayed)");
                 }
@@ -392,15 +397,15 @@ async fn generate(client: &reqwest::Client, url: &str, mode: Mode, sizes: Sizes)
     (Stats::of(all), n as f64 / wall)
 }
 
-async fn send(client: &reqwest::Client, url: &str, key: Option<&str>, body: &Value) -> u16 {
-    let mut req = client.post(url).bearer_auth("alice").json(body);
+async fn send(conn: &mut Conn, key: Option<&str>, body: &[u8]) -> u16 {
+    let mut headers = vec![("authorization", "Bearer alice")];
     if let Some(k) = key {
-        req = req.header("Idempotency-Key", k);
+        headers.push(("idempotency-key", k));
     }
-    let resp = req.send().await.expect("loopback server answers");
-    let status = resp.status().as_u16();
-    let _ = resp.bytes().await;
-    status
+    conn.post_json("/orders", &headers, body)
+        .await
+        .expect("the loopback server answers")
+        .status
 }
 
 async fn load(sizes: Sizes) {
@@ -413,15 +418,14 @@ async fn load(sizes: Sizes) {
         "| store | mode | requests | throughput (req/s) | vs bare | p50 (ms) | p99 (ms) | max (ms) | handler runs |"
     );
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    let client = reqwest::Client::new();
     let counters = Arc::new(Counters::default());
-    let bare_url = serve(
+    let bare_addr = serve(
         Router::new()
             .route("/orders", post(bare_order))
             .with_state(counters.clone()),
     )
     .await;
-    let (bare, bare_rps) = generate(&client, &bare_url, Mode::Bare, sizes).await;
+    let (bare, bare_rps) = generate(bare_addr, Mode::Bare, sizes).await;
     println!(
         "| none | bare handler | {} | {bare_rps:.0} | 1.00 | {} | {} | {} | {} |",
         bare.n,
@@ -438,10 +442,10 @@ async fn load(sizes: Sizes) {
             Db::Pg(s) => app(s.clone(), counters.clone()),
         }
         .expect("example app");
-        let url = serve(router).await;
+        let addr = serve(router).await;
         for (mode, label) in [(Mode::Fresh, "fresh keys"), (Mode::Replay, "replays")] {
             let before = counters.orders.load(Ordering::SeqCst);
-            let (s, rps) = generate(&client, &url, mode, sizes).await;
+            let (s, rps) = generate(addr, mode, sizes).await;
             let runs = counters.orders.load(Ordering::SeqCst) - before;
             let expected = match mode {
                 Mode::Fresh => (sizes.load_clients * sizes.load_requests) as u64,
