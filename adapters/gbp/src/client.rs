@@ -139,6 +139,9 @@ impl GbpClientBuilder {
             GoogleClassifier::new(),
         )
         .with_retry(self.retry);
+        // Only ever passed to `Executor::read` (reconciliation's list
+        // requests): it carries the read retry settings and never claims a
+        // ledger row.
         let read = Provider::new(
             PROVIDER_NAME,
             SafetyClass::NaturallyIdempotent,

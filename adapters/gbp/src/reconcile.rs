@@ -1,17 +1,16 @@
 //! Reconciling a local post whose outcome is unknown: list the location's
 //! posts and look for ours by content.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use idem::executor::{Begun, Claim, Source};
-use idem::ledger::{Completion, OperationState, Resolution};
+use http::StatusCode;
+use idem::executor::{ReadError, ReadResponse, Source};
+use idem::ledger::{OperationState, Resolution};
 use idem::{ExecError, IdempotencyKey, OutboundRequest, StoreError};
 use serde::Deserialize;
 
-use crate::client::{
-    AuthFailure, AuthFailureKind, GbpClient, LocalPostCreated, OP_CREATE_LOCAL_POST, PROVIDER_NAME,
-};
+use crate::client::{GbpClient, LocalPostCreated, OP_CREATE_LOCAL_POST, PROVIDER_NAME};
 use crate::error::{GbpError, GoogleError};
 use crate::model::{LocalPost, LocationName};
 use crate::time::parse_rfc3339;
@@ -94,10 +93,14 @@ impl GbpClient {
     /// are indistinguishable, and a post deleted in Google's UI after it was
     /// created looks like one never created (the resend then posts it again).
     ///
-    /// The list requests are sent under the row's own lease (core's
-    /// executor sends HTTP only inside a claim), so two reconcilers, or a
-    /// reconciler and a sender, never work on one key at once. No `POST` is
-    /// ever sent by this method.
+    /// The list requests are plain reads
+    /// ([`Executor::read`](idem::Executor::read)): no lease is taken and the
+    /// row is left exactly as it is unless a verdict is reached (found, or
+    /// not found after the settle time). Before a verdict is recorded the row
+    /// is checked again: if another worker claimed, settled or bumped it
+    /// while the posts were listed, nothing is recorded and
+    /// [`GbpError::ReconcileRead`] asks for another try. No `POST` is ever
+    /// sent by this method.
     ///
     /// # Errors
     ///
@@ -149,50 +152,22 @@ impl GbpClient {
                 });
             }
         };
-        // An earlier reconciliation of this same unknown outcome handed the
-        // row back (which moved `updated_at`); keep counting from the outcome
-        // itself, or a reconciler polling every minute would never conclude.
-        let unknown_since = episode_start(&op).unwrap_or(observed_since);
+        // The reads below leave the row untouched, so `updated_at` is still
+        // the moment the outcome became unknown on every poll.
+        let unknown_since = observed_since;
         let first_sent = op.first_sent_at;
-        let last_status = op.response_status;
 
-        // Claim the row for the reads. `begin_after_reconcile` is what lets
-        // an unknown local-only row be claimed; this claim never resends the
-        // POST, it only lists.
-        let begun = executor
-            .begin_after_reconcile(&self.inner.read, key, OP_CREATE_LOCAL_POST, fingerprint)
-            .await
-            .map_err(|e| GbpError::from_exec(e, false))?;
-        let mut claim = match begun {
-            Begun::Done(d) => {
-                return Ok(Reconciliation::Found(found(key, &d.body, Source::Ledger)?));
-            }
-            Begun::Claimed(claim) => claim,
-            _ => {
-                return Err(GbpError::InvalidInput {
-                    field: "executor",
-                    reason: "unexpected answer from Executor::begin_after_reconcile".to_owned(),
-                });
-            }
-        };
-        let marker = episode_marker(unknown_since, claim.operation().claims);
-        claim.checkpoint(&marker).await.map_err(GbpError::from)?;
-
-        let listed = match self.list_posts(&mut claim, location).await {
+        let listed = match self.list_posts(location).await {
             Ok(listed) => listed,
             Err(ListError::Auth(failure)) => {
-                // Nothing was learned: put the row back as it was.
-                let note = "reconciliation could not authenticate".to_owned();
-                hand_back(claim, note, last_status).await?;
+                // Nothing was learned; the row is as it was.
                 let key = key.clone();
-                return Err(match failure.kind {
-                    AuthFailureKind::Token(source) => GbpError::Token { key, source },
-                    AuthFailureKind::Refused => GbpError::Unauthenticated { key },
+                return Err(match failure {
+                    ReadAuthFailure::Token(source) => GbpError::Token { key, source },
+                    ReadAuthFailure::Refused => GbpError::Unauthenticated { key },
                 });
             }
             Err(ListError::Read(failure)) => {
-                let note = format!("reconciliation could not list posts: {}", failure.reason);
-                hand_back(claim, note, last_status).await?;
                 return Err(GbpError::ReconcileRead {
                     key: key.clone(),
                     reason: failure.reason,
@@ -207,24 +182,14 @@ impl GbpClient {
             Matched::One(i) => {
                 let name = listed[i].post.name.clone().unwrap_or_default();
                 let body = Bytes::from(serde_json::to_vec(&listed[i].raw).unwrap_or_default());
-                hand_back(
-                    claim,
-                    "reconciliation found the post".to_owned(),
-                    last_status,
-                )
-                .await?;
-                store
-                    .resolve(
-                        key,
-                        &Resolution::Succeeded {
-                            status: 200,
-                            body: body.clone(),
-                            note: format!("found by reconciliation: {name}"),
-                        },
-                        executor.now(),
-                    )
-                    .await
-                    .map_err(ExecError::from)?;
+                let resolution = Resolution::Succeeded {
+                    status: 200,
+                    body: body.clone(),
+                    note: format!("found by reconciliation: {name}"),
+                };
+                if let Some(settled) = self.settle(key, &op, &resolution).await? {
+                    return Ok(settled);
+                }
                 tracing::info!(%key, post = %name, "local post reconciled: found");
                 Ok(Reconciliation::Found(found(
                     key,
@@ -233,11 +198,6 @@ impl GbpClient {
                 )?))
             }
             Matched::Several(candidates) => {
-                let note = format!(
-                    "reconciliation ambiguous: {} candidate posts",
-                    candidates.len()
-                );
-                hand_back(claim, note, last_status).await?;
                 tracing::warn!(%key, candidates = candidates.len(), "local post reconciliation is ambiguous");
                 Ok(Reconciliation::Ambiguous { candidates })
             }
@@ -246,54 +206,75 @@ impl GbpClient {
                 let ready_at = unknown_since + settle;
                 if now < ready_at {
                     let wait = ready_at.duration_since(now).unwrap_or(Duration::ZERO);
-                    let note = "reconciliation found no post yet; too early to conclude".to_owned();
-                    hand_back(claim, note, last_status).await?;
                     return Ok(Reconciliation::TooEarly { wait });
                 }
-                hand_back(
-                    claim,
-                    "reconciliation found no post".to_owned(),
-                    last_status,
-                )
-                .await?;
-                store
-                    .resolve(
-                        key,
-                        &Resolution::NotApplied {
-                            note: format!(
-                                "reconciliation: no matching post among {} listed, {} s after the attempt",
-                                listed.len(),
-                                now.duration_since(unknown_since).unwrap_or_default().as_secs()
-                            ),
-                        },
-                        executor.now(),
-                    )
-                    .await
-                    .map_err(ExecError::from)?;
+                let resolution = Resolution::NotApplied {
+                    note: format!(
+                        "reconciliation: no matching post among {} listed, {} s after the attempt",
+                        listed.len(),
+                        now.duration_since(unknown_since)
+                            .unwrap_or_default()
+                            .as_secs()
+                    ),
+                };
+                if let Some(settled) = self.settle(key, &op, &resolution).await? {
+                    return Ok(settled);
+                }
                 tracing::info!(%key, "local post reconciled: not created; the record is pending again");
                 Ok(Reconciliation::NotFound)
             }
         }
     }
 
-    /// Lists every page of the location's posts under `claim`.
-    async fn list_posts(
+    /// Records a verdict reached from reads made without a lease. The row is
+    /// first checked against `seen` (the row the reads were based on): if
+    /// another worker claimed, settled or bumped it meanwhile, the reads may
+    /// be stale and nothing is recorded. Returns `Some` when the row was
+    /// settled `succeeded` by someone else; that answer stands.
+    async fn settle(
         &self,
-        claim: &mut Claim,
-        location: &LocationName,
-    ) -> Result<Vec<Listed>, ListError> {
+        key: &IdempotencyKey,
+        seen: &idem::Operation,
+        resolution: &Resolution,
+    ) -> Result<Option<Reconciliation>, GbpError> {
         let executor = &self.inner.executor;
-        let page_budget = self.inner.read.retry().claim_budget();
+        let store = executor.store();
+        let current = store
+            .get(key)
+            .await
+            .map_err(ExecError::from)?
+            .ok_or_else(|| ExecError::Store(StoreError::NotFound { key: key.clone() }))?;
+        if current.state == OperationState::Succeeded {
+            let body = current.response_body.unwrap_or_default();
+            return Ok(Some(Reconciliation::Found(found(
+                key,
+                &body,
+                Source::Ledger,
+            )?)));
+        }
+        if current.state != seen.state || current.claims != seen.claims {
+            return Err(GbpError::ReconcileRead {
+                key: key.clone(),
+                reason: format!(
+                    "the record changed (now {}) while the posts were listed; reconcile again",
+                    current.state
+                ),
+                error: None,
+            });
+        }
+        store
+            .resolve(key, resolution, executor.now())
+            .await
+            .map_err(ExecError::from)?;
+        Ok(None)
+    }
+
+    /// Lists every page of the location's posts, as plain reads
+    /// ([`Executor::read`](idem::Executor::read)): no ledger row, no lease.
+    async fn list_posts(&self, location: &LocationName) -> Result<Vec<Listed>, ListError> {
         let mut out = Vec::new();
         let mut page_token: Option<String> = None;
-        for page in 0..self.inner.reconcile.max_pages {
-            // Stop before the lease could run out mid-page.
-            if page > 0 && claim.lease().expires_at <= executor.now() + page_budget {
-                return Err(ListError::Read(ReadFailure {
-                    reason: format!("lease too short to read page {}", page + 1),
-                    error: None,
-                }));
-            }
+        for _ in 0..self.inner.reconcile.max_pages {
             let mut url = self.posts_url(location);
             {
                 let mut q = url.query_pairs_mut();
@@ -302,26 +283,17 @@ impl GbpClient {
                     q.append_pair("pageToken", t);
                 }
             }
-            let outcome = self
-                .send_authed(claim, &OutboundRequest::get(url))
-                .await
-                .map_err(ListError::Auth)?;
-            let body = match &outcome.response {
-                Some((status, _, body)) if status.is_success() => body.clone(),
-                Some((status, _, body)) => {
-                    return Err(ListError::Read(ReadFailure {
-                        reason: format!("HTTP {status}"),
-                        error: GoogleError::parse(body).map(Box::new),
-                    }));
-                }
-                None => {
-                    return Err(ListError::Read(ReadFailure {
-                        reason: outcome.describe(),
-                        error: None,
-                    }));
-                }
-            };
-            let page: ListPage = serde_json::from_slice(&body).map_err(|e| {
+            let answer = self.read_authed(&OutboundRequest::get(url)).await?;
+            if !answer.is_success() {
+                return Err(ListError::Read(ReadFailure {
+                    reason: format!(
+                        "HTTP {} after {} attempt(s)",
+                        answer.status, answer.attempts
+                    ),
+                    error: GoogleError::parse(&answer.body).map(Box::new),
+                }));
+            }
+            let page: ListPage = serde_json::from_slice(&answer.body).map_err(|e| {
                 ListError::Read(ReadFailure {
                     reason: format!("unreadable list page: {e}"),
                     error: None,
@@ -345,22 +317,58 @@ impl GbpClient {
             error: None,
         }))
     }
+
+    /// Reads with the current token; on 401 refreshes the token once and
+    /// reads again.
+    async fn read_authed(&self, request: &OutboundRequest) -> Result<ReadResponse, ListError> {
+        let executor = &self.inner.executor;
+        let provider = &self.inner.read;
+        let failed = |e: ReadError| {
+            ListError::Read(ReadFailure {
+                reason: e.to_string(),
+                error: None,
+            })
+        };
+        let token = self
+            .inner
+            .tokens
+            .token()
+            .await
+            .map_err(|e| ListError::Auth(ReadAuthFailure::Token(e)))?;
+        let first = executor
+            .read(provider, request.clone().bearer_auth(token.secret()))
+            .await
+            .map_err(failed)?;
+        if first.status != StatusCode::UNAUTHORIZED {
+            return Ok(first);
+        }
+        tracing::info!("Google answered 401 to a read; refreshing the access token once");
+        let fresh = self
+            .inner
+            .tokens
+            .refresh()
+            .await
+            .map_err(|e| ListError::Auth(ReadAuthFailure::Token(e)))?;
+        let second = executor
+            .read(provider, request.clone().bearer_auth(fresh.secret()))
+            .await
+            .map_err(failed)?;
+        if second.status == StatusCode::UNAUTHORIZED {
+            return Err(ListError::Auth(ReadAuthFailure::Refused));
+        }
+        Ok(second)
+    }
+}
+
+/// A credential problem while reading.
+enum ReadAuthFailure {
+    Token(crate::error::TokenError),
+    Refused,
 }
 
 enum ListError {
-    Auth(AuthFailure),
+    Auth(ReadAuthFailure),
     Read(ReadFailure),
-}
-
-/// Ends the reconciliation claim, putting the row back to `unknown` (the
-/// reads changed nothing at Google); the verdict is then recorded with
-/// `store.resolve`.
-async fn hand_back(claim: Claim, note: String, status: Option<u16>) -> Result<(), GbpError> {
-    claim
-        .complete(Completion::Unknown { note, status })
-        .await
-        .map(|_| ())
-        .map_err(GbpError::from)
 }
 
 fn found(
@@ -377,34 +385,6 @@ fn found(
         post,
         source,
     }))
-}
-
-const EPISODE_PREFIX: &str = "gbp.reconcile";
-
-/// The checkpoint a reconciliation leaves: when the outcome became unknown,
-/// and the claim count of that reconciliation. A later claim (a resend)
-/// raises the count and so starts a new episode.
-fn episode_marker(unknown_since: SystemTime, claims: u32) -> String {
-    let ms = unknown_since
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    format!("{EPISODE_PREFIX} unknown_since_ms={ms} claims={claims}")
-}
-
-fn episode_start(op: &idem::Operation) -> Option<SystemTime> {
-    let rest = op.checkpoint.as_deref()?.strip_prefix(EPISODE_PREFIX)?;
-    let mut since = None;
-    let mut claims = None;
-    for part in rest.split_whitespace() {
-        if let Some(v) = part.strip_prefix("unknown_since_ms=") {
-            since = v.parse::<u64>().ok();
-        } else if let Some(v) = part.strip_prefix("claims=") {
-            claims = v.parse::<u32>().ok();
-        }
-    }
-    let since = since?;
-    (claims? == op.claims).then(|| UNIX_EPOCH + Duration::from_millis(since))
 }
 
 fn normalize(s: &str) -> String {
@@ -472,6 +452,7 @@ fn match_posts(
 mod tests {
     use super::*;
     use crate::model::TopicType;
+    use std::time::UNIX_EPOCH;
 
     fn listed(name: &str, summary: &str, lang: &str, created: &str) -> Listed {
         let raw = serde_json::json!({

@@ -229,6 +229,7 @@ async fn local_post_with_lost_response_is_sent_once_ends_unknown_and_reconcile_m
     );
     let op = row(&setup.executor, &k).await;
     assert_eq!(op.state, OperationState::Succeeded);
+    assert_eq!(op.claims, 1, "listing the posts claimed nothing");
     assert!(
         op.note
             .unwrap_or_default()
@@ -664,6 +665,7 @@ async fn reconcile_waits_then_finds_nothing_and_the_same_key_is_sent_again() {
             .is_unknown()
     );
 
+    let unknown = row(&setup.executor, &k).await;
     let early = gbp
         .reconcile_local_post(&k, &location(), &post())
         .await
@@ -689,26 +691,26 @@ async fn reconcile_waits_then_finds_nothing_and_the_same_key_is_sent_again() {
         matches!(still_early, Reconciliation::TooEarly { wait } if wait > Duration::from_secs(299) && wait <= Duration::from_secs(300)),
         "{still_early:?}"
     );
+    // Neither look changed the row: no claim, no checkpoint, no new time.
+    assert_eq!(row(&setup.executor, &k).await, unknown);
     clock.advance(Duration::from_secs(301));
     let late = gbp
         .reconcile_local_post(&k, &location(), &post())
         .await
         .unwrap();
     assert!(matches!(late, Reconciliation::NotFound), "{late:?}");
-    assert_eq!(
-        row(&setup.executor, &k).await.state,
-        OperationState::Pending
-    );
+    let op = row(&setup.executor, &k).await;
+    assert_eq!(op.state, OperationState::Pending);
+    assert_eq!(op.claims, 1, "only the verdict changed the row");
 
     let created = gbp
         .create_local_post(&k, &location(), &post())
         .await
         .unwrap();
     assert_eq!(created.source, Source::Wire { attempts: 1 });
-    assert_eq!(
-        row(&setup.executor, &k).await.state,
-        OperationState::Succeeded
-    );
+    let op = row(&setup.executor, &k).await;
+    assert_eq!(op.state, OperationState::Succeeded);
+    assert_eq!(op.claims, 2, "the first send and the resend");
 }
 
 #[tokio::test]
@@ -801,7 +803,9 @@ async fn lost_local_post_reconciles_on_postgres_too() {
         .await
         .unwrap();
     assert!(matches!(verdict, Reconciliation::Found(_)), "{verdict:?}");
-    assert_eq!(row(&executor, &k).await.state, OperationState::Succeeded);
+    let op = row(&executor, &k).await;
+    assert_eq!(op.state, OperationState::Succeeded);
+    assert_eq!(op.claims, 1, "listing the posts claimed nothing");
 }
 
 #[tokio::test]
