@@ -15,7 +15,6 @@ use serde::Deserialize;
 
 use crate::classifier::MetaClassifier;
 use crate::error::Error;
-use crate::reader::Reader;
 use crate::types::{
     ContainerId, ContainerStatus, IgMedia, IgPublished, IgUserId, MediaId, PageId, PagePost,
     PostCreated, PostId, Publish, Reconciled, check_segment,
@@ -152,7 +151,6 @@ impl MetaClientBuilder {
         }
         let provider = Provider::new(PROVIDER_NAME, SafetyClass::LocalOnly, MetaClassifier)
             .with_retry(self.retry);
-        let reader = Reader::new(self.retry, self.executor.clock().clone());
         Ok(MetaClient {
             inner: Arc::new(Inner {
                 executor: self.executor,
@@ -160,7 +158,6 @@ impl MetaClientBuilder {
                 token: self.token,
                 base: self.base_url.trim_end_matches('/').to_owned(),
                 version: self.api_version,
-                reader,
                 usage_threshold: self.usage_threshold,
                 high_usage_pause: self.high_usage_pause,
                 max_usage_wait: self.max_usage_wait,
@@ -186,7 +183,6 @@ struct Inner {
     token: String,
     base: String,
     version: String,
-    reader: Reader,
     usage_threshold: f64,
     high_usage_pause: Duration,
     max_usage_wait: Duration,
@@ -1027,18 +1023,31 @@ impl MetaClient {
         url: Url,
     ) -> Result<T, Error> {
         let request = OutboundRequest::get(url).bearer_auth(&self.inner.token);
-        let delivered = self
+        // A plain read (no ledger row, no lease): retried on any transient
+        // failure Meta's classifier reports, within the provider's bounds.
+        let answer = self
             .inner
-            .reader
-            .get(request)
+            .executor
+            .read(&self.inner.provider, request)
             .await
             .map_err(|e| Error::ReadFailed {
                 key: key.clone(),
                 what,
-                reason: e.describe(),
+                reason: e.to_string(),
             })?;
-        self.observe(&delivered.headers);
-        delivered.json().map_err(|e| Error::ReadFailed {
+        self.observe(&answer.headers);
+        if !answer.is_success() {
+            let reason = match crate::error::MetaError::from_body(&answer.body) {
+                Some(e) => format!("HTTP {}: {e}", answer.status),
+                None => format!("HTTP {}", answer.status),
+            };
+            return Err(Error::ReadFailed {
+                key: key.clone(),
+                what,
+                reason,
+            });
+        }
+        answer.json().map_err(|e| Error::ReadFailed {
             key: key.clone(),
             what,
             reason: format!("unreadable answer: {e}"),

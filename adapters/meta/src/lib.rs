@@ -39,7 +39,6 @@ mod client;
 mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
-mod reader;
 mod time;
 mod types;
 pub mod usage;

@@ -91,7 +91,9 @@ async fn a_publish_whose_step_two_timed_out_reuses_the_recorded_container() {
         Some("17900042")
     );
     assert_eq!(published.source, Source::Reconciled);
-    assert_eq!(s.state(&k).await, OperationState::Succeeded);
+    let op = s.store.get(&k).await.unwrap().unwrap();
+    assert_eq!(op.state, OperationState::Succeeded);
+    assert_eq!(op.claims, 1, "the status and media reads claimed nothing");
 
     let replay = meta.publish_instagram(&k, &ig(), &media()).await.unwrap();
     assert_eq!(replay.source, Source::Ledger);

@@ -360,6 +360,7 @@ async fn reconcile_not_found_stays_unknown_until_the_grace_period_allows_a_resen
             .is_unknown()
     );
     let grace = ReconcileOptions::default().not_applied_after(Duration::from_secs(900));
+    let before = s.store.get(&k).await.unwrap().unwrap();
     assert_eq!(
         meta.reconcile_page_post(&k, &page(), &post(), grace)
             .await
@@ -367,7 +368,12 @@ async fn reconcile_not_found_stays_unknown_until_the_grace_period_allows_a_resen
         Reconciled::NotFound,
         "too early to call it not applied"
     );
-    assert_eq!(s.state(&k).await, OperationState::Unknown);
+    let after = s.store.get(&k).await.unwrap().unwrap();
+    assert_eq!(after.state, OperationState::Unknown);
+    assert_eq!(
+        after, before,
+        "a lookup with no verdict leaves the row as it was"
+    );
     s.clock.advance(Duration::from_secs(1200));
     assert_eq!(
         meta.reconcile_page_post(&k, &page(), &post(), grace)
@@ -375,7 +381,9 @@ async fn reconcile_not_found_stays_unknown_until_the_grace_period_allows_a_resen
             .unwrap(),
         Reconciled::MarkedNotApplied
     );
-    assert_eq!(s.state(&k).await, OperationState::Pending);
+    let op = s.store.get(&k).await.unwrap().unwrap();
+    assert_eq!(op.state, OperationState::Pending);
+    assert_eq!(op.claims, before.claims, "only the verdict changed the row");
     meta.publish_page_post(&k, &page(), &post()).await.unwrap();
     assert_eq!(fake.side_effects(), 1, "posted exactly once");
     assert_eq!(fake.write_requests(), 2);
