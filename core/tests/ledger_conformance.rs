@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use idem::ledger::{ClaimFrom, Completion, ListFilter, NewOperation, Resolution};
+use idem::ledger::{Begin, ClaimFrom, Completion, ListFilter, NewOperation, Resolution};
 use idem::{Fingerprint, IdempotencyKey, LedgerStore, OperationState, StoreError};
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -555,6 +555,69 @@ async fn purge_respects_batch_size(store: Arc<dyn LedgerStore>) {
     assert_eq!(store.purge(t(5), 3).await.unwrap(), 1);
 }
 
+async fn begin_claimed_records_and_claims_in_one_step(store: Arc<dyn LedgerStore>) {
+    let Begin::Claimed(row, lease) = store
+        .begin_claimed(&new_op("s_t_1_v1"), LEASE, t(0))
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh key is claimed")
+    };
+    assert_eq!((row.state, row.claims), (OperationState::Sending, 1));
+    assert_eq!(row.first_sent_at, Some(t(0)));
+    assert_eq!(row.lease_expires_at, Some(t(60)));
+    assert_eq!(lease.expires_at, t(60));
+    assert_eq!(
+        store.get(&key("s_t_1_v1")).await.unwrap().unwrap(),
+        row,
+        "the row is durable"
+    );
+    // A second caller gets the row unchanged and no lease.
+    match store
+        .begin_claimed(&new_op("s_t_1_v1"), LEASE, t(1))
+        .await
+        .unwrap()
+    {
+        Begin::Existing(existing) => assert_eq!(existing, row),
+        other => panic!("expected the existing row, got {other:?}"),
+    }
+    // A different request under the same key is refused, as with begin.
+    let other = NewOperation::new(key("s_t_1_v1"), "acme", "things.create", fp("a=2"));
+    assert!(matches!(
+        store.begin_claimed(&other, LEASE, t(1)).await,
+        Err(StoreError::KeyReused { .. })
+    ));
+    let done = store.complete(&lease, &ok(201, "{}"), t(2)).await.unwrap();
+    assert_eq!(done.state, OperationState::Succeeded);
+}
+
+async fn concurrent_begin_claimed_has_one_winner(store: Arc<dyn LedgerStore>) {
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .begin_claimed(&new_op("s_t_1_v1"), LEASE, t(0))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        if matches!(task.await.unwrap(), Begin::Claimed(..)) {
+            winners += 1;
+        }
+    }
+    assert_eq!(
+        winners, 1,
+        "exactly one of 50 concurrent first attempts claims the key"
+    );
+    assert_eq!(
+        store.get(&key("s_t_1_v1")).await.unwrap().unwrap().claims,
+        1
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -593,4 +656,6 @@ conformance!(
     concurrent_begins_agree,
     list_and_purge,
     purge_respects_batch_size,
+    begin_claimed_records_and_claims_in_one_step,
+    concurrent_begin_claimed_has_one_winner,
 );

@@ -44,7 +44,7 @@ use crate::error::{ExecError, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::key::IdempotencyKey;
 use crate::ledger::{
-    ClaimFrom, Completion, Lease, LedgerStore, NewOperation, Operation, OperationState,
+    Begin, ClaimFrom, Completion, Lease, LedgerStore, NewOperation, Operation, OperationState,
 };
 
 mod policy;
@@ -355,7 +355,21 @@ impl Executor {
     ) -> Result<Begun, ExecError> {
         let store = &self.inner.store;
         let new = NewOperation::new(key.clone(), provider.name(), operation, fingerprint);
-        let mut op = store.begin(&new, self.now()).await?;
+        let lease_for = provider.retry.claim_budget() + self.inner.lease_margin;
+        // The common case, a key never seen before, is recorded and claimed
+        // in one durable write.
+        let mut op = match store.begin_claimed(&new, lease_for, self.now()).await? {
+            Begin::Claimed(op, lease) => {
+                return Ok(Begun::Claimed(Claim {
+                    executor: self.clone(),
+                    provider: provider.clone(),
+                    lease,
+                    op,
+                    attempts: 0,
+                }));
+            }
+            Begin::Existing(op) => op,
+        };
         // A few rounds at most: each round either returns or moves the row
         // forward (expired lease -> unknown; lost claim race -> re-read).
         for _ in 0..4 {
@@ -406,7 +420,6 @@ impl Executor {
                 }
                 OperationState::Pending => ClaimFrom::Pending,
             };
-            let lease_for = provider.retry.claim_budget() + self.inner.lease_margin;
             match store.claim(key, from, lease_for, now).await? {
                 Some(lease) => {
                     let op = self.reload(key).await?;

@@ -208,6 +208,16 @@ pub struct Lease {
     pub expires_at: SystemTime,
 }
 
+/// What [`LedgerStore::begin_claimed`] did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Begin {
+    /// The key was new: it is recorded as `sending` under this lease.
+    Claimed(Operation, Lease),
+    /// The key already existed (same request): its row, unchanged.
+    Existing(Operation),
+}
+
 /// Which states a claim may start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -298,6 +308,27 @@ pub trait LedgerStore: Send + Sync + fmt::Debug + 'static {
     /// operation or fingerprint; [`StoreError::Unavailable`] when the
     /// database fails.
     async fn begin(&self, op: &NewOperation, now: SystemTime) -> Result<Operation, StoreError>;
+
+    /// Records a new operation and claims it in one atomic step (one
+    /// durable write instead of two): a fresh key is inserted directly as
+    /// `sending` under a new lease. When the key already exists, nothing is
+    /// changed and the existing row is returned, exactly as
+    /// [`begin`](Self::begin) would.
+    ///
+    /// The default implementation calls `begin` and never claims; stores
+    /// override it.
+    ///
+    /// # Errors
+    ///
+    /// As [`begin`](Self::begin).
+    async fn begin_claimed(
+        &self,
+        op: &NewOperation,
+        _lease_for: Duration,
+        now: SystemTime,
+    ) -> Result<Begin, StoreError> {
+        Ok(Begin::Existing(self.begin(op, now).await?))
+    }
 
     /// Reads one row.
     ///

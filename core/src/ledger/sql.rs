@@ -21,6 +21,11 @@ pub(crate) const INSERT: &str = "INSERT INTO idem_operations \
     (key, provider, operation, fingerprint, state, claims, created_at, updated_at) \
     VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) ON CONFLICT (key) DO NOTHING";
 
+pub(crate) const INSERT_CLAIMED: &str = "INSERT INTO idem_operations \
+    (key, provider, operation, fingerprint, state, claims, lease_token, lease_expires_at, \
+    first_sent_at, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, 'sending', 1, $5, $6, $7, $7, $7) ON CONFLICT (key) DO NOTHING";
+
 pub(crate) const CLAIM: &str = "UPDATE idem_operations SET state = 'sending', lease_token = $2, \
     lease_expires_at = $3, claims = claims + 1, updated_at = $4, \
     first_sent_at = COALESCE(first_sent_at, $4) \
@@ -283,6 +288,64 @@ macro_rules! impl_sql_store {
                 Self::begin_in(&mut conn, op, now).await
             }
 
+            async fn begin_claimed(
+                &self,
+                op: &$crate::ledger::NewOperation,
+                lease_for: ::std::time::Duration,
+                now: ::std::time::SystemTime,
+            ) -> Result<$crate::ledger::Begin, $crate::error::StoreError> {
+                let token = ::uuid::Uuid::new_v4().to_string();
+                let expires_at = now + lease_for;
+                let text = format!(
+                    "{} RETURNING {}",
+                    $crate::ledger::sql::INSERT_CLAIMED,
+                    $crate::ledger::sql::COLUMNS
+                );
+                let mut conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                let row = ::sqlx::query(&text)
+                    .bind(op.key.as_str())
+                    .bind(&op.provider)
+                    .bind(&op.operation)
+                    .bind(op.fingerprint.as_str())
+                    .bind(&token)
+                    .bind($crate::clock::to_millis(expires_at))
+                    .bind($crate::clock::to_millis(now))
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                match row {
+                    Some(row) => {
+                        let operation = $crate::ledger::sql::decode_row(&row)?;
+                        let lease = $crate::ledger::Lease {
+                            key: op.key.clone(),
+                            token,
+                            expires_at,
+                        };
+                        Ok($crate::ledger::Begin::Claimed(operation, lease))
+                    }
+                    None => {
+                        let existing =
+                            Self::get_in(&mut conn, &op.key).await?.ok_or_else(|| {
+                                $crate::error::StoreError::Corrupt(format!(
+                                    "row {} vanished right after a conflicting insert",
+                                    op.key
+                                ))
+                            })?;
+                        $crate::ledger::sql::check_same_request(
+                            &existing,
+                            &op.provider,
+                            &op.operation,
+                            &op.fingerprint,
+                        )?;
+                        Ok($crate::ledger::Begin::Existing(existing))
+                    }
+                }
+            }
+
             async fn get(
                 &self,
                 key: &$crate::key::IdempotencyKey,
@@ -366,7 +429,12 @@ macro_rules! impl_sql_store {
             ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
                 let (state, status, body, note) =
                     $crate::ledger::sql::completion_values(completion);
-                let done = ::sqlx::query($crate::ledger::sql::COMPLETE)
+                let text = format!(
+                    "{} RETURNING {}",
+                    $crate::ledger::sql::COMPLETE,
+                    $crate::ledger::sql::COLUMNS
+                );
+                let row = ::sqlx::query(&text)
                     .bind(lease.key.as_str())
                     .bind(&lease.token)
                     .bind(state.as_str())
@@ -374,15 +442,15 @@ macro_rules! impl_sql_store {
                     .bind(body)
                     .bind(note)
                     .bind($crate::clock::to_millis(now))
-                    .execute(&self.pool)
+                    .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::error::StoreError::from_sqlx)?;
-                if done.rows_affected() != 1 {
-                    return Err($crate::error::StoreError::LeaseLost {
+                match row {
+                    Some(row) => $crate::ledger::sql::decode_row(&row),
+                    None => Err($crate::error::StoreError::LeaseLost {
                         key: lease.key.clone(),
-                    });
+                    }),
                 }
-                self.must_get(&lease.key).await
             }
 
             async fn resolve(
