@@ -1,5 +1,8 @@
 //! The ledger's cost per outbound operation, next to a raw reqwest call to
-//! the same local mock in the same run.
+//! the same local mock in the same run. `ledger_only` compares the two ways a
+//! fresh key can be recorded: `begin` + `claim` (two writes) and
+//! `begin_claimed` (one write, the executor's path), each followed by
+//! `complete`.
 //!
 //! `cargo bench -p idem --bench ledger` (PostgreSQL cases need a server at
 //! `IDEM_TEST_DATABASE_URL`, default postgres://postgres:postgres@127.0.0.1:5432/postgres;
@@ -11,7 +14,7 @@ use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use idem::executor::{StatusClassifier, Url};
-use idem::ledger::{ClaimFrom, Completion, NewOperation};
+use idem::ledger::{Begin, ClaimFrom, Completion, NewOperation};
 use idem::{
     Executor, Fingerprint, IdempotencyKey, LedgerStore, OutboundRequest, Provider, SafetyClass,
 };
@@ -47,6 +50,30 @@ async fn ledger_only(store: &dyn LedgerStore) {
         .await
         .expect("claim")
         .expect("claimed");
+    let done = Completion::Succeeded {
+        status: 200,
+        body: bytes::Bytes::from_static(b"{\"id\":\"x\"}"),
+    };
+    store.complete(&lease, &done, now).await.expect("complete");
+}
+
+/// The executor's path for a fresh key: record and claim in one write, then
+/// complete.
+async fn ledger_one_write(store: &dyn LedgerStore) {
+    let key = fresh_key("onewrite");
+    let fp = Fingerprint::builder().body(b"amount=500").finish();
+    let now = SystemTime::now();
+    let begun = store
+        .begin_claimed(
+            &NewOperation::new(key, "bench", "op", fp),
+            std::time::Duration::from_secs(60),
+            now,
+        )
+        .await
+        .expect("begin_claimed");
+    let Begin::Claimed(_, lease) = begun else {
+        panic!("fresh key must be claimed")
+    };
     let done = Completion::Succeeded {
         status: 200,
         body: bytes::Bytes::from_static(b"{\"id\":\"x\"}"),
@@ -133,10 +160,16 @@ fn bench(c: &mut Criterion) {
     group.bench_function("begin_claim_complete_sqlite", |b| {
         b.to_async(&rt).iter(|| ledger_only(&*sqlite_dyn));
     });
+    group.bench_function("begin_claimed_complete_sqlite", |b| {
+        b.to_async(&rt).iter(|| ledger_one_write(&*sqlite_dyn));
+    });
     if let Some(pg) = &pg {
         let pg_dyn: Arc<dyn LedgerStore> = Arc::new(pg.clone());
         group.bench_function("begin_claim_complete_postgres", |b| {
             b.to_async(&rt).iter(|| ledger_only(&*pg_dyn));
+        });
+        group.bench_function("begin_claimed_complete_postgres", |b| {
+            b.to_async(&rt).iter(|| ledger_one_write(&*pg_dyn));
         });
     }
     // A retried job whose operation already succeeded: answered from the ledger.
