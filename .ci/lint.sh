@@ -17,7 +17,7 @@
 # CI runs in fresh clones on the same machine stay warm. Safe to share: the crates under check are
 # path packages of the fresh clone and are always re-checked; only dependencies are reused.
 #
-# Knobs (environment): IDEM_LINT_INSTALL_TIMEOUT (s, default 420) bounds installing
+# Knobs (environment): IDEM_LINT_INSTALL_TIMEOUT (s, default 600) bounds installing
 # cargo-dylint/dylint-link; IDEM_LINT_STEP_TIMEOUT (s, default 900) bounds each dylint build/check;
 # IDEM_LINT_SKIP_DYLINT=1 skips the dylint step on purpose.
 
@@ -33,7 +33,7 @@ FIXTURE_TARGET=$CACHE/fixtures     # stable clippy runs on the fixtures
 LINT_TARGET=$CACHE/lint            # lint/ workspace: unit and ui tests
 WS_TARGET=$CACHE/workspace         # every cargo dylint run (nightly checks + the lint library)
 mkdir -p "$CACHE" || exit 2
-INSTALL_TIMEOUT=${IDEM_LINT_INSTALL_TIMEOUT:-420}
+INSTALL_TIMEOUT=${IDEM_LINT_INSTALL_TIMEOUT:-600}
 STEP_TIMEOUT=${IDEM_LINT_STEP_TIMEOUT:-900}
 DYLINT_VERSION=6.3.2
 LOGS=$(mktemp -d)
