@@ -19,6 +19,8 @@
 #
 # Knobs (environment): IDEM_LINT_INSTALL_TIMEOUT (s, default 600) bounds installing
 # cargo-dylint/dylint-link; IDEM_LINT_STEP_TIMEOUT (s, default 900) bounds each dylint build/check;
+# IDEM_LINT_DYLINT_BUDGET (s, default 1200) bounds the whole dylint step (a step that would start
+# with less than a minute left is skipped with the one-line message);
 # IDEM_LINT_SKIP_DYLINT=1 skips the dylint step on purpose.
 
 set -uo pipefail
@@ -35,6 +37,7 @@ WS_TARGET=$CACHE/workspace         # every cargo dylint run (nightly checks + th
 mkdir -p "$CACHE" || exit 2
 INSTALL_TIMEOUT=${IDEM_LINT_INSTALL_TIMEOUT:-600}
 STEP_TIMEOUT=${IDEM_LINT_STEP_TIMEOUT:-900}
+DYLINT_BUDGET=${IDEM_LINT_DYLINT_BUDGET:-1200}
 DYLINT_VERSION=6.3.2
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
@@ -126,7 +129,20 @@ fi
 
 skip() { echo "dylint step skipped: $*"; }
 
+# Seconds left of the dylint step's overall budget, and a per-step bound within it.
+dylint_t0=$SECONDS
+left() { echo $((DYLINT_BUDGET - (SECONDS - dylint_t0))); }
+bound() { local l; l=$(left); if ((l < $1)); then echo "$l"; else echo "$1"; fi; }
+# Skips the rest of the dylint step (returns 1) when under a minute of budget is left.
+budget_for() {
+    if (($(left) < 60)); then
+        skip "its ${DYLINT_BUDGET}s budget ran out before $1 (IDEM_LINT_DYLINT_BUDGET)"
+        return 1
+    fi
+}
+
 dylint_step() {
+    dylint_t0=$SECONDS
     if [[ ${IDEM_LINT_SKIP_DYLINT:-0} == 1 ]]; then
         skip "IDEM_LINT_SKIP_DYLINT=1"; return
     fi
@@ -148,10 +164,13 @@ dylint_step() {
     fi
     if ! cargo dylint --version 2>/dev/null | grep -q " $DYLINT_VERSION\$" \
         || ! command -v dylint-link >/dev/null; then
-        say "installing cargo-dylint and dylint-link $DYLINT_VERSION (bounded to ${INSTALL_TIMEOUT}s)"
-        if ! timeout "$INSTALL_TIMEOUT" cargo +nightly install --locked \
+        budget_for "installing cargo-dylint" || return
+        local install_timeout
+        install_timeout=$(bound "$INSTALL_TIMEOUT")
+        say "installing cargo-dylint and dylint-link $DYLINT_VERSION (bounded to ${install_timeout}s)"
+        if ! timeout "$install_timeout" cargo +nightly install --locked \
             "cargo-dylint@$DYLINT_VERSION" "dylint-link@$DYLINT_VERSION" >"$LOGS/install" 2>&1; then
-            skip "could not install cargo-dylint/dylint-link $DYLINT_VERSION within ${INSTALL_TIMEOUT}s ($(tail -n 1 "$LOGS/install"))"
+            skip "could not install cargo-dylint/dylint-link $DYLINT_VERSION within ${install_timeout}s ($(tail -n 1 "$LOGS/install"))"
             return
         fi
     fi
@@ -160,11 +179,12 @@ dylint_step() {
     say "dylint tools ready: $(cargo dylint --version), $nightly"
 
     # Unit tests of the decision logic and the ui tests (they set DYLINT_TOML: one thread).
-    (cd lint && CARGO_TARGET_DIR=$LINT_TARGET timeout "$STEP_TIMEOUT" \
+    budget_for "the lint's tests" || return
+    (cd lint && CARGO_TARGET_DIR=$LINT_TARGET timeout "$(bound "$STEP_TIMEOUT")" \
         cargo test --workspace -- --test-threads=1) >"$LOGS/ui" 2>&1
     local rc=$?
     if [[ $rc -eq 124 ]]; then
-        skip "building and running the lint's tests took over ${STEP_TIMEOUT}s"; return
+        skip "building and running the lint's tests ran out of time (step bound ${STEP_TIMEOUT}s, budget ${DYLINT_BUDGET}s)"; return
     elif [[ $rc -ne 0 ]]; then
         if grep -q 'could not compile `dylint' "$LOGS/ui" || grep -q 'failed to build driver\|Could not build driver' "$LOGS/ui"; then
             skip "dylint ${DYLINT_VERSION} does not build with $nightly ($(grep -m1 '^error' "$LOGS/ui"))"; return
@@ -175,10 +195,11 @@ dylint_step() {
     ok "idem_lint unit and ui tests: $(grep -c '^test .* ok$' "$LOGS/ui") passed"
 
     # The project's own crates.
-    CARGO_TARGET_DIR=$WS_TARGET timeout "$STEP_TIMEOUT" cargo dylint --all --workspace >"$LOGS/ws" 2>&1
+    budget_for "cargo dylint --all --workspace" || return
+    CARGO_TARGET_DIR=$WS_TARGET timeout "$(bound "$STEP_TIMEOUT")" cargo dylint --all --workspace >"$LOGS/ws" 2>&1
     rc=$?
     if [[ $rc -eq 124 ]]; then
-        skip "cargo dylint --all --workspace took over ${STEP_TIMEOUT}s"; return
+        skip "cargo dylint --all --workspace ran out of time (step bound ${STEP_TIMEOUT}s, budget ${DYLINT_BUDGET}s)"; return
     elif [[ $rc -ne 0 ]]; then
         grep -E -A8 '^error' "$LOGS/ws" | head -60 | sed 's/^/    | /'
         fail "cargo dylint --all --workspace (exit $rc)"
@@ -192,10 +213,13 @@ dylint_step() {
     if [[ -z $lib ]]; then
         fail "cannot find the idem_lint library cargo dylint built under $WS_TARGET/dylint"; return
     fi
-    CARGO_TARGET_DIR=$WS_TARGET timeout "$STEP_TIMEOUT" cargo dylint --lib-path "$lib" \
+    budget_for "the dylint fixture checks" || return
+    CARGO_TARGET_DIR=$WS_TARGET timeout "$(bound "$STEP_TIMEOUT")" cargo dylint --lib-path "$lib" \
         --manifest-path "$FIXTURES/worker-direct/Cargo.toml" >"$LOGS/dy-direct" 2>&1
     rc=$?
-    if [[ $rc -ne 0 && $rc -ne 124 ]] \
+    if [[ $rc -eq 124 ]]; then
+        skip "checking the worker-direct fixture ran out of time (budget ${DYLINT_BUDGET}s)"; return
+    elif [[ $rc -ne 0 ]] \
         && grep -q '^error: direct HTTP call `reqwest::Client::post` outside an idem adapter: Stripe writes go through `idem-stripe`' "$LOGS/dy-direct" \
         && grep -q 'http_call_outside_adapter' "$LOGS/dy-direct"; then
         ok "dylint rejects worker-direct: $(grep -c '^error: direct HTTP call' "$LOGS/dy-direct") diagnostics, adapter named"
@@ -203,10 +227,13 @@ dylint_step() {
         grep -E -A8 '^error' "$LOGS/dy-direct" | head -40 | sed 's/^/    | /'
         fail "dylint did not reject worker-direct as expected (exit $rc)"
     fi
-    CARGO_TARGET_DIR=$WS_TARGET timeout "$STEP_TIMEOUT" cargo dylint --lib-path "$lib" \
+    budget_for "the worker-adapter fixture" || return
+    CARGO_TARGET_DIR=$WS_TARGET timeout "$(bound "$STEP_TIMEOUT")" cargo dylint --lib-path "$lib" \
         --manifest-path "$FIXTURES/worker-adapter/Cargo.toml" >"$LOGS/dy-adapter" 2>&1
     rc=$?
-    if [[ $rc -eq 0 ]]; then
+    if [[ $rc -eq 124 ]]; then
+        skip "checking the worker-adapter fixture ran out of time (budget ${DYLINT_BUDGET}s)"; return
+    elif [[ $rc -eq 0 ]]; then
         ok "dylint accepts worker-adapter"
     else
         grep -E -A8 '^error' "$LOGS/dy-adapter" | head -40 | sed 's/^/    | /'
