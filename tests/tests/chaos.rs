@@ -44,7 +44,7 @@ const DEFAULT_SEED: u64 = 0x1de4_c4a0_5000_0009;
 /// Per-attempt timeout of the clients under test.
 const ATTEMPT: Duration = Duration::from_millis(250);
 /// Runs of one job before the test gives up on it.
-const MAX_RUNS: usize = 12;
+const MAX_RUNS: usize = 40;
 /// Schedules run at once.
 const CONCURRENCY: usize = 24;
 
