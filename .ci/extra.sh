@@ -48,9 +48,9 @@ suite() {
     local name=$1
     shift
     local t=$SECONDS
-    say "suite $name (seed set $SEED)"
+    say "suite $name${*:+ ($*)}"
     if env "$@" cargo test -q -p idem-tests --test "$name" -- --nocapture >"$LOGS/$name" 2>&1; then
-        grep -E '^(seed:|stripe chaos:|twilio chaos:|crash loop:|many workers:|worker [0-9]+:|orders:|deployments:|test result:)' \
+        grep -E '^\.?(seed:|stripe chaos:|twilio chaos:|crash loop:|many workers:|worker [0-9]+:|orders:|deployments:|test result:)' \
             "$LOGS/$name" | sed 's/^/    | /'
         ok "suite $name in $((SECONDS - t))s"
     else
