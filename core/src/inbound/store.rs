@@ -556,6 +556,14 @@ macro_rules! impl_inbound_store {
                 let scope = req.scope;
                 let expires_at = now + req.lease_for;
                 let replay_until = now + req.ttl;
+                // Read first: a replay (the key exists and is not stale)
+                // costs one SELECT and no write. A fresh key pays one extra
+                // index read before its insert.
+                if let Some(record) = self.get(scope).await? {
+                    if !sql::can_take_over(&record, req.fingerprint, now) {
+                        return Ok(Begin::Existing(record));
+                    }
+                }
                 // A record can vanish (swept or released) between the insert
                 // and the read; try again a few times.
                 for _ in 0..4 {
