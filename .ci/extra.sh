@@ -76,6 +76,8 @@ fi
 # --- 2. fuzzing --------------------------------------------------------------------------------
 
 skip() { echo "fuzz step skipped: $*"; }
+FUZZ_CACHE=${IDEM_FUZZ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/idem-fuzz}
+mkdir -p "$FUZZ_CACHE"
 
 fuzz_step() {
     if [[ ${IDEM_SKIP_FUZZ:-0} == 1 ]]; then
@@ -95,7 +97,10 @@ fuzz_step() {
     say "$(cargo fuzz --version), $(rustc +nightly -V)"
     # No sanitizer: idem forbids unsafe code; the targets look for panics and broken
     # round trips. Build once, bounded; the fuzz workspace has its own target dir.
-    (cd core && timeout "$BUILD_TIMEOUT" cargo +nightly fuzz build -s none) >"$LOGS/fuzz-build" 2>&1
+    # The build output lives outside the clone (IDEM_FUZZ_CACHE), so CI runs in fresh clones on
+    # the same machine reuse the dependencies; idem's own crates are always rebuilt.
+    (cd core && timeout "$BUILD_TIMEOUT" cargo +nightly fuzz build -s none --target-dir "$FUZZ_CACHE") \
+        >"$LOGS/fuzz-build" 2>&1
     local rc=$?
     if [[ $rc -eq 124 ]]; then
         skip "building the fuzz targets took over ${BUILD_TIMEOUT}s"; return
@@ -112,7 +117,7 @@ fuzz_step() {
         corpus=core/fuzz/corpus/$target
         mkdir -p "$corpus"
         cp core/fuzz/seeds/"$target"/* "$corpus"/ 2>/dev/null || true
-        (cd core && timeout $((FUZZ_SECONDS + 300)) cargo +nightly fuzz run -s none "$target" \
+        (cd core && timeout $((FUZZ_SECONDS + 300)) cargo +nightly fuzz run -s none --target-dir "$FUZZ_CACHE" "$target" \
             "fuzz/corpus/$target" -- -max_total_time="$FUZZ_SECONDS" -seed=1 -print_final_stats=1) \
             >"$LOGS/fuzz-$target" 2>&1
         rc=$?
