@@ -45,3 +45,38 @@ pub(crate) const POSTGRES: &[Migration] = &[
 
 pub(crate) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS idem_schema_migrations (\
     version BIGINT PRIMARY KEY NOT NULL, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+
+/// Creates the version table and applies, in order, the migrations it does
+/// not list yet, inside the caller's transaction `$tx` (which already holds
+/// the backend's migration lock). `$fail` maps `sqlx::Error` to the caller's
+/// error.
+macro_rules! apply_pending {
+    ($tx:ident, $migrations:expr, $fail:ident) => {{
+        use sqlx::Row as _;
+        sqlx::raw_sql($crate::ledger::migrate::VERSION_TABLE)
+            .execute(&mut *$tx)
+            .await
+            .map_err($fail)?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM idem_schema_migrations")
+            .fetch_all(&mut *$tx)
+            .await
+            .map_err($fail)?
+            .iter()
+            .map(|r| r.get::<i64, _>(0))
+            .collect();
+        for m in $migrations.iter().filter(|m| !applied.contains(&m.version)) {
+            sqlx::raw_sql(m.sql).execute(&mut *$tx).await.map_err($fail)?;
+            sqlx::query(
+                "INSERT INTO idem_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind($crate::clock::to_millis($crate::clock::Clock::now(&$crate::clock::SystemClock)))
+            .execute(&mut *$tx)
+            .await
+            .map_err($fail)?;
+        }
+    }};
+}
+
+pub(crate) use apply_pending;

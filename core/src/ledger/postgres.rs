@@ -1,10 +1,9 @@
 //! The PostgreSQL store: many workers on many machines.
 
+use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, Row};
 
 use super::migrate::{self, Migration};
-use crate::clock::{Clock, SystemClock, to_millis};
 use crate::error::StoreError;
 
 /// A [`LedgerStore`](super::LedgerStore) on PostgreSQL.
@@ -75,27 +74,7 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
-        sqlx::raw_sql(migrate::VERSION_TABLE)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        let applied: Vec<i64> = sqlx::query("SELECT version FROM idem_schema_migrations")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(fail)?
-            .iter()
-            .map(|r| r.get::<i64, _>(0))
-            .collect();
-        for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
-            sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(fail)?;
-            sqlx::query("INSERT INTO idem_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-                .bind(m.version)
-                .bind(m.name)
-                .bind(to_millis(SystemClock.now()))
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-        }
+        migrate::apply_pending!(tx, migrations, fail);
         tx.commit().await.map_err(fail)
     }
 }
