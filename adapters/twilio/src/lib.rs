@@ -63,6 +63,7 @@ pub mod error;
 pub mod fake;
 mod message;
 pub mod reconcile;
+pub mod signature;
 mod time;
 
 pub use classify::TwilioClassifier;

@@ -16,8 +16,9 @@
 //!   (the sender's own answer will, or a later callback); and no callback
 //!   comes at all if no callback URL was set, the app's endpoint was down,
 //!   or the message never existed. The absence of a callback proves nothing.
-//!   This function does not check `X-Twilio-Signature`: validate the request
-//!   first (Twilio's helper libraries have a validator), or anyone who can
+//!   This function does not check `X-Twilio-Signature` itself: validate the request
+//!   with [`crate::signature::verify_signature`]
+//!   first, or anyone who can
 //!   reach the endpoint can settle rows.
 //! * **Lookup** ([`Messages::reconcile`](crate::Messages::reconcile)):
 //!   `GET …/Messages.json?To=…&From=…&DateSent>=<day the send started>`,
