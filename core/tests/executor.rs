@@ -102,6 +102,18 @@ impl Respond for Script {
     }
 }
 
+/// A mock provider that answers every POST with `response`, and fails the
+/// test on drop unless it received exactly `expect` requests.
+async fn answering(response: impl Respond + 'static, expect: u64) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(response)
+        .expect(expect)
+        .mount(&server)
+        .await;
+    server
+}
+
 fn keys_seen(requests: &[Request]) -> Vec<String> {
     requests
         .iter()
@@ -123,12 +135,11 @@ async fn state(store: &SqliteStore, k: &IdempotencyKey) -> OperationState {
 #[tokio::test]
 async fn succeeded_in_ledger_makes_no_second_request() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("{\"id\":\"ch_1\"}"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = answering(
+        ResponseTemplate::new(200).set_body_string("{\"id\":\"ch_1\"}"),
+        1,
+    )
+    .await;
     let k = key("shop_charges_1_v1");
     let first = s
         .exec
@@ -181,12 +192,11 @@ async fn two_500s_then_200_is_three_requests_with_one_key() {
 #[tokio::test]
 async fn local_only_timeout_ends_unknown_and_is_never_resent() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(3)))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = answering(
+        ResponseTemplate::new(201).set_delay(Duration::from_secs(3)),
+        1,
+    )
+    .await;
     let k = key("shop_messages_3_v1");
     for _ in 0..3 {
         let err = s
@@ -209,12 +219,7 @@ async fn local_only_timeout_ends_unknown_and_is_never_resent() {
 #[tokio::test]
 async fn local_only_5xx_is_not_retried() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = answering(ResponseTemplate::new(503), 1).await;
     let k = key("shop_messages_4_v1");
     let err = s
         .exec
@@ -356,15 +361,14 @@ async fn crash_mid_flight(s: &Setup, provider: &Provider, server: &MockServer, k
 #[tokio::test]
 async fn crash_after_sending_then_new_worker_reuses_the_key() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(Script::new(vec![
+    let server = answering(
+        Script::new(vec![
             ResponseTemplate::new(200).set_delay(Duration::from_secs(2)),
             ResponseTemplate::new(200).set_body_string("{\"id\":\"ch_9\"}"),
-        ]))
-        .expect(2)
-        .mount(&server)
-        .await;
+        ]),
+        2,
+    )
+    .await;
     let provider = native().with_retry(fast().with_attempt_timeout(Duration::from_secs(10)));
     let k = key("shop_charges_7_v1");
     crash_mid_flight(&s, &provider, &server, &k).await;
@@ -400,12 +404,11 @@ async fn crash_after_sending_then_new_worker_reuses_the_key() {
 #[tokio::test]
 async fn crash_after_sending_local_only_is_unknown_not_resent() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(2)))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = answering(
+        ResponseTemplate::new(201).set_delay(Duration::from_secs(2)),
+        1,
+    )
+    .await;
     let provider = local().with_retry(fast().with_attempt_timeout(Duration::from_secs(10)));
     let k = key("shop_messages_8_v1");
     crash_mid_flight(&s, &provider, &server, &k).await;
@@ -425,15 +428,14 @@ async fn crash_after_sending_local_only_is_unknown_not_resent() {
 #[tokio::test]
 async fn retry_after_is_waited_out() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(Script::new(vec![
+    let server = answering(
+        Script::new(vec![
             ResponseTemplate::new(429).insert_header("Retry-After", "1"),
             ResponseTemplate::new(201).set_body_string("{}"),
-        ]))
-        .expect(2)
-        .mount(&server)
-        .await;
+        ]),
+        2,
+    )
+    .await;
     let provider =
         Provider::new("local", SafetyClass::LocalOnly, ThrottleIsNotProcessed).with_retry(fast());
     let k = key("shop_messages_9_v1");
@@ -453,12 +455,11 @@ async fn retry_after_is_waited_out() {
 #[tokio::test]
 async fn retry_after_beyond_the_limit_ends_the_claim_as_not_sent() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "120"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = answering(
+        ResponseTemplate::new(429).insert_header("Retry-After", "120"),
+        1,
+    )
+    .await;
     let provider =
         Provider::new("local", SafetyClass::LocalOnly, ThrottleIsNotProcessed).with_retry(fast());
     let k = key("shop_messages_10_v1");
@@ -479,12 +480,7 @@ async fn retry_after_beyond_the_limit_ends_the_claim_as_not_sent() {
 #[tokio::test]
 async fn attempts_are_bounded_and_a_later_run_resends_inside_the_window() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .expect(4 + 4)
-        .mount(&server)
-        .await;
+    let server = answering(ResponseTemplate::new(500), 4 + 4).await;
     let k = key("shop_charges_11_v1");
     let err = s
         .exec
@@ -514,12 +510,7 @@ async fn attempts_are_bounded_and_a_later_run_resends_inside_the_window() {
 #[tokio::test]
 async fn no_blind_resend_after_the_key_window() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .expect(4)
-        .mount(&server)
-        .await;
+    let server = answering(ResponseTemplate::new(500), 4).await;
     let k = key("shop_charges_12_v1");
     s.exec
         .execute(&native(), &k, "charges.create", request(&server.uri(), &k))
@@ -571,12 +562,7 @@ async fn total_time_is_bounded() {
 #[tokio::test]
 async fn key_reused_for_a_different_request_sends_nothing() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = answering(ResponseTemplate::new(200), 1).await;
     let k = key("shop_charges_14_v1");
     s.exec
         .execute(&native(), &k, "charges.create", request(&server.uri(), &k))
@@ -600,14 +586,11 @@ async fn key_reused_for_a_different_request_sends_nothing() {
 #[tokio::test]
 async fn rejection_is_stored_and_replayed_without_a_request() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(400).set_body_string("{\"error\":{\"code\":\"card_declined\"}}"),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = answering(
+        ResponseTemplate::new(400).set_body_string("{\"error\":{\"code\":\"card_declined\"}}"),
+        1,
+    )
+    .await;
     let k = key("shop_charges_15_v1");
     let first = s
         .exec
@@ -646,15 +629,11 @@ async fn rejection_is_stored_and_replayed_without_a_request() {
 #[tokio::test]
 async fn superseded_key_is_refused_and_the_bump_sends_v2() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(Script::new(vec![
-            ResponseTemplate::new(400),
-            ResponseTemplate::new(200),
-        ]))
-        .expect(2)
-        .mount(&server)
-        .await;
+    let server = answering(
+        Script::new(vec![ResponseTemplate::new(400), ResponseTemplate::new(200)]),
+        2,
+    )
+    .await;
     let k = key("shop_charges_16_v1");
     s.exec
         .execute(&native(), &k, "charges.create", request(&server.uri(), &k))
@@ -662,7 +641,7 @@ async fn superseded_key_is_refused_and_the_bump_sends_v2() {
         .unwrap_err();
     let v2 = s
         .store
-        .bump(&k, false, s.clock.now_for_test())
+        .bump(&k, false, idem::Clock::now(&s.clock))
         .await
         .unwrap();
     let err = s
@@ -690,16 +669,6 @@ async fn superseded_key_is_refused_and_the_bump_sends_v2() {
             "shop_charges_16_v2".to_owned()
         ]
     );
-}
-
-trait NowForTest {
-    fn now_for_test(&self) -> std::time::SystemTime;
-}
-
-impl NowForTest for ManualClock {
-    fn now_for_test(&self) -> std::time::SystemTime {
-        idem::Clock::now(self)
-    }
 }
 
 #[tokio::test]
@@ -741,12 +710,7 @@ async fn reset_after_the_request_is_unknown_for_local_only() {
 #[tokio::test]
 async fn store_down_sends_nothing() {
     let s = setup().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .expect(0)
-        .mount(&server)
-        .await;
+    let server = answering(ResponseTemplate::new(200), 0).await;
     s.store.pool().close().await;
     let k = key("shop_charges_18_v1");
     let err = s
