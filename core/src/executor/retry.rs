@@ -3,11 +3,18 @@
 //! reqwest-retry's own `RetryTransientMiddleware` retries every method on
 //! timeouts and 5xx and does not read `Retry-After`; both are wrong for
 //! writes without a native key. This middleware keeps reqwest-retry's
-//! backoff policy (exponential, bounded jitter) and adds what idem needs: the
+//! policy for the retry budget and adds what idem needs: the
 //! provider's [`Classifier`](super::Classifier) reads each answer (body
 //! included), the [`SafetyClass`](super::SafetyClass) decides whether a
 //! resend is allowed, `Retry-After` is honoured, and every attempt is logged
 //! so the executor can tell "never sent" from "outcome unknown".
+//!
+//! The wait between attempts is drawn by [`backoff_wait`], not by
+//! reqwest-retry: retry-policies 0.5's `Jitter::Bounded` draws from
+//! `[0.5 × min, interval]`, so a configured minimum backoff (which a provider
+//! may demand after a 429) was not honoured. Ours draws from
+//! `[min, min(max, min × 2^n)]` and reads no wall clock, so a clock step cannot
+//! shorten or stretch a wait.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,7 +25,26 @@ use reqwest_middleware::{Middleware, Next};
 use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{Jitter, RetryDecision, RetryPolicy};
 
-use super::policy::{Provider, TransportError, Verdict};
+use super::policy::{Provider, RetrySettings, TransportError, Verdict};
+
+/// The wait before retry number `past_retries + 1`: exponential from
+/// `min_backoff` (base 2), capped at `max_backoff`, with uniform jitter that
+/// never goes below `min_backoff`.
+pub(crate) fn backoff_wait(
+    settings: &RetrySettings,
+    past_retries: u32,
+    rng: &mut impl rand::Rng,
+) -> Duration {
+    let min = settings.min_backoff;
+    let max = settings.max_backoff.max(min);
+    let factor = 2u32.saturating_pow(past_retries.min(31));
+    let interval = min.saturating_mul(factor).min(max);
+    if interval <= min {
+        return min;
+    }
+    let spread = (interval - min).as_nanos() as u64;
+    min + Duration::from_nanos(rng.random_range(0..=spread))
+}
 
 /// One attempt on the wire, as the executor sees it afterwards.
 #[derive(Debug, Clone)]
@@ -85,9 +111,11 @@ impl Middleware for IdemRetry {
         let settings = ctx.provider.retry;
         let policy = ExponentialBackoff::builder()
             .retry_bounds(settings.min_backoff, settings.max_backoff)
-            .jitter(Jitter::Bounded)
+            .jitter(Jitter::None)
             .base(2)
             .build_with_max_retries(settings.max_attempts.saturating_sub(1));
+        // Only the retry budget comes from the policy; `started` and the
+        // policy's own (wall-clock) times are not used for the wait.
         let started = SystemTime::now();
         let mut past_retries = 0;
         loop {
@@ -109,9 +137,9 @@ impl Middleware for IdemRetry {
                 _ => return out,
             }
             let backoff = match policy.should_retry(started, past_retries) {
-                RetryDecision::Retry { execute_after } => execute_after
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO),
+                RetryDecision::Retry { .. } => {
+                    backoff_wait(&settings, past_retries, &mut rand::rng())
+                }
                 RetryDecision::DoNotRetry => return out,
             };
             let wait = match retry_after {
@@ -205,4 +233,41 @@ fn rebuild(
     *response.version_mut() = version;
     *response.headers_mut() = headers;
     reqwest::Response::from(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn settings(min_ms: u64, max_ms: u64) -> RetrySettings {
+        RetrySettings::default()
+            .with_backoff(Duration::from_millis(min_ms), Duration::from_millis(max_ms))
+    }
+
+    #[test]
+    fn the_wait_never_goes_below_the_configured_minimum() {
+        // retry-policies' Jitter::Bounded went down to 0.5 × min: with 10,000
+        // draws per retry number that shows up at once.
+        let s = settings(20, 1_000);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for retry in 0..12 {
+            let cap = Duration::from_millis((20u64 << retry.min(10)).min(1_000));
+            for _ in 0..10_000 {
+                let w = backoff_wait(&s, retry, &mut rng);
+                assert!(w >= Duration::from_millis(20), "retry {retry}: {w:?} < min");
+                assert!(w <= cap, "retry {retry}: {w:?} > {cap:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_wait_grows_and_is_capped() {
+        let s = settings(100, 400);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        assert_eq!(backoff_wait(&s, 0, &mut rng), Duration::from_millis(100));
+        let late: Vec<_> = (0..1000).map(|_| backoff_wait(&s, 40, &mut rng)).collect();
+        assert!(late.iter().all(|w| *w <= Duration::from_millis(400)));
+        assert!(late.iter().any(|w| *w > Duration::from_millis(300)));
+    }
 }
