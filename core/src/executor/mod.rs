@@ -47,11 +47,13 @@ use crate::ledger::{
     Begin, ClaimFrom, Completion, Lease, LedgerStore, NewOperation, Operation, OperationState,
 };
 
+mod http_settings;
 mod policy;
 mod read;
 mod request;
 mod retry;
 
+pub use http_settings::{HttpSettings, HttpSettingsError};
 pub use policy::{
     Classifier, Effect, Provider, RetrySettings, SafetyClass, StatusClassifier, TransportError,
     TransportKind, Verdict, default_status_verdict, parse_retry_after,
@@ -170,6 +172,30 @@ impl ExecutorBuilder {
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
+    }
+
+    /// Builds the HTTP client from `settings` (timeouts, pool, proxy, root
+    /// certificates, user agent). This is how wiring code configures the
+    /// client without naming an HTTP client crate; it replaces an earlier
+    /// [`http_client`](Self::http_client).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use idem::executor::HttpSettings;
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = idem::ledger::SqliteStore::open("worker.db").await?;
+    /// let executor = idem::Executor::builder(store)
+    ///     .http_settings(HttpSettings::new().connect_timeout(Duration::from_secs(5)))?
+    ///     .build();
+    /// # let _ = executor; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`HttpSettingsError`] for an invalid proxy URL or certificate.
+    pub fn http_settings(mut self, settings: HttpSettings) -> Result<Self, HttpSettingsError> {
+        self.http = Some(settings.build()?);
+        Ok(self)
     }
 
     /// Adds a middleware that runs once per attempt, inside the retry loop
