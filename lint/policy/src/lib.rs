@@ -1,13 +1,17 @@
 //! The decisions behind `idem_lint`, kept free of compiler types.
 //!
-//! The lint itself (in the parent crate) only walks the HIR and resolves callees; every
-//! decision it takes is a call into this crate:
+//! The lint itself (in the parent crate) only walks the HIR and resolves callees and types;
+//! every decision it takes is a call into this crate:
 //!
-//! - [`Policy::is_external_http_call`]: does a resolved callee belong to an HTTP client crate
-//!   (`reqwest`, `reqwest_middleware` by default)?
-//! - [`Policy::is_allowed_site`]: may code in this crate and module make such a call (the adapter
-//!   crates and `idem::executor` by default)?
+//! - [`Policy::is_denied_item`]: is an item (a function, a type) part of an HTTP client or
+//!   provider SDK on the deny list (reqwest, ureq, hyper's client, async-stripe, ...)?
+//! - [`Policy::is_allowed_site`]: may code in this crate and module use one (the adapter crates
+//!   and `idem::executor` by default)?
 //! - [`suggest_adapter`] and [`message`]: which adapter should the diagnostic name?
+//!
+//! The default lists are the `[idem_lint]` table of the repository's `dylint.toml`, compiled in
+//! ([`DYLINT_TOML`], read by [`Config::parse`]): the dependency gate and the clippy check read
+//! the same file, so the three layers share one deny list.
 //!
 //! The crate has no dependencies, so its tests run on stable (`cargo +stable test`) as well as
 //! on the lint's pinned nightly.
@@ -16,7 +20,10 @@
 //! use idem_lint_policy::{Policy, Suggestion, suggest_adapter};
 //!
 //! let policy = Policy::default();
-//! assert!(policy.is_external_http_call("reqwest"));
+//! assert!(policy.is_denied_item("reqwest", &["Client"]));
+//! assert!(policy.is_denied_item("ureq", &["Agent"]));
+//! assert!(policy.is_denied_item("hyper", &["client", "conn", "http1", "SendRequest"]));
+//! assert!(!policy.is_denied_item("hyper", &["server", "conn", "http1", "Builder"]));
 //! assert!(!policy.is_allowed_site("my_worker", &["my_worker", "jobs"]));
 //! assert!(policy.is_allowed_site("idem", &["idem", "executor"]));
 //! assert_eq!(
@@ -28,22 +35,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-/// Crates whose functions make (or prepare) outbound HTTP requests.
-///
-/// Names are crate names as rustc sees them (`_`, not `-`).
-pub const DEFAULT_HTTP_CRATES: &[&str] = &["reqwest", "reqwest_middleware"];
+mod config;
 
-/// Where direct HTTP calls are allowed by default: the four adapter crates and core's executor.
+pub use config::{Config, ConfigError, DenyEntry};
+
+/// The repository's `dylint.toml`: its `[idem_lint]` table holds the default lists.
+pub const DYLINT_TOML: &str = include_str!("../../../dylint.toml");
+
+/// The default configuration ([`DYLINT_TOML`]'s `[idem_lint]` table).
 ///
-/// An entry is a crate name (`idem_stripe`: the whole crate) or a module path inside a crate
-/// (`idem::executor`: that module and its submodules only).
-pub const DEFAULT_ALLOWED: &[&str] = &[
-    "idem_stripe",
-    "idem_twilio",
-    "idem_gbp",
-    "idem_meta",
-    "idem::executor",
-];
+/// # Panics
+///
+/// Never at run time for a released lint: the policy's own tests parse the same file.
+pub fn default_config() -> Config {
+    Config::parse(DYLINT_TOML).expect("the repository's dylint.toml parses")
+}
 
 /// The adapters idem ships, as (service, package, host suffixes that identify the service).
 pub const ADAPTERS: &[(&str, &str, &[&str])] = &[
@@ -112,28 +118,24 @@ impl AllowEntry {
 /// What the lint flags and where it lets calls through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    http_crates: Vec<String>,
+    deny: Vec<DenyEntry>,
     allowed: Vec<AllowEntry>,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Self::new(DEFAULT_HTTP_CRATES, DEFAULT_ALLOWED)
+        Self::from_config(&default_config())
     }
 }
 
 impl Policy {
-    /// A policy from explicit lists (crate names may use `-` or `_`).
-    pub fn new(
-        http_crates: impl IntoIterator<Item = impl AsRef<str>>,
+    /// A policy from a deny list and an allow-list (crate names may use `-` or `_`).
+    pub fn with_deny(
+        deny: impl IntoIterator<Item = DenyEntry>,
         allowed: impl IntoIterator<Item = impl AsRef<str>>,
     ) -> Self {
         Self {
-            http_crates: http_crates
-                .into_iter()
-                .map(|c| crate_name(c.as_ref()))
-                .filter(|c| !c.is_empty())
-                .collect(),
+            deny: deny.into_iter().collect(),
             allowed: allowed
                 .into_iter()
                 .filter_map(|e| AllowEntry::parse(e.as_ref()))
@@ -141,24 +143,65 @@ impl Policy {
         }
     }
 
-    /// Whether a callee defined in crate `callee_crate` is an external HTTP call.
-    ///
-    /// The lint passes the crate that *defines* the resolved function (after re-exports and
-    /// trait-impl resolution), so `reqwest::Client::post`, `reqwest::get`, and
-    /// `<reqwest::Client as Default>::default` all arrive here as `reqwest`.
-    pub fn is_external_http_call(&self, callee_crate: &str) -> bool {
-        let callee_crate = crate_name(callee_crate);
-        self.http_crates.iter().any(|c| *c == callee_crate)
+    /// A policy from whole crates to deny (no feature or module limits) and an allow-list.
+    pub fn new(
+        denied_crates: impl IntoIterator<Item = impl AsRef<str>>,
+        allowed: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Self {
+        Self::with_deny(
+            denied_crates
+                .into_iter()
+                .filter(|c| !c.as_ref().trim().is_empty())
+                .map(|c| DenyEntry::crate_only(c.as_ref())),
+            allowed,
+        )
     }
 
-    /// Whether code in `site_crate` at `module_path` may call an HTTP client directly.
+    /// The policy of a parsed configuration.
+    pub fn from_config(config: &Config) -> Self {
+        Self::with_deny(config.deny.iter().cloned(), &config.allowed)
+    }
+
+    /// The deny list in effect.
+    pub fn deny(&self) -> &[DenyEntry] {
+        &self.deny
+    }
+
+    /// Whether crate `krate` (as rustc names it) is on the deny list, whatever its modules.
+    pub fn is_denied_crate(&self, krate: &str) -> bool {
+        let krate = crate_name(krate);
+        self.deny.iter().any(|d| d.matches_crate(&krate))
+    }
+
+    /// Whether the item at `path` (module segments and item name, without the crate) inside
+    /// crate `krate` is part of a denied client: its crate is on the list and, for an entry
+    /// with `modules`, the item lies under one of them (`hyper::client`, not `hyper::server`).
+    ///
+    /// The lint passes the crate and path that *define* the item (after re-exports and
+    /// trait-impl resolution), so `reqwest::Client::post`, `reqwest::get` and
+    /// `<reqwest::Client as Default>::default` all arrive as reqwest items.
+    pub fn is_denied_item(&self, krate: &str, path: &[&str]) -> bool {
+        let krate = crate_name(krate);
+        self.deny.iter().any(|d| d.covers(&krate, path))
+    }
+
+    /// Whether a callee defined in crate `callee_crate` is an external HTTP call, for entries
+    /// that deny the whole crate. Kept for callers that only know the crate.
+    pub fn is_external_http_call(&self, callee_crate: &str) -> bool {
+        let krate = crate_name(callee_crate);
+        self.deny
+            .iter()
+            .any(|d| d.matches_crate(&krate) && d.modules.is_empty())
+    }
+
+    /// Whether code in `site_crate` at `module_path` may use an HTTP client directly.
     ///
     /// `module_path` starts with the crate name, then the modules enclosing the call site, for
-    /// example `["idem", "executor", "send"]`. Code inside an HTTP client crate itself is always
+    /// example `["idem", "executor", "send"]`. Code inside a denied crate itself is always
     /// allowed (it is not worker code).
     pub fn is_allowed_site(&self, site_crate: &str, module_path: &[&str]) -> bool {
         let site_crate = crate_name(site_crate);
-        if self.http_crates.contains(&site_crate) {
+        if self.is_denied_crate(&site_crate) {
             return true;
         }
         let mut path: Vec<&str> = Vec::with_capacity(module_path.len() + 1);
@@ -172,8 +215,20 @@ impl Policy {
         self.allowed.iter().any(|entry| entry.covers(&path))
     }
 
-    /// The whole decision: flag a call to a function defined in `callee_crate` made from
+    /// The whole decision: flag a use of the item `callee_path` of `callee_crate` made from
     /// `site_crate` at `module_path`?
+    pub fn should_flag_item(
+        &self,
+        callee_crate: &str,
+        callee_path: &[&str],
+        site_crate: &str,
+        module_path: &[&str],
+    ) -> bool {
+        self.is_denied_item(callee_crate, callee_path)
+            && !self.is_allowed_site(site_crate, module_path)
+    }
+
+    /// [`Policy::should_flag_item`] for whole-crate entries (the callee's path unknown).
     pub fn should_flag(&self, callee_crate: &str, site_crate: &str, module_path: &[&str]) -> bool {
         self.is_external_http_call(callee_crate) && !self.is_allowed_site(site_crate, module_path)
     }
@@ -264,6 +319,110 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_repository_dylint_toml_is_the_default() {
+        let c = default_config();
+        let libs: Vec<&str> = c.deny.iter().map(|d| d.lib.as_str()).collect();
+        for lib in [
+            "reqwest",
+            "reqwest_middleware",
+            "ureq",
+            "hyper",
+            "hyper_util",
+            "isahc",
+            "surf",
+            "attohttpc",
+            "curl",
+            "awc",
+            "stripe",
+            "twilio",
+            "octocrab",
+        ] {
+            assert!(
+                libs.contains(&lib),
+                "{lib} missing from the default deny list"
+            );
+        }
+        assert_eq!(
+            c.allowed,
+            [
+                "idem_stripe",
+                "idem_twilio",
+                "idem_gbp",
+                "idem_meta",
+                "idem::executor"
+            ]
+        );
+        assert!(c.vetted.contains(&"wiremock".to_owned()));
+        let hyper = c.deny.iter().find(|d| d.lib == "hyper").unwrap();
+        assert_eq!(hyper.features, ["client"]);
+        let stripe = c.deny.iter().find(|d| d.package == "async-stripe").unwrap();
+        assert_eq!(stripe.lib, "stripe");
+    }
+
+    #[test]
+    fn clients_and_sdks_are_denied_servers_are_not() {
+        let p = Policy::default();
+        assert!(p.is_denied_item("reqwest", &["async_impl", "client", "Client"]));
+        assert!(p.is_denied_item("ureq", &["agent", "Agent"]));
+        assert!(p.is_denied_item("isahc", &["client", "HttpClient"]));
+        assert!(p.is_denied_item("stripe", &["client", "stripe", "Client"]));
+        assert!(p.is_denied_item("stripe_billing", &["invoice", "Invoice"]));
+        assert!(p.is_denied_item("octocrab", &["Octocrab"]));
+        assert!(p.is_denied_item("twilio", &["Client"]));
+        // hyper and hyper-util: the client modules only.
+        assert!(p.is_denied_item("hyper", &["client", "conn", "http1", "SendRequest"]));
+        assert!(p.is_denied_item("hyper", &["client", "conn", "http1", "handshake"]));
+        assert!(!p.is_denied_item("hyper", &["server", "conn", "http1", "Builder"]));
+        assert!(!p.is_denied_item("hyper", &["body", "incoming", "Incoming"]));
+        assert!(p.is_denied_item("hyper_util", &["client", "legacy", "client", "Client"]));
+        assert!(!p.is_denied_item("hyper_util", &["rt", "tokio", "TokioIo"]));
+        assert!(!p.is_denied_item("hyper_util", &["server", "conn", "auto", "Builder"]));
+        // Neighbours are not clients.
+        assert!(!p.is_denied_item("http", &["request", "Request"]));
+        assert!(!p.is_denied_item("tower", &["util", "oneshot", "Oneshot"]));
+        assert!(!p.is_denied_item("url", &["Url"]));
+        assert!(!p.is_denied_item("reqwestx", &["Client"]));
+        // Whole-crate entries also answer the crate-only question; module-limited ones do not.
+        assert!(p.is_external_http_call("ureq"));
+        assert!(!p.is_external_http_call("hyper"));
+    }
+
+    #[test]
+    fn config_parser_reads_the_subset_and_rejects_the_rest() {
+        let c = Config::parse(
+            "[other]\nx = \"y\"\n[idem_lint]\n# comment\nallowed = [\n  \"a\", # trailing\n  \"b::c\",\n]\n\
+             deny = [ { package = \"my-client\", features = [\"net\"], modules = [\"my_client::net\"] }, { package = \"sdk-*\", lib = \"sdk_*\" } ]\n\
+             http_crates = [\"extra\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.allowed, ["a", "b::c"]);
+        assert_eq!(c.deny.len(), 3);
+        assert_eq!(c.deny[0].lib, "my_client");
+        assert_eq!(
+            c.deny[0].modules,
+            [vec!["my_client".to_owned(), "net".to_owned()]]
+        );
+        let p = Policy::from_config(&c);
+        assert!(p.is_denied_item("my_client", &["net", "Conn"]));
+        assert!(!p.is_denied_item("my_client", &["fmt"]));
+        assert!(p.is_denied_item("sdk_payments", &["Client"]));
+        assert!(p.is_denied_item("extra", &["x"]));
+        assert!(p.is_allowed_site("b", &["b", "c", "d"]));
+
+        for bad in [
+            "[idem_lint]\nunknown = []\n",
+            "[idem_lint]\ndeny = [ { lib = \"x\" } ]\n",
+            "[idem_lint]\ndeny = [ { package = \"x\", colour = \"red\" } ]\n",
+            "[idem_lint]\ndeny = [ { package = \"x\", modules = [\"y::z\"] } ]\n",
+            "[idem_lint]\nallowed = \"not a list\"\n",
+            "[idem_lint]\nallowed = [ \"unterminated ]\n",
+            "[idem_lint]\nallowed = [ 1 ]\n",
+        ] {
+            assert!(Config::parse(bad).is_err(), "accepted: {bad}");
+        }
+    }
+
+    #[test]
     fn http_crates_are_reqwest_and_middleware() {
         let p = Policy::default();
         assert!(p.is_external_http_call("reqwest"));
@@ -339,7 +498,7 @@ mod tests {
         assert!(!p.is_allowed_site("app", &["app", "http"]));
         assert!(!p.is_allowed_site("idem_stripe", &["idem_stripe"]));
 
-        let nothing = Policy::new(DEFAULT_HTTP_CRATES, Vec::<String>::new());
+        let nothing = Policy::new(["reqwest"], Vec::<String>::new());
         assert!(!nothing.is_allowed_site("idem_stripe", &["idem_stripe"]));
     }
 
