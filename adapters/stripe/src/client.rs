@@ -20,7 +20,7 @@ use crate::params::{
     CapturePaymentIntent, ConfirmPaymentIntent, CreateCharge, CreateCustomer, CreatePaymentIntent,
     CreateRefund, RefundTarget,
 };
-use crate::types::{IDEM_KEY_METADATA, Metadata, PaymentIntentId};
+use crate::types::{Amount, IDEM_KEY_METADATA, Metadata, PaymentIntentId};
 
 /// Stripe's production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
@@ -97,6 +97,25 @@ pub struct StripeResponse<T> {
     pub request_id: Option<String>,
 }
 
+/// `2026-08-26.dahlia`: `allowed_payment_method_types` exists from here.
+const DAHLIA: &str = "2026-08-26";
+/// `2026-10-28.endive`: `payment_method_types` is gone from PaymentIntent
+/// create and confirm.
+const ENDIVE: &str = "2026-10-28";
+
+/// The `YYYY-MM-DD` date a Stripe version starts with.
+fn version_date(version: &str) -> Option<&str> {
+    let date = version.split('.').next()?;
+    let b = date.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    shape.then_some(date)
+}
+
 /// What [`StripeClient::reconcile`] established.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -118,12 +137,21 @@ pub enum Reconciliation {
         /// How it was looked up.
         note: String,
     },
+    /// Stripe's answer proves neither that the operation happened nor that
+    /// it did not (for example a partial capture while the intent still
+    /// waits for more captures). The record stays `unknown`; nothing is
+    /// resent. An operator settles it (`store.resolve`) or bumps the key.
+    Undetermined {
+        /// What was read and why it is not proof.
+        note: String,
+    },
 }
 
 enum RawReconciliation {
     Found(Bytes),
     NotApplied(String),
     NotFound(String),
+    Undetermined(String),
 }
 
 /// Builds a [`StripeClient`].
@@ -155,7 +183,13 @@ impl StripeClientBuilder {
     }
 
     /// Sends `Stripe-Version: <version>` (for example `2026-08-26.dahlia`).
-    /// Without it Stripe uses the account's default version.
+    /// Without it Stripe uses the account's default version, which this
+    /// client cannot see: parameters are then sent as given.
+    ///
+    /// With a version, every request is checked against it before anything
+    /// is recorded or sent: a parameter the version does not have is
+    /// [`Error::UnsupportedParameter`]. `build` refuses a version that does
+    /// not start with a `YYYY-MM-DD` date ([`ConfigError::StripeVersion`]).
     pub fn stripe_version(mut self, version: impl Into<String>) -> Self {
         self.stripe_version = Some(version.into());
         self
@@ -190,6 +224,11 @@ impl StripeClientBuilder {
             || http::HeaderValue::from_str(&format!("Bearer {}", self.secret_key)).is_err()
         {
             return Err(ConfigError::SecretKey);
+        }
+        if let Some(v) = &self.stripe_version {
+            if version_date(v).is_none() {
+                return Err(ConfigError::StripeVersion);
+            }
         }
         for (name, value) in [
             ("Stripe-Version", &self.stripe_version),
@@ -334,6 +373,7 @@ impl StripeClient {
             }
             RawReconciliation::NotApplied(note) => Reconciliation::NotApplied { note },
             RawReconciliation::NotFound(note) => Reconciliation::NotFound { note },
+            RawReconciliation::Undetermined(note) => Reconciliation::Undetermined { note },
         })
     }
 
@@ -419,7 +459,7 @@ impl StripeClient {
         }
         let Some((request, what)) = self.lookup_request(kind, key, op.checkpoint.as_deref()) else {
             // Nothing learned: the record stays as it is.
-            return Ok(RawReconciliation::NotFound(
+            return Ok(RawReconciliation::Undetermined(
                 "no way to look this operation up (its target was not recorded)".to_owned(),
             ));
         };
@@ -440,7 +480,7 @@ impl StripeClient {
                 ),
             });
         }
-        let found = interpret(kind, key, &answer.body, &what);
+        let found = interpret(kind, key, &answer.body, &what, op.checkpoint.as_deref());
         let resolution = match &found {
             RawReconciliation::Found(object) => Resolution::Succeeded {
                 status: 200,
@@ -472,7 +512,11 @@ impl StripeClient {
                 }
             }
             // Not proof either way: the record stays as it is.
-            RawReconciliation::NotFound(_) => return Ok(found),
+            RawReconciliation::NotFound(_) | RawReconciliation::Undetermined(_) => {
+                tracing::warn!(key = %key, operation = kind.name(), lookup = %what,
+                    "Stripe reconciliation undetermined; the record stays unknown");
+                return Ok(found);
+            }
         };
         match executor
             .store()
@@ -517,7 +561,7 @@ impl StripeClient {
             OpKind::CustomerCreate => search("customers"),
             OpKind::ChargeCreate => search("charges"),
             OpKind::RefundCreate => {
-                let (name, id) = checkpoint?.split_once('=')?;
+                let (name, id) = target_of(checkpoint?)?;
                 if name != "payment_intent" && name != "charge" {
                     return None;
                 }
@@ -525,7 +569,7 @@ impl StripeClient {
                 Some((self.get(url), format!("list of refunds of {id}")))
             }
             OpKind::PaymentIntentConfirm | OpKind::PaymentIntentCapture => {
-                let (name, id) = checkpoint?.split_once('=')?;
+                let (name, id) = target_of(checkpoint?)?;
                 if name != "payment_intent" {
                     return None;
                 }
@@ -533,6 +577,47 @@ impl StripeClient {
                 Some((self.get(url), format!("retrieval of {id}")))
             }
         }
+    }
+
+    /// Refuses parameters the configured `Stripe-Version` does not have.
+    /// Checked against stripe-python's `PaymentIntentCreateParams` for
+    /// `2026-08-26.dahlia` and `2026-10-28.endive` (16.1.0).
+    fn check_version(
+        &self,
+        key: &IdempotencyKey,
+        params: &CreatePaymentIntent,
+    ) -> Result<(), Error> {
+        let Some(version) = &self.inner.stripe_version else {
+            return Ok(());
+        };
+        let Some(date) = version_date(version) else {
+            // build() refuses such versions.
+            return Err(Error::InvalidRequest {
+                key: key.clone(),
+                reason: "unreadable Stripe-Version".to_owned(),
+            });
+        };
+        let refuse = |param, hint| {
+            Err(Error::UnsupportedParameter {
+                key: key.clone(),
+                param,
+                version: version.clone(),
+                hint,
+            })
+        };
+        if !params.payment_method_types.is_empty() && date >= ENDIVE {
+            return refuse(
+                "payment_method_types",
+                "removed in 2026-10-28.endive: use allowed_payment_method_types",
+            );
+        }
+        if !params.allowed_payment_method_types.is_empty() && date < DAHLIA {
+            return refuse(
+                "allowed_payment_method_types",
+                "added in 2026-08-26.dahlia: use payment_method_types",
+            );
+        }
+        Ok(())
     }
 
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
@@ -682,16 +767,55 @@ impl StripeClient {
                 key: key.clone(),
                 note,
             }),
+            RawReconciliation::Undetermined(note) => Err(Error::Undetermined {
+                key: key.clone(),
+                note,
+            }),
         }
     }
 }
 
-fn interpret(kind: OpKind, key: &IdempotencyKey, body: &[u8], what: &str) -> RawReconciliation {
+/// The operation's target in a checkpoint: `payment_intent=pi_…`, possibly
+/// followed by `;name=value` facts about the request (see [`capture_facts`]).
+fn target_of(checkpoint: &str) -> Option<(&str, &str)> {
+    checkpoint.split(';').next()?.split_once('=')
+}
+
+/// What a capture's checkpoint says of its finality: `Some(true)` for a
+/// final capture, `Some(false)` for `final_capture=false`, `None` when the
+/// record predates the fact (older versions recorded only the intent).
+fn capture_is_final(checkpoint: Option<&str>) -> Option<bool> {
+    checkpoint?
+        .split(';')
+        .skip(1)
+        .find_map(|fact| fact.strip_prefix("final_capture="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The checkpoint of a capture: its intent and whether it is final.
+fn capture_facts(id: &PaymentIntentId, params: &CapturePaymentIntent) -> String {
+    let final_capture = params.final_capture != Some(false);
+    format!("payment_intent={id};final_capture={final_capture}")
+}
+
+/// Reads a lookup's answer. "Not applied" is only ever concluded from
+/// positive proof that the effect is absent; everything Stripe's answer does
+/// not prove is `NotFound` (search) or `Undetermined` (status reads).
+fn interpret(
+    kind: OpKind,
+    key: &IdempotencyKey,
+    body: &[u8],
+    what: &str,
+    checkpoint: Option<&str>,
+) -> RawReconciliation {
     match kind {
         OpKind::PaymentIntentCreate
         | OpKind::CustomerCreate
         | OpKind::ChargeCreate
         | OpKind::RefundCreate => {
+            // An object carrying the key is proof it was created; no object
+            // is not proof of anything (search lags, the refund list is
+            // capped at 100).
             let data = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
                 .and_then(|v| v.get("data").and_then(|d| d.as_array()).cloned())
@@ -708,24 +832,60 @@ fn interpret(kind: OpKind, key: &IdempotencyKey, body: &[u8], what: &str) -> Raw
                 None => RawReconciliation::NotFound(format!("{what}: no object found")),
             }
         }
-        OpKind::PaymentIntentConfirm | OpKind::PaymentIntentCapture => {
+        OpKind::PaymentIntentConfirm => {
             let Ok(pi) = serde_json::from_slice::<PaymentIntent>(body) else {
-                return RawReconciliation::NotFound(format!("{what}: unreadable answer"));
+                return RawReconciliation::Undetermined(format!("{what}: unreadable answer"));
             };
             use PaymentIntentStatus as S;
-            let confirm = kind == OpKind::PaymentIntentConfirm;
-            match (&pi.status, confirm) {
-                (S::RequiresAction | S::Processing | S::RequiresCapture | S::Succeeded, true)
-                | (S::Succeeded, false) => RawReconciliation::Found(Bytes::copy_from_slice(body)),
-                (S::RequiresConfirmation, true) | (S::RequiresCapture, false) => {
+            match &pi.status {
+                S::RequiresAction | S::Processing | S::RequiresCapture | S::Succeeded => {
+                    RawReconciliation::Found(Bytes::copy_from_slice(body))
+                }
+                // Nothing was charged: a confirm that went through leaves the
+                // intent past this state, or (3-D Secure with manual
+                // confirmation) back here with nothing charged, so a second
+                // confirm cannot charge twice.
+                S::RequiresConfirmation if pi.amount_received == Some(Amount::minor(0)) => {
                     RawReconciliation::NotApplied(format!(
-                        "{what}: the intent is {:?}, so the {} did not happen",
-                        pi.status,
-                        if confirm { "confirm" } else { "capture" }
+                        "{what}: the intent is requires_confirmation with nothing received, \
+                         so the confirm did not happen"
                     ))
                 }
-                (status, _) => RawReconciliation::NotFound(format!(
-                    "{what}: the intent is {status:?}; cannot tell whether the operation ran"
+                status => RawReconciliation::Undetermined(format!(
+                    "{what}: the intent is {status:?} (amount_received {:?}); cannot tell \
+                     whether the confirm ran",
+                    pi.amount_received.map(Amount::get)
+                )),
+            }
+        }
+        OpKind::PaymentIntentCapture => {
+            let Ok(pi) = serde_json::from_slice::<PaymentIntent>(body) else {
+                return RawReconciliation::Undetermined(format!("{what}: unreadable answer"));
+            };
+            use PaymentIntentStatus as S;
+            let received = pi.amount_received.map(Amount::get);
+            match (&pi.status, capture_is_final(checkpoint), received) {
+                (S::Succeeded, _, _) => RawReconciliation::Found(Bytes::copy_from_slice(body)),
+                // A final capture that happened leaves the intent
+                // `succeeded`; still `requires_capture` proves it did not.
+                (S::RequiresCapture, Some(true), _) => RawReconciliation::NotApplied(format!(
+                    "{what}: the intent is still requires_capture, so the final capture did not happen"
+                )),
+                // A partial capture (`final_capture=false`, or a record that
+                // does not say) leaves the intent `requires_capture` either
+                // way: only "nothing received at all" proves it did not happen.
+                (S::RequiresCapture, _, Some(0)) => RawReconciliation::NotApplied(format!(
+                    "{what}: the intent is requires_capture with nothing received, so the \
+                     capture did not happen"
+                )),
+                (status, finality, received) => RawReconciliation::Undetermined(format!(
+                    "{what}: the intent is {status:?} with amount_received {received:?} and the \
+                     capture is {}; that does not prove whether this capture ran",
+                    match finality {
+                        Some(true) => "final",
+                        Some(false) => "partial (final_capture=false)",
+                        None => "of unrecorded finality",
+                    }
                 )),
             }
         }
@@ -848,6 +1008,7 @@ impl PaymentIntents<'_> {
         key: &IdempotencyKey,
         params: &CreatePaymentIntent,
     ) -> Result<StripeResponse<PaymentIntent>, Error> {
+        self.client.check_version(key, params)?;
         let mut form = Form::new();
         params.encode(&mut form);
         form.map("metadata", &with_key(key, &params.metadata)?);
@@ -908,7 +1069,7 @@ impl PaymentIntents<'_> {
                 OpKind::PaymentIntentCapture,
                 url,
                 form,
-                Some(format!("payment_intent={id}")),
+                Some(capture_facts(id, params)),
             )
             .await
     }
@@ -998,5 +1159,104 @@ impl Charges<'_> {
         self.client
             .write(key, OpKind::ChargeCreate, url, form, None)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pi(status: &str, received: Option<u64>) -> Vec<u8> {
+        let mut v = serde_json::json!({
+            "id": "pi_1", "amount": 1000, "currency": "usd", "status": status,
+        });
+        if let Some(r) = received {
+            v["amount_received"] = serde_json::json!(r);
+        }
+        v.to_string().into_bytes()
+    }
+
+    fn verdict(kind: OpKind, body: &[u8], checkpoint: &str) -> &'static str {
+        let key: IdempotencyKey = "t_x_1_v1".parse().unwrap();
+        match interpret(kind, &key, body, "read", Some(checkpoint)) {
+            RawReconciliation::Found(_) => "found",
+            RawReconciliation::NotApplied(_) => "not applied",
+            RawReconciliation::NotFound(_) => "not found",
+            RawReconciliation::Undetermined(_) => "undetermined",
+        }
+    }
+
+    #[test]
+    fn capture_verdicts_need_positive_proof() {
+        use OpKind::PaymentIntentCapture as C;
+        let final_cp = "payment_intent=pi_1;final_capture=true";
+        let partial_cp = "payment_intent=pi_1;final_capture=false";
+        let old_cp = "payment_intent=pi_1";
+        let waiting_paid = pi("requires_capture", Some(300));
+        let waiting_unpaid = pi("requires_capture", Some(0));
+        assert_eq!(verdict(C, &waiting_paid, final_cp), "not applied");
+        assert_eq!(verdict(C, &waiting_paid, partial_cp), "undetermined");
+        assert_eq!(verdict(C, &waiting_paid, old_cp), "undetermined");
+        assert_eq!(verdict(C, &waiting_unpaid, partial_cp), "not applied");
+        assert_eq!(verdict(C, &waiting_unpaid, old_cp), "not applied");
+        // No amount_received in the answer: nothing proven.
+        assert_eq!(
+            verdict(C, &pi("requires_capture", None), partial_cp),
+            "undetermined"
+        );
+        assert_eq!(
+            verdict(C, &pi("succeeded", Some(1000)), partial_cp),
+            "found"
+        );
+        assert_eq!(
+            verdict(C, &pi("canceled", Some(0)), final_cp),
+            "undetermined"
+        );
+        assert_eq!(verdict(C, b"not json", final_cp), "undetermined");
+    }
+
+    #[test]
+    fn confirm_verdicts_need_positive_proof() {
+        use OpKind::PaymentIntentConfirm as F;
+        let cp = "payment_intent=pi_1";
+        assert_eq!(
+            verdict(F, &pi("requires_confirmation", Some(0)), cp),
+            "not applied"
+        );
+        assert_eq!(
+            verdict(F, &pi("requires_confirmation", None), cp),
+            "undetermined"
+        );
+        assert_eq!(
+            verdict(F, &pi("requires_payment_method", Some(0)), cp),
+            "undetermined"
+        );
+        assert_eq!(verdict(F, &pi("processing", Some(0)), cp), "found");
+    }
+
+    #[test]
+    fn checkpoints_name_the_target_and_the_finality() {
+        let id: PaymentIntentId = "pi_1".parse().unwrap();
+        let partial = CapturePaymentIntent {
+            final_capture: Some(false),
+            ..CapturePaymentIntent::default()
+        };
+        let cp = capture_facts(&id, &partial);
+        assert_eq!(target_of(&cp), Some(("payment_intent", "pi_1")));
+        assert_eq!(capture_is_final(Some(&cp)), Some(false));
+        let cp = capture_facts(&id, &CapturePaymentIntent::default());
+        assert_eq!(capture_is_final(Some(&cp)), Some(true));
+        assert_eq!(capture_is_final(Some("payment_intent=pi_1")), None);
+        assert_eq!(target_of("charge=ch_1"), Some(("charge", "ch_1")));
+    }
+
+    #[test]
+    fn version_dates() {
+        assert_eq!(version_date("2026-10-28.endive"), Some("2026-10-28"));
+        assert_eq!(version_date("2024-06-20"), Some("2024-06-20"));
+        assert_eq!(version_date("latest"), None);
+        assert_eq!(version_date("2026-1-28.x"), None);
+        assert!(version_date("2026-10-28.endive").unwrap() >= ENDIVE);
+        assert!(version_date("2026-08-26.dahlia").unwrap() < ENDIVE);
     }
 }

@@ -299,6 +299,37 @@ pub enum Error {
         /// How it was looked up.
         note: String,
     },
+    /// Stripe's key window has passed with the outcome unknown, and what
+    /// Stripe shows proves neither that the operation happened nor that it
+    /// did not (for example a partial capture: the intent stays
+    /// `requires_capture` either way once money was received). Nothing is
+    /// resent; the record stays `unknown` until an operator resolves it or
+    /// bumps the key.
+    #[error(
+        "outcome of {key} is undetermined ({note}); not resent: an operator resolves or bumps the key"
+    )]
+    Undetermined {
+        /// The key.
+        key: IdempotencyKey,
+        /// What was read and why it is not proof.
+        note: String,
+    },
+    /// The request carries a parameter that the configured `Stripe-Version`
+    /// does not have (for example `payment_method_types` on PaymentIntent
+    /// create from `2026-10-28.endive`). Nothing was recorded or sent.
+    #[error(
+        "{param} is not accepted by Stripe-Version {version} ({hint}); {key} was not recorded or sent"
+    )]
+    UnsupportedParameter {
+        /// The key.
+        key: IdempotencyKey,
+        /// The parameter.
+        param: &'static str,
+        /// The configured version.
+        version: String,
+        /// What to use instead.
+        hint: &'static str,
+    },
     /// Stripe did not process the request (rate limited, never connected);
     /// the record is back to `pending` and a later run sends the same key.
     #[error("{key} was not processed by Stripe ({reason}); safe to retry with the same key")]
@@ -375,6 +406,8 @@ impl Error {
             | Self::KeyReused { key, .. }
             | Self::OutcomeUnknown { key, .. }
             | Self::NotFound { key, .. }
+            | Self::Undetermined { key, .. }
+            | Self::UnsupportedParameter { key, .. }
             | Self::NotSent { key, .. }
             | Self::InFlight { key, .. }
             | Self::Superseded { key, .. }
@@ -409,7 +442,10 @@ impl Error {
     /// Whether the outcome is still unknown (needs a retry, reconciliation or
     /// an operator).
     pub fn is_unknown(&self) -> bool {
-        matches!(self, Self::OutcomeUnknown { .. } | Self::NotFound { .. })
+        matches!(
+            self,
+            Self::OutcomeUnknown { .. } | Self::NotFound { .. } | Self::Undetermined { .. }
+        )
     }
 
     /// Stripe's error, when Stripe answered with one.
@@ -487,4 +523,9 @@ pub enum ConfigError {
     /// value.
     #[error("invalid {0} header value")]
     Header(&'static str),
+    /// The `Stripe-Version` does not start with a `YYYY-MM-DD` date (Stripe's
+    /// versions look like `2026-10-28.endive`), so the parameters it accepts
+    /// cannot be told.
+    #[error("Stripe-Version must look like YYYY-MM-DD or YYYY-MM-DD.name")]
+    StripeVersion,
 }

@@ -16,6 +16,13 @@
 //!   search), Charges (create, search). Search understands
 //!   `metadata['k']:'v'`; [`FakeStripe::set_search_lag`] hides objects from
 //!   search as Stripe's indexing delay can.
+//! * Captures: `final_capture=false` keeps the intent `requires_capture`
+//!   with the rest capturable; `amount_received` adds up over captures, and
+//!   the intent's charge (its `latest_charge`, readable by id) tracks
+//!   `amount_captured`.
+//! * Versions: PaymentIntent create answers 400 `parameter_unknown` to
+//!   `payment_method_types` on `Stripe-Version` `2026-10-28.endive` and
+//!   later, and to `allowed_payment_method_types` before `2026-08-26.dahlia`.
 //! * Test payment methods: `pm_card_chargeDeclined` (and the source
 //!   `tok_chargeDeclined`) are declined with 402 `card_error`.
 //! * Faults, injected for the next write requests ([`Fault`]).
@@ -402,6 +409,35 @@ fn amount(form: &[(String, String)], name: &str) -> Result<Option<u64>, Answer> 
     }
 }
 
+/// `payment_method_types` is gone from PaymentIntent create in
+/// `2026-10-28.endive`; `allowed_payment_method_types` exists from
+/// `2026-08-26.dahlia`. Stripe answers 400 `parameter_unknown` to a
+/// parameter its version does not have. Without `Stripe-Version` the fake,
+/// like an account pinned to an older default, accepts both.
+fn unknown_on_version(form: &[(String, String)], version: Option<&str>) -> Option<Answer> {
+    let date = version.map(|v| v.split('.').next().unwrap_or(v))?;
+    let unknown = |param: &str| {
+        Answer::invalid(
+            400,
+            error(
+                400,
+                "invalid_request_error",
+                Some("parameter_unknown"),
+                &format!("Received unknown parameter: {param}"),
+                Some(param),
+            ),
+        )
+    };
+    let has = |name: &str| form.iter().any(|(k, _)| k.starts_with(&format!("{name}[")));
+    if date >= "2026-10-28" && has("payment_method_types") {
+        return Some(unknown("payment_method_types"));
+    }
+    if date < "2026-08-26" && has("allowed_payment_method_types") {
+        return Some(unknown("allowed_payment_method_types"));
+    }
+    None
+}
+
 fn unexpected_state(pi: &Value, action: &str) -> Answer {
     let status = pi["status"].as_str().unwrap_or("unknown");
     Answer::invalid(
@@ -417,10 +453,15 @@ fn unexpected_state(pi: &Value, action: &str) -> Answer {
 }
 
 impl State {
-    fn execute(&mut self, path: &str, form: &[(String, String)]) -> Answer {
+    fn execute(&mut self, path: &str, form: &[(String, String)], version: Option<&str>) -> Answer {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match segments.as_slice() {
-            ["v1", "payment_intents"] => self.create_payment_intent(form),
+            ["v1", "payment_intents"] => {
+                if let Some(unknown) = unknown_on_version(form, version) {
+                    return unknown;
+                }
+                self.create_payment_intent(form)
+            }
             ["v1", "payment_intents", id, "confirm"] => self.confirm(id, form),
             ["v1", "payment_intents", id, "capture"] => self.capture(id, form),
             ["v1", "refunds"] => self.create_refund(form),
@@ -504,16 +545,37 @@ impl State {
     }
 
     fn settle_confirm(&mut self, pi: &mut Value, manual: bool) {
-        let amount = pi["amount"].clone();
+        let amount = pi["amount"].as_u64().unwrap_or(0);
         let charge = self.id("ch");
         pi["latest_charge"] = json!(charge);
         if manual {
             pi["status"] = json!("requires_capture");
-            pi["amount_capturable"] = amount;
+            pi["amount_capturable"] = json!(amount);
         } else {
             pi["status"] = json!("succeeded");
-            pi["amount_received"] = amount;
+            pi["amount_received"] = json!(amount);
         }
+        // The intent's charge, as Stripe creates it on confirmation. It is
+        // reachable by id (refunds by charge, `latest_charge`) but is not a
+        // separate side effect: the confirm is.
+        let captured = if manual { 0 } else { amount };
+        let charge_object = json!({
+            "id": charge,
+            "object": "charge",
+            "amount": amount,
+            "amount_captured": captured,
+            "amount_refunded": 0,
+            "captured": !manual,
+            "created": now_secs(),
+            "currency": pi["currency"].clone(),
+            "customer": pi["customer"].clone(),
+            "livemode": false,
+            "metadata": pi["metadata"].clone(),
+            "paid": true,
+            "payment_intent": pi["id"].clone(),
+            "status": "succeeded",
+        });
+        self.objects.insert(charge, charge_object);
     }
 
     fn confirm(&mut self, id: &str, form: &[(String, String)]) -> Answer {
@@ -582,9 +644,25 @@ impl State {
                 ),
             );
         }
-        pi["status"] = json!("succeeded");
-        pi["amount_received"] = json!(to_capture);
-        pi["amount_capturable"] = json!(0);
+        // `final_capture=false` (multicapture): the intent stays
+        // `requires_capture` with the rest still capturable. Otherwise the
+        // rest is released and the intent succeeds. Either way what was
+        // received so far adds up.
+        let final_capture = form_get(form, "final_capture") != Some("false");
+        let received = pi["amount_received"].as_u64().unwrap_or(0) + to_capture;
+        pi["amount_received"] = json!(received);
+        if final_capture {
+            pi["status"] = json!("succeeded");
+            pi["amount_capturable"] = json!(0);
+        } else {
+            pi["amount_capturable"] = json!(capturable - to_capture);
+        }
+        if let Some(charge) = pi["latest_charge"].as_str().map(str::to_owned) {
+            if let Some(ch) = self.objects.get_mut(&charge) {
+                ch["amount_captured"] = json!(received);
+                ch["captured"] = json!(true);
+            }
+        }
         let meta = form_map(form, "metadata");
         if let Some(m) = pi["metadata"].as_object_mut() {
             m.extend(meta);
@@ -977,7 +1055,8 @@ impl Respond for Responder {
             None => {}
         }
 
-        let answer = st.execute(&path, &form);
+        let version = header(req, "stripe-version");
+        let answer = st.execute(&path, &form, version.as_deref());
         if answer.executed {
             if let Some(k) = key {
                 st.keys.insert(
@@ -1004,6 +1083,69 @@ impl Respond for Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn payment_intent_parameters_follow_the_version() {
+        let mut st = State::default();
+        let base = [("amount", "1099"), ("currency", "usd")];
+        let with = |extra: (&str, &str)| {
+            let mut f = pairs(&base);
+            f.extend(pairs(&[extra]));
+            f
+        };
+        let old = with(("payment_method_types[0]", "card"));
+        let new = with(("allowed_payment_method_types[0]", "card"));
+        let path = "/v1/payment_intents";
+        let status =
+            |st: &mut State, f: &[(String, String)], v: Option<&str>| st.execute(path, f, v).status;
+        assert_eq!(status(&mut st, &old, Some("2026-10-28.endive")), 400);
+        assert_eq!(status(&mut st, &new, Some("2026-10-28.endive")), 200);
+        assert_eq!(status(&mut st, &old, Some("2026-08-26.dahlia")), 200);
+        assert_eq!(status(&mut st, &new, Some("2026-08-26.dahlia")), 200);
+        assert_eq!(status(&mut st, &new, Some("2025-03-31.basil")), 400);
+        assert_eq!(status(&mut st, &old, None), 200);
+        assert_eq!(st.of_kind("payment_intent").len(), 4);
+    }
+
+    #[test]
+    fn partial_captures_add_up_and_keep_the_intent_capturable() {
+        let mut st = State::default();
+        let f = pairs(&[
+            ("amount", "1000"),
+            ("currency", "usd"),
+            ("payment_method", "pm_card_visa"),
+            ("capture_method", "manual"),
+            ("confirm", "true"),
+        ]);
+        let pi = st.execute("/v1/payment_intents", &f, None).body;
+        let id = pi["id"].as_str().unwrap().to_owned();
+        let capture = format!("/v1/payment_intents/{id}/capture");
+        let part = pairs(&[("amount_to_capture", "300"), ("final_capture", "false")]);
+        let a = st.execute(&capture, &part, None).body;
+        assert_eq!(a["status"], "requires_capture");
+        assert_eq!(a["amount_received"], 300);
+        assert_eq!(a["amount_capturable"], 700);
+        let b = st
+            .execute(&capture, &pairs(&[("amount_to_capture", "200")]), None)
+            .body;
+        assert_eq!(b["status"], "succeeded");
+        assert_eq!(b["amount_received"], 500);
+        assert_eq!(b["amount_capturable"], 0);
+        let charge = &st.objects[b["latest_charge"].as_str().unwrap()];
+        assert_eq!(charge["amount_captured"], 500);
+        assert_eq!(charge["payment_intent"], json!(id));
+        assert_eq!(st.side_effects, 3, "create+confirm, two captures");
+        assert!(
+            st.of_kind("charge").is_empty(),
+            "an intent's charge is not a charges.create"
+        );
+    }
 
     #[test]
     fn metadata_query() {

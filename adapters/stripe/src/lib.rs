@@ -10,12 +10,16 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let executor = Executor::builder(SqliteStore::open("worker.db").await?).build();
-//! let stripe = StripeClient::builder(executor, "sk_test_...").build()?;
+//! let stripe = StripeClient::builder(executor, "sk_test_...")
+//!     .stripe_version("2026-10-28.endive")
+//!     .build()?;
 //!
 //! // The key is stored on the order row before this call, and reused on every retry.
 //! let key: IdempotencyKey = "joes-bikes_orders_42_v1".parse()?;
 //! let mut params = CreatePaymentIntent::new(Amount::minor(1099), Currency::usd());
-//! params.payment_method_types = vec!["card".into()];
+//! // `payment_method_types` is gone in 2026-10-28.endive; the client refuses it
+//! // there (Error::UnsupportedParameter) before anything is recorded or sent.
+//! params.allowed_payment_method_types = vec!["card".into()];
 //! params.metadata.insert("order_id".into(), "42".into());
 //!
 //! let intent = stripe.payment_intents().create(&key, &params).await?;
@@ -41,7 +45,12 @@
 //!   `metadata[idem_key]` ([`IDEM_KEY_METADATA`]). Once the key window has
 //!   passed with an outcome still unknown, the write is not resent blindly:
 //!   [`StripeClient::reconcile`] (called automatically) searches for the key
-//!   and returns the object, or [`Error::NotFound`].
+//!   and returns the object, or [`Error::NotFound`] / [`Error::Undetermined`]
+//!   when Stripe's answer proves nothing. Only positive proof that the
+//!   effect is absent lets the same key be sent again.
+//! * **Versions.** With [`StripeClientBuilder::stripe_version`] set, a
+//!   parameter that version does not have is refused
+//!   ([`Error::UnsupportedParameter`]) before anything is recorded or sent.
 //!
 //! ## Reconciliation limits
 //!
@@ -50,9 +59,13 @@
 //! * Refunds have no search API: their PaymentIntent's (or charge's) refunds
 //!   are listed and matched on `metadata[idem_key]`.
 //! * Confirm takes no metadata: a confirm or capture is reconciled by reading
-//!   the PaymentIntent's status (`requires_confirmation` / `requires_capture`
-//!   prove it did not happen; `requires_payment_method` or `canceled` cannot
-//!   tell).
+//!   the PaymentIntent. `requires_confirmation` with nothing received proves a
+//!   confirm did not happen; `requires_capture` proves a *final* capture did
+//!   not happen, but a partial one (`final_capture=false`) only when nothing
+//!   was received at all; otherwise (and for `requires_payment_method` or
+//!   `canceled`) the outcome is [`Reconciliation::Undetermined`].
+//! * The client implements [`idem::reconcile::Reconcile`] (provider
+//!   `stripe`), for tools that reconcile any provider's rows by key.
 //!
 //! ## Testing
 //!
@@ -69,6 +82,7 @@ pub mod fake;
 mod form;
 pub mod objects;
 pub mod params;
+mod reconcile_trait;
 pub mod types;
 
 pub use classifier::StripeClassifier;
