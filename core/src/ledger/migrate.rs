@@ -26,6 +26,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "inbound",
         sql: include_str!("../../migrations/sqlite/0002_inbound.sql"),
     },
+    Migration {
+        version: 3,
+        name: "ledger_effects",
+        sql: include_str!("../../migrations/sqlite/0003_ledger_effects.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, in order.
@@ -40,6 +45,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "inbound",
         sql: include_str!("../../migrations/postgres/0002_inbound.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "ledger_effects",
+        sql: include_str!("../../migrations/postgres/0003_ledger_effects.sql"),
     },
 ];
 
