@@ -236,6 +236,41 @@ pub enum ExecError {
         /// What is wrong.
         reason: String,
     },
+    /// The provider answered definitively (it acted, or it refused), but the
+    /// ledger could not record the answer, even after retries. **Not safe to
+    /// retry**: a resend could repeat the side effect. The answer is here;
+    /// settle the key with it (for example `LedgerStore::resolve` once the
+    /// store is back, or the operator console). The row stays `sending` and
+    /// becomes `unknown` when its lease runs out.
+    #[error(
+        "the provider answered {key} with HTTP {status} but the ledger could not record it \
+         ({error}); do not resend: settle the key with this answer"
+    )]
+    AnswerNotRecorded {
+        /// The key.
+        key: IdempotencyKey,
+        /// The provider's HTTP status.
+        status: StatusCode,
+        /// Whether the provider accepted the request (else it rejected it).
+        succeeded: bool,
+        /// The provider's id for the object, when the answer names one.
+        provider_id: Option<String>,
+        /// The provider's body. Not shown by `Display`.
+        body: Bytes,
+        /// Why the write failed.
+        error: Box<StoreError>,
+    },
+    /// The operation was settled long ago and the sweep has since dropped
+    /// its stored answer; the key is remembered, so nothing is sent again.
+    #[error("{key} already {state} earlier (provider id {}); its stored answer was compacted by the sweep, nothing was sent", provider_id.as_deref().unwrap_or("unknown"))]
+    Compacted {
+        /// The key.
+        key: IdempotencyKey,
+        /// `succeeded` or `failed`.
+        state: crate::ledger::OperationState,
+        /// The provider's id for the object, when it was recorded.
+        provider_id: Option<String>,
+    },
     /// The ledger failed. When this happens before sending, nothing was sent.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -250,7 +285,9 @@ impl ExecError {
             | Self::NotSent { key, .. }
             | Self::InFlight { key, .. }
             | Self::Superseded { key, .. }
-            | Self::InvalidRequest { key, .. } => Some(key),
+            | Self::InvalidRequest { key, .. }
+            | Self::AnswerNotRecorded { key, .. }
+            | Self::Compacted { key, .. } => Some(key),
             Self::Store(StoreError::KeyReused { key, .. })
             | Self::Store(StoreError::NotFound { key })
             | Self::Store(StoreError::InvalidState { key, .. })

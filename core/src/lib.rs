@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod reconcile;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhook;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ExecError, KeyError, KeyPart, ReadError, StoreError};

@@ -191,14 +191,13 @@ async fn lease_expiry_turns_sending_into_unknown(store: Arc<dyn LedgerStore>) {
     assert!(store.expire_lease(&key("s_t_1_v1"), t(60)).await.unwrap());
     let row = store.get(&key("s_t_1_v1")).await.unwrap().unwrap();
     assert_eq!(row.state, OperationState::Unknown);
-    assert!(row.note.unwrap().contains("lease expired"));
-    // Fencing: the dead sender's late completion is refused.
-    let late = store
-        .complete(&lease, &ok(200, "{}"), t(61))
-        .await
-        .unwrap_err();
-    assert!(matches!(late, StoreError::LeaseLost { .. }), "{late}");
-    // A new claim gets a new token; the old one still cannot complete.
+    assert!(row.note.as_deref().unwrap().contains("lease expired"));
+    assert!(
+        row.may_have_taken_effect(),
+        "an expired send may have taken effect"
+    );
+    // Fencing is on "no newer claim": a new claim gets a new token, and the
+    // old one can no longer complete.
     let second = store
         .claim(&key("s_t_1_v1"), ClaimFrom::PendingOrUnknown, LEASE, t(62))
         .await
@@ -215,6 +214,146 @@ async fn lease_expiry_turns_sending_into_unknown(store: Arc<dyn LedgerStore>) {
         .unwrap();
     assert_eq!(row.state, OperationState::Succeeded);
     assert_eq!(row.claims, 2);
+}
+
+async fn a_late_definitive_answer_is_kept_when_no_newer_claim_came(store: Arc<dyn LedgerStore>) {
+    // The holder's lease ran out (paused VM, clock step) and the row was
+    // expired to unknown, but nobody claimed it since: the holder's success
+    // is recorded.
+    let lease = claimed(&*store, "s_t_1_v1", t(0)).await;
+    assert!(store.expire_lease(&key("s_t_1_v1"), t(61)).await.unwrap());
+    let row = store
+        .complete(&lease, &ok(201, r#"{"sid":"SM1"}"#), t(62))
+        .await
+        .unwrap();
+    assert_eq!(row.state, OperationState::Succeeded);
+    assert_eq!(row.provider_id.as_deref(), Some("SM1"));
+    // The same without anyone noticing the expiry.
+    let lease = claimed(&*store, "s_t_2_v1", t(0)).await;
+    let row = store
+        .complete(&lease, &ok(200, r#"{"id":"pi_2"}"#), t(500))
+        .await
+        .unwrap();
+    assert_eq!(row.state, OperationState::Succeeded);
+    // An expired holder that sent nothing cannot downgrade unknown.
+    let lease = claimed(&*store, "s_t_3_v1", t(0)).await;
+    assert!(store.expire_lease(&key("s_t_3_v1"), t(61)).await.unwrap());
+    let not_sent = Completion::NotSent {
+        note: "connection refused".into(),
+    };
+    let row = store.complete(&lease, &not_sent, t(62)).await.unwrap();
+    assert_eq!(row.state, OperationState::Unknown);
+    assert!(row.may_have_taken_effect());
+    // After an operator bump the old holder's answer is refused.
+    let lease = claimed(&*store, "s_t_4_v1", t(0)).await;
+    assert!(store.expire_lease(&key("s_t_4_v1"), t(61)).await.unwrap());
+    store.bump(&key("s_t_4_v1"), false, t(62)).await.unwrap();
+    assert!(matches!(
+        store.complete(&lease, &ok(200, "{}"), t(63)).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+}
+
+async fn may_have_taken_effect_is_never_downgraded(store: Arc<dyn LedgerStore>) {
+    // Scenario: a timeout makes the row unknown; a resend inside the key
+    // window is refused by the network (provably not sent); the row must stay
+    // unknown, so that 25 h later it is not claimed as a fresh pending row.
+    let lease = claimed(&*store, "s_t_1_v1", t(0)).await;
+    let unknown = Completion::Unknown {
+        note: "timeout".into(),
+        status: None,
+    };
+    let row = store.complete(&lease, &unknown, t(30)).await.unwrap();
+    assert_eq!(
+        row.maybe_applied_at,
+        Some(t(0)),
+        "the earliest possible effect"
+    );
+    let resend = store
+        .claim(
+            &key("s_t_1_v1"),
+            ClaimFrom::PendingOrUnknown,
+            LEASE,
+            t(3600),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = Completion::NotSent {
+        note: "connection refused".into(),
+    };
+    let row = store.complete(&resend, &refused, t(3601)).await.unwrap();
+    assert_eq!(row.state, OperationState::Unknown, "not pending");
+    assert_eq!(row.maybe_applied_at, Some(t(0)));
+    assert!(
+        row.note
+            .as_deref()
+            .unwrap()
+            .contains("may have taken effect")
+    );
+    assert!(
+        store
+            .claim(&key("s_t_1_v1"), ClaimFrom::Pending, LEASE, t(90_000))
+            .await
+            .unwrap()
+            .is_none(),
+        "a plain pending claim never picks it up"
+    );
+    // Only reconciliation's proof of absence clears it.
+    let row = store
+        .resolve(
+            &key("s_t_1_v1"),
+            &Resolution::NotApplied {
+                note: "the provider has no object with this key".into(),
+            },
+            t(90_001),
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.state, OperationState::Pending);
+    assert_eq!(row.maybe_applied_at, None);
+    // The row that never had a possible effect goes back to pending.
+    let lease = claimed(&*store, "s_t_2_v1", t(0)).await;
+    let row = store.complete(&lease, &refused, t(1)).await.unwrap();
+    assert_eq!(row.state, OperationState::Pending);
+    assert_eq!(row.maybe_applied_at, None);
+}
+
+async fn leases_renew_until_taken_over(store: Arc<dyn LedgerStore>) {
+    let lease = claimed(&*store, "s_t_1_v1", t(0)).await;
+    let renewed = store.renew(&lease, LEASE, t(50)).await.unwrap();
+    assert_eq!(renewed.expires_at, t(110));
+    assert_eq!(renewed.token, lease.token);
+    assert!(
+        !store.expire_lease(&key("s_t_1_v1"), t(100)).await.unwrap(),
+        "the renewed lease is live"
+    );
+    assert!(store.expire_lease(&key("s_t_1_v1"), t(110)).await.unwrap());
+    assert!(matches!(
+        store.renew(&renewed, LEASE, t(111)).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+}
+
+async fn a_late_answer_survives_a_reconciliation_that_found_nothing(store: Arc<dyn LedgerStore>) {
+    let lease = claimed(&*store, "s_t_1_v1", t(0)).await;
+    assert!(store.expire_lease(&key("s_t_1_v1"), t(61)).await.unwrap());
+    store
+        .resolve(
+            &key("s_t_1_v1"),
+            &Resolution::NotApplied {
+                note: "not found".into(),
+            },
+            t(70),
+        )
+        .await
+        .unwrap();
+    let row = store
+        .complete(&lease, &ok(201, r#"{"id":"x_1"}"#), t(71))
+        .await
+        .unwrap();
+    assert_eq!(row.state, OperationState::Succeeded);
+    assert_eq!(row.provider_id.as_deref(), Some("x_1"));
 }
 
 async fn checkpoint_survives_claims_and_is_fenced(store: Arc<dyn LedgerStore>) {
@@ -520,8 +659,8 @@ async fn list_and_purge(store: Arc<dyn LedgerStore>) {
     };
     assert_eq!(store.list(&one).await.unwrap().len(), 1);
 
-    // Terminal rows older than the cut are purged in batches; unknown and
-    // pending rows are kept whatever their age.
+    // Terminal rows older than the cut are compacted in batches (the row
+    // stays, its body goes); unknown and pending rows are untouched.
     assert_eq!(
         store.purge(t(11), 10).await.unwrap(),
         1,
@@ -533,6 +672,21 @@ async fn list_and_purge(store: Arc<dyn LedgerStore>) {
         "then the failed row"
     );
     assert_eq!(store.purge(t(100), 10).await.unwrap(), 0);
+    let rows = store.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(rows.len(), 4, "the sweep forgets no key");
+    for row in &rows {
+        let settled = matches!(
+            row.state,
+            OperationState::Succeeded | OperationState::Failed
+        );
+        assert_eq!(row.compacted_at.is_some(), settled, "{row:?}");
+        if settled {
+            assert_eq!(row.response_body, None);
+            assert!(row.response_status.is_some(), "the status is kept");
+        }
+    }
+    // Deleting is a separate, explicit operation.
+    assert_eq!(store.forget(t(100), 10).await.unwrap(), 2);
     let left: Vec<_> = store
         .list(&ListFilter::default())
         .await
@@ -656,6 +810,10 @@ conformance!(
     concurrent_begins_agree,
     list_and_purge,
     purge_respects_batch_size,
+    a_late_definitive_answer_is_kept_when_no_newer_claim_came,
+    may_have_taken_effect_is_never_downgraded,
+    leases_renew_until_taken_over,
+    a_late_answer_survives_a_reconciliation_that_found_nothing,
     begin_claimed_records_and_claims_in_one_step,
     concurrent_begin_claimed_has_one_winner,
 );

@@ -400,7 +400,20 @@ impl Executor {
         // forward (expired lease -> unknown; lost claim race -> re-read).
         for _ in 0..4 {
             let now = self.now();
-            let from = match op.state {
+            // A `pending` row that may have taken effect cannot exist by the
+            // store's rules; if one does, it is treated as `unknown`.
+            let state = match op.state {
+                OperationState::Pending if op.may_have_taken_effect() => OperationState::Unknown,
+                state => state,
+            };
+            let from = match state {
+                OperationState::Succeeded | OperationState::Failed if op.compacted_at.is_some() => {
+                    return Err(ExecError::Compacted {
+                        key: op.key,
+                        state: op.state,
+                        provider_id: op.provider_id,
+                    });
+                }
                 OperationState::Succeeded => {
                     metrics::counter!("idem.outbound.ledger_replay", "provider" => provider.name().to_owned())
                         .increment(1);
@@ -520,6 +533,9 @@ pub struct SendOutcome {
     pub retry_after: Option<Duration>,
     /// A request problem found before sending (nothing was sent).
     pub invalid: Option<String>,
+    /// The claim's lease had run out and could not be renewed, so nothing
+    /// was sent: another worker may own the operation now.
+    pub lease_lost: bool,
 }
 
 impl SendOutcome {
@@ -532,6 +548,11 @@ impl SendOutcome {
     /// `succeeded`; rejection → `failed`; no attempt with a possible effect →
     /// back to `pending`; anything else → `unknown`.
     pub fn completion(&self) -> Completion {
+        if self.lease_lost {
+            return Completion::NotSent {
+                note: "the lease ran out before sending; nothing was sent".to_owned(),
+            };
+        }
         if let Some(reason) = &self.invalid {
             return Completion::NotSent {
                 note: format!("invalid request, nothing sent: {reason}"),
@@ -621,9 +642,30 @@ impl Claim {
                     attempts: Vec::new(),
                     retry_after: None,
                     invalid: Some(reason),
+                    lease_lost: false,
                 };
             }
         };
+        // A send never starts on a lease that could run out before the claim
+        // budget does: renew it first (fenced), or send nothing.
+        let now = self.executor.now();
+        let budget = self.provider.retry.claim_budget();
+        let left = self
+            .lease
+            .expires_at
+            .duration_since(now)
+            .unwrap_or_default();
+        if left < budget && self.renew().await.is_err() {
+            return SendOutcome {
+                verdict: Verdict::Transient(Effect::None),
+                response: None,
+                transport: None,
+                attempts: Vec::new(),
+                retry_after: None,
+                invalid: None,
+                lease_lost: true,
+            };
+        }
         let started = std::time::Instant::now();
         let result = self
             .executor
@@ -664,7 +706,30 @@ impl Claim {
             attempts,
             retry_after,
             invalid: None,
+            lease_lost: false,
         }
+    }
+
+    /// Extends the lease to a full claim budget (plus the executor's lease
+    /// margin) from now. Long multi-step operations call it between steps;
+    /// [`send`](Self::send) calls it by itself when less than one claim
+    /// budget is left.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::LeaseLost`] when another worker expired or claimed the
+    /// row meanwhile: stop, and send nothing more.
+    pub async fn renew(&mut self) -> Result<(), ExecError> {
+        let lease_for = self.provider.retry.claim_budget() + self.executor.inner.lease_margin;
+        let now = self.executor.now();
+        let lease = self
+            .executor
+            .inner
+            .store
+            .renew(&self.lease, lease_for, now)
+            .await?;
+        self.lease = lease;
+        Ok(())
     }
 
     /// Records progress inside the claim (for example a container id), kept
@@ -702,9 +767,20 @@ impl Claim {
         let invalid = outcome.invalid.clone();
         let key = self.lease.key.clone();
         let attempts = self.attempts;
+        if outcome.lease_lost {
+            return Err(ExecError::Store(StoreError::LeaseLost { key }));
+        }
         let op = self.complete(completion.clone()).await?;
         if let Some(reason) = invalid {
             return Err(ExecError::InvalidRequest { key, reason });
+        }
+        if op.state == OperationState::Unknown {
+            // Nothing was sent this time, but an earlier attempt may have
+            // taken effect: the row stays unknown, and so does the answer.
+            return Err(ExecError::OutcomeUnknown {
+                key,
+                reason: op.note.unwrap_or_else(|| completion_note(&completion)),
+            });
         }
         match completion {
             Completion::Succeeded { .. } => {
@@ -734,17 +810,24 @@ impl Claim {
 
     /// Records a completion chosen by the adapter and returns the row.
     ///
+    /// A failed write is retried a few times ([`COMPLETION_WRITE_ATTEMPTS`],
+    /// with backoff), so one blip of the database does not lose an answer.
+    ///
     /// # Errors
     ///
-    /// [`StoreError::LeaseLost`] when the lease was taken over.
+    /// - [`ExecError::AnswerNotRecorded`] when the provider's answer was
+    ///   definitive (success or rejection) but could not be written: never
+    ///   retry the job blindly, the provider has acted (or refused). Logged
+    ///   at error level with the key.
+    /// - [`ExecError::OutcomeUnknown`] when the answer was "unknown" and could
+    ///   not be written (the row becomes `unknown` when its lease runs out).
+    /// - [`StoreError::LeaseLost`] / a store error when nothing was sent and
+    ///   the write failed.
     pub async fn complete(self, completion: Completion) -> Result<Operation, ExecError> {
-        let now = self.executor.now();
-        let op = self
-            .executor
-            .inner
-            .store
-            .complete(&self.lease, &completion, now)
-            .await?;
+        let op = match self.record(&completion).await {
+            Ok(op) => op,
+            Err(e) => return Err(self.unrecorded(&completion, e)),
+        };
         let outcome = match &completion {
             Completion::Succeeded { .. } => "succeeded",
             Completion::Failed { .. } => "failed",
@@ -762,5 +845,80 @@ impl Claim {
             "outbound operation recorded"
         );
         Ok(op)
+    }
+
+    /// Writes the completion, retrying a store that is unavailable.
+    async fn record(&self, completion: &Completion) -> Result<Operation, StoreError> {
+        let mut wait = Duration::from_millis(20);
+        let mut attempt = 1;
+        loop {
+            let now = self.executor.now();
+            match self
+                .executor
+                .inner
+                .store
+                .complete(&self.lease, completion, now)
+                .await
+            {
+                Err(e) if e.is_unavailable() && attempt < COMPLETION_WRITE_ATTEMPTS => {
+                    tracing::warn!(
+                        key = %self.lease.key,
+                        attempt,
+                        "recording the outcome failed; retrying the write"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 4).min(Duration::from_secs(1));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The error for a completion that could not be written.
+    fn unrecorded(&self, completion: &Completion, error: StoreError) -> ExecError {
+        let key = self.lease.key.clone();
+        let (status, body) = match completion {
+            Completion::Succeeded { status, body } | Completion::Failed { status, body, .. } => {
+                (*status, body.clone())
+            }
+            Completion::Unknown { note, .. } => {
+                return ExecError::OutcomeUnknown {
+                    key,
+                    reason: format!("{note}; recording it also failed: {error}"),
+                };
+            }
+            Completion::NotSent { .. } => return ExecError::Store(error),
+        };
+        let provider_id = crate::ledger::provider_id_of(&body);
+        tracing::error!(
+            key = %key,
+            provider = %self.provider.name(),
+            status,
+            provider_id = provider_id.as_deref().unwrap_or(""),
+            error = %error,
+            "the provider answered definitively but the ledger did not record it; \
+             do not resend: settle this key with the provider's answer"
+        );
+        ExecError::AnswerNotRecorded {
+            key,
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            succeeded: matches!(completion, Completion::Succeeded { .. }),
+            provider_id,
+            body,
+            error: Box::new(error),
+        }
+    }
+}
+
+/// How many times [`Claim::complete`] tries to write an outcome before it
+/// gives up (the first try included).
+pub const COMPLETION_WRITE_ATTEMPTS: u32 = 5;
+
+fn completion_note(c: &Completion) -> String {
+    match c {
+        Completion::NotSent { note } | Completion::Unknown { note, .. } => note.clone(),
+        Completion::Failed { note, .. } => note.clone(),
+        Completion::Succeeded { .. } => "succeeded".to_owned(),
     }
 }

@@ -12,6 +12,27 @@ use crate::fingerprint::Fingerprint;
 
 pub use reqwest::Url;
 
+/// Headers left out of [`OutboundRequest::fingerprint`]: `content-type` (taken
+/// first, always), credentials, the idempotency key itself, and headers that
+/// describe the transport rather than the operation.
+const NOT_FINGERPRINTED: &[&str] = &[
+    "content-type",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "idempotency-key",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "content-length",
+    "host",
+    "connection",
+    "traceparent",
+    "tracestate",
+    "x-request-id",
+];
+
 /// An outbound HTTP request with a buffered body.
 ///
 /// Builder methods never fail; an invalid header name or value is kept as an
@@ -194,12 +215,28 @@ impl OutboundRequest {
             .get(CONTENT_TYPE)
             .map(HeaderValue::as_bytes)
             .unwrap_or_default();
-        Fingerprint::builder()
+        let mut fp = Fingerprint::builder()
             .method(self.method.as_str())
             .target(&target)
-            .header("content-type", content_type)
-            .body(&self.body)
-            .finish()
+            .header("content-type", content_type);
+        // Every other header the adapter set can change what the request
+        // does (`Stripe-Account` sends it to another connected account,
+        // `Stripe-Version` changes its meaning), so it is part of the
+        // request's identity. Credentials, the key itself and transport
+        // headers are not.
+        let mut names: Vec<&HeaderName> = self
+            .headers
+            .keys()
+            .filter(|name| !NOT_FINGERPRINTED.contains(&name.as_str()))
+            .collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        for name in names {
+            for value in self.headers.get_all(name) {
+                fp = fp.header(name.as_str(), value.as_bytes());
+            }
+        }
+        fp.body(&self.body).finish()
     }
 
     fn fail(&mut self, msg: String) {
@@ -290,6 +327,31 @@ mod tests {
         assert_eq!(a.fingerprint(), b.fingerprint());
         let c = OutboundRequest::post(url()).form([("a", "2")]);
         assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn fingerprint_covers_headers_that_change_the_operation() {
+        let base = || OutboundRequest::post(url()).form([("amount", "500")]);
+        let plain = base().fingerprint();
+        let acct_a = base().header("Stripe-Account", "acct_A").fingerprint();
+        let acct_b = base().header("Stripe-Account", "acct_B").fingerprint();
+        let version = base()
+            .header("Stripe-Version", "2026-10-28.endive")
+            .fingerprint();
+        assert_ne!(plain, acct_a);
+        assert_ne!(acct_a, acct_b);
+        assert_ne!(plain, version);
+        // Credentials, the key and transport headers are not part of it.
+        let noisy = base()
+            .bearer_auth("sk_other")
+            .header("Idempotency-Key", "x")
+            .header("User-Agent", "y")
+            .fingerprint();
+        assert_eq!(plain, noisy);
+        // Header order and name case do not matter.
+        let ab = base().header("X-A", "1").header("X-B", "2").fingerprint();
+        let ba = base().header("x-b", "2").header("x-a", "1").fingerprint();
+        assert_eq!(ab, ba);
     }
 
     #[test]

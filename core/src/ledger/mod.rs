@@ -33,6 +33,8 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub(crate) use sql::provider_id_of;
+
 #[cfg(feature = "postgres")]
 pub use postgres::PgStore;
 #[cfg(feature = "sqlite")]
@@ -137,6 +139,18 @@ pub struct Operation {
     pub checkpoint: Option<String>,
     /// The key that replaced this one (state `superseded`).
     pub superseded_by: Option<IdempotencyKey>,
+    /// The earliest time an attempt may have taken effect at the provider.
+    /// Set when an outcome becomes unknown (and on success); cleared only
+    /// when reconciliation proves the effect absent. While it is set the row
+    /// never returns to `pending` on its own: a later attempt that provably
+    /// never left the process leaves it `unknown`.
+    pub maybe_applied_at: Option<SystemTime>,
+    /// The provider's id for the object (from the stored answer's `id`, `sid`
+    /// or `name`), kept when the sweep compacts the row.
+    pub provider_id: Option<String>,
+    /// When set, the sweep dropped the stored body (the value is the sweep's
+    /// cutoff); the key, state, fingerprint, provider id and successor remain.
+    pub compacted_at: Option<SystemTime>,
 }
 
 impl fmt::Debug for Operation {
@@ -154,6 +168,9 @@ impl fmt::Debug for Operation {
             .field("note", &self.note)
             .field("checkpoint", &self.checkpoint)
             .field("superseded_by", &self.superseded_by)
+            .field("maybe_applied_at", &self.maybe_applied_at)
+            .field("provider_id", &self.provider_id)
+            .field("compacted_at", &self.compacted_at)
             .finish_non_exhaustive()
     }
 }
@@ -162,6 +179,12 @@ impl Operation {
     /// Whether a `sending` row's lease has run out at `now` (its sender died).
     pub fn lease_expired(&self, now: SystemTime) -> bool {
         self.state == OperationState::Sending && self.lease_expires_at.is_none_or(|t| t <= now)
+    }
+
+    /// Whether an attempt of this key may have taken effect at the provider
+    /// and nothing has settled it since.
+    pub fn may_have_taken_effect(&self) -> bool {
+        self.maybe_applied_at.is_some()
     }
 }
 
@@ -373,11 +396,38 @@ pub trait LedgerStore: Send + Sync + fmt::Debug + 'static {
         now: SystemTime,
     ) -> Result<(), StoreError>;
 
-    /// Ends a claim (fenced by the lease).
+    /// Extends a held lease to `now + lease_for` (fenced by the token and the
+    /// `sending` state). Long multi-step operations call it between steps.
+    ///
+    /// The default implementation refuses, for stores that predate it.
     ///
     /// # Errors
     ///
-    /// [`StoreError::LeaseLost`] when the lease is no longer held.
+    /// [`StoreError::LeaseLost`] when the row was expired or claimed by
+    /// another worker; [`StoreError::Unavailable`] when the database fails.
+    async fn renew(
+        &self,
+        lease: &Lease,
+        _lease_for: Duration,
+        _now: SystemTime,
+    ) -> Result<Lease, StoreError> {
+        Err(StoreError::Unavailable {
+            message: format!("this ledger store cannot renew the lease of {}", lease.key),
+            source: None,
+        })
+    }
+
+    /// Ends a claim, fenced on "no newer claim": it succeeds while the
+    /// lease's token is still the row's, even after the lease expired, so a
+    /// late but definitive answer is kept. After expiry (row `unknown`) or a
+    /// reconciliation that found nothing (row `pending`), only a definitive
+    /// completion (`Succeeded`, `Failed`) is accepted there. A `NotSent`
+    /// completion of a row that may have taken effect leaves it `unknown`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::LeaseLost`] when another claim, a reconciliation that
+    /// settled the row, or an operator bump came in between.
     async fn complete(
         &self,
         lease: &Lease,
@@ -419,11 +469,32 @@ pub trait LedgerStore: Send + Sync + fmt::Debug + 'static {
     /// [`StoreError::Unavailable`] when the database fails.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Operation>, StoreError>;
 
-    /// Deletes up to `batch` rows in a terminal state last changed before
-    /// `before`. Returns how many were deleted.
+    /// The sweep: compacts up to `batch` rows in a terminal state
+    /// (`succeeded`, `failed`, `superseded`) last changed before `before`.
+    /// Compaction drops the stored body and keeps the row (key, state,
+    /// fingerprint, provider id, successor), so a redelivered job with the
+    /// same key is still answered from the ledger and never sent again.
+    /// Returns how many rows were compacted.
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the database fails.
     async fn purge(&self, before: SystemTime, batch: u32) -> Result<u64, StoreError>;
+
+    /// Deletes up to `batch` rows in a terminal state last changed before
+    /// `before`, outright. **A retry of a deleted key sends again**: use it
+    /// only for keys whose jobs can never be redelivered. Returns how many
+    /// rows were deleted.
+    ///
+    /// The default implementation refuses.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the database fails.
+    async fn forget(&self, _before: SystemTime, _batch: u32) -> Result<u64, StoreError> {
+        Err(StoreError::Unavailable {
+            message: "this ledger store does not support deleting rows".to_owned(),
+            source: None,
+        })
+    }
 }

@@ -15,7 +15,7 @@ use crate::key::IdempotencyKey;
 
 pub(crate) const COLUMNS: &str = "key, provider, operation, fingerprint, state, claims, \
     lease_expires_at, first_sent_at, created_at, updated_at, response_status, response_body, \
-    note, checkpoint, superseded_by";
+    note, checkpoint, superseded_by, maybe_applied_at, provider_id, compacted_at";
 
 pub(crate) const INSERT: &str = "INSERT INTO idem_operations \
     (key, provider, operation, fingerprint, state, claims, created_at, updated_at) \
@@ -26,25 +26,59 @@ pub(crate) const INSERT_CLAIMED: &str = "INSERT INTO idem_operations \
     first_sent_at, created_at, updated_at) \
     VALUES ($1, $2, $3, $4, 'sending', 1, $5, $6, $7, $7, $7) ON CONFLICT (key) DO NOTHING";
 
+/// A `pending` row that may have taken effect (it should not exist: such a
+/// row is `unknown`) is claimable only when the caller allows `unknown`.
 pub(crate) const CLAIM: &str = "UPDATE idem_operations SET state = 'sending', lease_token = $2, \
     lease_expires_at = $3, claims = claims + 1, updated_at = $4, \
     first_sent_at = COALESCE(first_sent_at, $4) \
-    WHERE key = $1 AND (state = 'pending' OR ($5 AND state = 'unknown'))";
+    WHERE key = $1 AND ((state = 'pending' AND (maybe_applied_at IS NULL OR $5)) \
+    OR ($5 AND state = 'unknown'))";
 
-pub(crate) const EXPIRE: &str = "UPDATE idem_operations SET state = 'unknown', lease_token = NULL, \
+/// The lease token is kept: the holder, if it is only late (a paused VM, a
+/// slow answer), may still record a definitive answer as long as no newer
+/// claim has replaced the token.
+pub(crate) const EXPIRE: &str = "UPDATE idem_operations SET state = 'unknown', \
     note = 'lease expired while sending: the sender stopped before recording an outcome', \
-    updated_at = $2 \
+    maybe_applied_at = COALESCE(maybe_applied_at, first_sent_at, $2), updated_at = $2 \
     WHERE key = $1 AND state = 'sending' AND (lease_expires_at IS NULL OR lease_expires_at <= $2)";
+
+/// Extends a held lease. Fenced on the token and the `sending` state, so it
+/// fails once another worker has expired or claimed the row.
+pub(crate) const RENEW: &str = "UPDATE idem_operations SET lease_expires_at = $3, updated_at = $4 \
+    WHERE key = $1 AND lease_token = $2 AND state = 'sending'";
 
 pub(crate) const CHECKPOINT: &str = "UPDATE idem_operations SET checkpoint = $3, updated_at = $4 \
     WHERE key = $1 AND state = 'sending' AND lease_token = $2";
 
-pub(crate) const COMPLETE: &str = "UPDATE idem_operations SET state = $3, lease_token = NULL, \
-    lease_expires_at = NULL, response_status = $4, response_body = $5, note = $6, updated_at = $7 \
-    WHERE key = $1 AND state = 'sending' AND lease_token = $2";
+/// Ends a claim, fenced on "no newer claim": the token matches. That holds
+/// while `sending`, after the lease expired (`unknown`, token kept) and after
+/// reconciliation found no effect (`pending`, token kept); in the last two
+/// cases only a definitive answer (succeeded, failed) is recorded.
+///
+/// "May have taken effect" is never downgraded: a `pending` completion
+/// (nothing sent this time) of a row with `maybe_applied_at` set leaves it
+/// `unknown`.
+pub(crate) const COMPLETE: &str = "UPDATE idem_operations SET \
+    state = CASE WHEN $3 = 'pending' AND maybe_applied_at IS NOT NULL THEN 'unknown' \
+        ELSE $3 END, \
+    note = CASE WHEN $3 = 'pending' AND maybe_applied_at IS NOT NULL \
+        THEN 'an earlier attempt may have taken effect; the latest was not sent: ' || $6 \
+        ELSE $6 END, \
+    maybe_applied_at = CASE WHEN $3 IN ('unknown', 'succeeded') \
+        THEN COALESCE(maybe_applied_at, first_sent_at, $7) ELSE maybe_applied_at END, \
+    lease_token = NULL, lease_expires_at = NULL, response_status = $4, response_body = $5, \
+    provider_id = COALESCE($8, provider_id), updated_at = $7 \
+    WHERE key = $1 AND lease_token = $2 AND (state IN ('sending', 'unknown') \
+    OR (state = 'pending' AND $3 IN ('succeeded', 'failed')))";
 
+/// Settles an `unknown` row. "Not applied" clears `maybe_applied_at` and keeps
+/// the last holder's token, so its late definitive answer still counts.
 pub(crate) const RESOLVE: &str = "UPDATE idem_operations SET state = $2, response_status = $3, \
-    response_body = $4, note = $5, lease_token = NULL, lease_expires_at = NULL, updated_at = $6 \
+    response_body = $4, note = $5, \
+    lease_token = CASE WHEN $2 = 'pending' THEN lease_token ELSE NULL END, \
+    lease_expires_at = NULL, updated_at = $6, \
+    maybe_applied_at = CASE WHEN $2 = 'pending' THEN NULL ELSE maybe_applied_at END, \
+    provider_id = COALESCE($7, provider_id) \
     WHERE key = $1 AND (state = 'unknown' OR (state = 'sending' AND \
     (lease_expires_at IS NULL OR lease_expires_at <= $6)))";
 
@@ -54,15 +88,43 @@ pub(crate) const BUMP: &str = "UPDATE idem_operations SET state = 'superseded', 
     AND NOT (state = 'sending' AND lease_expires_at IS NOT NULL AND lease_expires_at > $3) \
     AND (state <> 'succeeded' OR $4)";
 
-pub(crate) const PURGE: &str = "DELETE FROM idem_operations WHERE key IN (SELECT key FROM \
+/// The sweep: drops the stored bodies of settled rows and keeps the rows, so a
+/// redelivered job still finds its key (and is not sent again).
+pub(crate) const COMPACT: &str = "UPDATE idem_operations SET response_body = NULL, \
+    compacted_at = $1 WHERE key IN (SELECT key FROM idem_operations \
+    WHERE state IN ('succeeded', 'failed', 'superseded') AND updated_at < $1 \
+    AND compacted_at IS NULL LIMIT $2)";
+
+/// Outright deletion of settled rows: a retry of these keys sends again.
+pub(crate) const FORGET: &str = "DELETE FROM idem_operations WHERE key IN (SELECT key FROM \
     idem_operations WHERE state IN ('succeeded', 'failed', 'superseded') AND updated_at < $1 \
     LIMIT $2)";
 
-/// Bind values for [`COMPLETE`]: state, status, body, note.
-pub(crate) fn completion_values(
-    c: &Completion,
-) -> (OperationState, Option<i64>, Option<Vec<u8>>, Option<String>) {
-    match c {
+/// The provider's id for the object in a stored answer: the first string
+/// among the top-level JSON fields `id` (Stripe, Meta), `sid` (Twilio) and
+/// `name` (Google resource names). `None` for anything else.
+pub(crate) fn provider_id_of(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object()?;
+    ["id", "sid", "name"]
+        .iter()
+        .find_map(|field| object.get(*field)?.as_str())
+        .filter(|id| !id.is_empty() && id.len() <= 512)
+        .map(str::to_owned)
+}
+
+/// Bind values for [`COMPLETE`].
+pub(crate) struct Values {
+    pub(crate) state: OperationState,
+    pub(crate) status: Option<i64>,
+    pub(crate) body: Option<Vec<u8>>,
+    pub(crate) note: Option<String>,
+    pub(crate) provider_id: Option<String>,
+}
+
+/// Bind values for [`COMPLETE`].
+pub(crate) fn completion_values(c: &Completion) -> Values {
+    let (state, status, body, note) = match c {
         Completion::Succeeded { status, body } => (
             OperationState::Succeeded,
             Some(i64::from(*status)),
@@ -82,21 +144,37 @@ pub(crate) fn completion_values(
             Some(note.clone()),
         ),
         Completion::NotSent { note } => (OperationState::Pending, None, None, Some(note.clone())),
+    };
+    let provider_id = match c {
+        Completion::Succeeded { body, .. } => provider_id_of(body),
+        _ => None,
+    };
+    Values {
+        state,
+        status,
+        body,
+        note,
+        provider_id,
     }
 }
 
-/// Bind values for [`RESOLVE`]: state, status, body, note.
-pub(crate) fn resolution_values(
-    r: &Resolution,
-) -> (OperationState, Option<i64>, Option<Vec<u8>>, String) {
+/// Bind values for [`RESOLVE`].
+pub(crate) fn resolution_values(r: &Resolution) -> Values {
     match r {
-        Resolution::Succeeded { status, body, note } => (
-            OperationState::Succeeded,
-            Some(i64::from(*status)),
-            Some(body.to_vec()),
-            note.clone(),
-        ),
-        Resolution::NotApplied { note } => (OperationState::Pending, None, None, note.clone()),
+        Resolution::Succeeded { status, body, note } => Values {
+            state: OperationState::Succeeded,
+            status: Some(i64::from(*status)),
+            body: Some(body.to_vec()),
+            note: Some(note.clone()),
+            provider_id: provider_id_of(body),
+        },
+        Resolution::NotApplied { note } => Values {
+            state: OperationState::Pending,
+            status: None,
+            body: None,
+            note: Some(note.clone()),
+            provider_id: None,
+        },
     }
 }
 
@@ -199,6 +277,9 @@ where
         note: opt_text("note")?,
         checkpoint: opt_text("checkpoint")?,
         superseded_by,
+        maybe_applied_at: opt_int("maybe_applied_at")?.map(from_millis),
+        provider_id: opt_text("provider_id")?,
+        compacted_at: opt_int("compacted_at")?.map(from_millis),
     })
 }
 
@@ -427,8 +508,7 @@ macro_rules! impl_sql_store {
                 completion: &$crate::ledger::Completion,
                 now: ::std::time::SystemTime,
             ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
-                let (state, status, body, note) =
-                    $crate::ledger::sql::completion_values(completion);
+                let v = $crate::ledger::sql::completion_values(completion);
                 let text = format!(
                     "{} RETURNING {}",
                     $crate::ledger::sql::COMPLETE,
@@ -437,11 +517,12 @@ macro_rules! impl_sql_store {
                 let row = ::sqlx::query(&text)
                     .bind(lease.key.as_str())
                     .bind(&lease.token)
-                    .bind(state.as_str())
-                    .bind(status)
-                    .bind(body)
-                    .bind(note)
+                    .bind(v.state.as_str())
+                    .bind(v.status)
+                    .bind(v.body)
+                    .bind(v.note)
                     .bind($crate::clock::to_millis(now))
+                    .bind(v.provider_id)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::error::StoreError::from_sqlx)?;
@@ -459,15 +540,15 @@ macro_rules! impl_sql_store {
                 resolution: &$crate::ledger::Resolution,
                 now: ::std::time::SystemTime,
             ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
-                let (state, status, body, note) =
-                    $crate::ledger::sql::resolution_values(resolution);
+                let v = $crate::ledger::sql::resolution_values(resolution);
                 let done = ::sqlx::query($crate::ledger::sql::RESOLVE)
                     .bind(key.as_str())
-                    .bind(state.as_str())
-                    .bind(status)
-                    .bind(body)
-                    .bind(note)
+                    .bind(v.state.as_str())
+                    .bind(v.status)
+                    .bind(v.body)
+                    .bind(v.note)
                     .bind($crate::clock::to_millis(now))
+                    .bind(v.provider_id)
                     .execute(&self.pool)
                     .await
                     .map_err($crate::error::StoreError::from_sqlx)?;
@@ -536,12 +617,54 @@ macro_rules! impl_sql_store {
                 rows.iter().map($crate::ledger::sql::decode_row).collect()
             }
 
+            async fn renew(
+                &self,
+                lease: &$crate::ledger::Lease,
+                lease_for: ::std::time::Duration,
+                now: ::std::time::SystemTime,
+            ) -> Result<$crate::ledger::Lease, $crate::error::StoreError> {
+                let expires_at = now + lease_for;
+                let done = ::sqlx::query($crate::ledger::sql::RENEW)
+                    .bind(lease.key.as_str())
+                    .bind(&lease.token)
+                    .bind($crate::clock::to_millis(expires_at))
+                    .bind($crate::clock::to_millis(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                if done.rows_affected() == 1 {
+                    Ok($crate::ledger::Lease {
+                        key: lease.key.clone(),
+                        token: lease.token.clone(),
+                        expires_at,
+                    })
+                } else {
+                    Err($crate::error::StoreError::LeaseLost {
+                        key: lease.key.clone(),
+                    })
+                }
+            }
+
+            async fn forget(
+                &self,
+                before: ::std::time::SystemTime,
+                batch: u32,
+            ) -> Result<u64, $crate::error::StoreError> {
+                let done = ::sqlx::query($crate::ledger::sql::FORGET)
+                    .bind($crate::clock::to_millis(before))
+                    .bind(i64::from(batch))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::error::StoreError::from_sqlx)?;
+                Ok(done.rows_affected())
+            }
+
             async fn purge(
                 &self,
                 before: ::std::time::SystemTime,
                 batch: u32,
             ) -> Result<u64, $crate::error::StoreError> {
-                let done = ::sqlx::query($crate::ledger::sql::PURGE)
+                let done = ::sqlx::query($crate::ledger::sql::COMPACT)
                     .bind($crate::clock::to_millis(before))
                     .bind(i64::from(batch))
                     .execute(&self.pool)
