@@ -27,15 +27,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0002_inbound.sql"),
     },
     Migration {
-<<<<<<< HEAD
-        version: 10,
-        name: "webhooks",
-        sql: include_str!("../../migrations/sqlite/0010_webhooks.sql"),
-=======
         version: 3,
         name: "ledger_effects",
         sql: include_str!("../../migrations/sqlite/0003_ledger_effects.sql"),
->>>>>>> lead
+        version: 10,
+        name: "webhooks",
+        sql: include_str!("../../migrations/sqlite/0010_webhooks.sql"),
     },
 ];
 
@@ -53,15 +50,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         sql: include_str!("../../migrations/postgres/0002_inbound.sql"),
     },
     Migration {
-<<<<<<< HEAD
-        version: 10,
-        name: "webhooks",
-        sql: include_str!("../../migrations/postgres/0010_webhooks.sql"),
-=======
         version: 3,
         name: "ledger_effects",
         sql: include_str!("../../migrations/postgres/0003_ledger_effects.sql"),
->>>>>>> lead
+        version: 10,
+        name: "webhooks",
+        sql: include_str!("../../migrations/postgres/0010_webhooks.sql"),
     },
 ];
 
