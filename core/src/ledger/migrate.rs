@@ -30,6 +30,8 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 3,
         name: "ledger_effects",
         sql: include_str!("../../migrations/sqlite/0003_ledger_effects.sql"),
+    },
+    Migration {
         version: 10,
         name: "webhooks",
         sql: include_str!("../../migrations/sqlite/0010_webhooks.sql"),
@@ -53,6 +55,8 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "ledger_effects",
         sql: include_str!("../../migrations/postgres/0003_ledger_effects.sql"),
+    },
+    Migration {
         version: 10,
         name: "webhooks",
         sql: include_str!("../../migrations/postgres/0010_webhooks.sql"),
