@@ -344,6 +344,17 @@ impl Messages<'_> {
                 )));
             }
         };
+        // What a lookup needs to find this message again from the key alone
+        // (`idem::reconcile::Reconcile`). Only an aid: if it cannot be
+        // written the send goes on, and such a row reconciles to
+        // "undetermined" from the key alone.
+        let facts = crate::reconcile::lookup_facts(msg);
+        if claim.operation().checkpoint.as_deref() != Some(facts.as_str()) {
+            if let Err(e) = claim.checkpoint(&facts).await {
+                tracing::warn!(key = %key, error = %e,
+                    "twilio: the lookup facts could not be recorded; sending anyway");
+            }
+        }
         let outcome = claim.send(req).await;
         let twilio = outcome
             .response

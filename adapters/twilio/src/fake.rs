@@ -7,6 +7,12 @@
 //! filters `To`, `From`, `DateSent`, `DateSent>`, `DateSent<`, paging), counts
 //! what it really did, and fails on demand with [`Fault`]s.
 //!
+//! As at Twilio, a message is created `queued` (or `accepted` through a
+//! Messaging Service) with `date_sent: null`; it gets a `date_sent` only
+//! once it is sent ([`FakeTwilio::status_callback`] with `sent` or a later
+//! status). The `DateSent` filters match on `date_sent`, so they never list
+//! a message that has not been sent yet.
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use idem_twilio::fake::{Fault, FakeTwilio};
@@ -77,6 +83,9 @@ pub struct FakeMessage {
     pub status: String,
     /// Creation time.
     pub created_at: SystemTime,
+    /// When Twilio sent it: `None` while `queued`, `accepted` or
+    /// `scheduled` (shown as `date_sent: null`).
+    pub sent_at: Option<SystemTime>,
 }
 
 #[derive(Debug, Default)]
@@ -168,6 +177,17 @@ impl FakeTwilio {
             .collect()
     }
 
+    /// Every `GET` request (lookups) as it arrived on the wire, in order.
+    pub async fn received_reads(&self) -> Vec<wiremock::Request> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.method == http::Method::GET)
+            .collect()
+    }
+
     /// Write requests (`POST`s) seen on the wire, whatever their answer.
     pub fn write_requests(&self) -> usize {
         lock(&self.state).write_requests
@@ -199,6 +219,7 @@ impl FakeTwilio {
             status_callback: None,
             status: "sent".to_owned(),
             created_at: SystemTime::now(),
+            sent_at: Some(SystemTime::now()),
         });
         sid
     }
@@ -212,6 +233,9 @@ impl FakeTwilio {
         let mut st = lock(&self.state);
         let m = st.messages.iter_mut().find(|m| m.sid == sid)?;
         m.status = status.to_owned();
+        if !matches!(status, "queued" | "accepted" | "scheduled" | "canceled") {
+            m.sent_at.get_or_insert_with(SystemTime::now);
+        }
         let url: url::Url = m.status_callback.as_deref()?.parse().ok()?;
         let mut params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         for (k, v) in [
@@ -275,12 +299,13 @@ fn to_json(m: &FakeMessage) -> serde_json::Value {
         m.sid
     );
     let date = rfc2822(m.created_at);
+    let sent = m.sent_at.map(rfc2822);
     serde_json::json!({
         "account_sid": FakeTwilio::ACCOUNT_SID,
         "api_version": "2010-04-01",
         "body": m.body,
         "date_created": date,
-        "date_sent": date,
+        "date_sent": sent,
         "date_updated": date,
         "direction": "outbound-api",
         "error_code": null,
@@ -388,6 +413,7 @@ impl Respond for Create {
             status_callback: callback,
             status: status.to_owned(),
             created_at: SystemTime::now(),
+            sent_at: None,
         };
         let json = to_json(&message);
         st.messages.push(message);
@@ -424,13 +450,16 @@ impl Respond for List {
             .messages
             .iter()
             .filter(|m| {
-                let day = ymd(m.created_at);
+                // Twilio filters `DateSent` on `date_sent`: a message not
+                // sent yet has none and matches no `DateSent` filter.
+                let day = m.sent_at.map(ymd);
+                let day = day.as_deref();
                 filters.iter().all(|(k, v)| match k.as_str() {
                     "To" => &m.to == v,
                     "From" => &m.from == v,
-                    "DateSent" => &day == v,
-                    "DateSent>" => day.as_str() >= v.as_str(),
-                    "DateSent<" => day.as_str() <= v.as_str(),
+                    "DateSent" => day == Some(v.as_str()),
+                    "DateSent>" => day.is_some_and(|d| d >= v.as_str()),
+                    "DateSent<" => day.is_some_and(|d| d <= v.as_str()),
                     _ => true,
                 })
             })

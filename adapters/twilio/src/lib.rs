@@ -46,7 +46,10 @@
 //! message SID). Without a callback,
 //! [`Messages::reconcile`] looks the message up by recipient, sender, body
 //! and time; it can settle a row only when exactly one message matches, and
-//! finding none proves nothing. The [`reconcile`] module says exactly how far
+//! finding none proves nothing. [`TwilioClient`] implements
+//! [`idem::reconcile::Reconcile`] (provider `twilio`): the same lookup from
+//! the key alone, with the message each send records on its ledger row; it
+//! never answers `NotApplied`. The [`reconcile`] module says exactly how far
 //! each can go.
 //!
 //! # Testing
@@ -63,6 +66,7 @@ pub mod error;
 pub mod fake;
 mod message;
 pub mod reconcile;
+mod reconcile_trait;
 pub mod signature;
 mod time;
 

@@ -21,17 +21,28 @@
 //!   first, or anyone who can
 //!   reach the endpoint can settle rows.
 //! * **Lookup** ([`Messages::reconcile`](crate::Messages::reconcile)):
-//!   `GET …/Messages.json?To=…&From=…&DateSent>=<day the send started>`,
-//!   then a match on recipient, sender (or Messaging Service), body, number
-//!   of media, direction `outbound-*`, and `date_created` inside the ledger's
-//!   send window (first claim to the moment the row went `unknown`, ± a
-//!   clock-skew margin). The key is not visible in a Message resource, so:
-//!   two identical texts to the same number inside that window are
-//!   indistinguishable (the lookup reports them as ambiguous and settles
-//!   nothing); a message Twilio has not sent yet has no `date_sent` and may
-//!   be missed by the `DateSent` filter; a body Twilio changed (smart
-//!   encoding, link shortening, content retention settings) no longer
-//!   matches; and finding nothing is **not** proof that nothing was sent.
+//!   `GET …/Messages.json?To=…&From=…` (newest first, up to the configured
+//!   number of pages), then a match on recipient, sender (or Messaging
+//!   Service), body, number of media, direction `outbound-*`, and
+//!   `date_created` inside the ledger's send window (first claim to the
+//!   moment the row went `unknown`, ± a clock-skew margin), all on the
+//!   client's side. No `DateSent` filter is sent: Twilio applies it to
+//!   `date_sent`, which stays `null` until the message is sent, so it would
+//!   hide exactly the messages still `queued`, `accepted` or `scheduled`.
+//!   The key is not visible in a Message resource, so: two identical texts
+//!   to the same number inside that window are indistinguishable (the
+//!   lookup reports them as ambiguous and settles nothing); a body Twilio
+//!   changed (smart encoding, link shortening, content retention settings)
+//!   no longer matches; a message beyond the page limit is not seen; and
+//!   finding nothing is **not** proof that nothing was sent.
+//! * **From the key alone** ([`idem::reconcile::Reconcile`] for
+//!   [`TwilioClient`]): each send records the message it sends in its
+//!   ledger row's checkpoint (`twilio-lookup-v1:` and the message as JSON:
+//!   recipient, sender, body, media URLs, the message's own callback), so
+//!   the lookup above can run without the caller's `CreateMessage`. The
+//!   recorded message is checked against the row's fingerprint before it is
+//!   used. Rows written without it (older versions, or a ledger blip at send
+//!   time) reconcile to `Undetermined`. The verdict is never `NotApplied`.
 //!   The lookup therefore only ever settles a row as `succeeded`; it never
 //!   sends again. When nothing is found the row stays `unknown`: an
 //!   operator decides whether to bump the key (accepting the risk of a
@@ -49,8 +60,57 @@ use crate::client::{
     CALLBACK_KEY_PARAM, Messages, OPERATION, PROVIDER, Sent, TwilioClient, decode,
 };
 use crate::error::{Error, TwilioError};
-use crate::message::{CreateMessage, Message, MessageSid, MessageStatus};
-use crate::time::{parse_rfc2822, ymd};
+use crate::message::{CreateMessage, Message, MessageSid, MessageStatus, Sender};
+use crate::time::parse_rfc2822;
+
+/// Checkpoint prefix of the message a send recorded for lookups.
+const LOOKUP_FACTS: &str = "twilio-lookup-v1:";
+
+/// The checkpoint a send records: the message, enough to look it up again
+/// from the key alone.
+pub(crate) fn lookup_facts(msg: &CreateMessage) -> String {
+    let facts = serde_json::json!({
+        "to": msg.to,
+        "from": msg.sender.number(),
+        "service": msg.sender.service(),
+        "body": msg.body,
+        "media": msg.media_urls.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        "callback": msg.status_callback.as_ref().map(|u| u.as_str()),
+    });
+    format!("{LOOKUP_FACTS}{facts}")
+}
+
+#[derive(Deserialize)]
+struct Facts {
+    to: String,
+    from: Option<String>,
+    service: Option<String>,
+    body: Option<String>,
+    #[serde(default)]
+    media: Vec<String>,
+    callback: Option<String>,
+}
+
+/// The message recorded by [`lookup_facts`], if the checkpoint holds one.
+pub(crate) fn recorded_message(checkpoint: Option<&str>) -> Option<CreateMessage> {
+    let json = checkpoint?.strip_prefix(LOOKUP_FACTS)?;
+    let f: Facts = serde_json::from_str(json).ok()?;
+    let sender = match (f.from, f.service) {
+        (Some(from), Some(service)) => Sender::FromService { from, service },
+        (Some(from), None) => Sender::From(from),
+        (None, Some(service)) => Sender::MessagingService(service),
+        (None, None) => return None,
+    };
+    let mut msg = CreateMessage::new(f.to, sender, f.body);
+    for m in f.media {
+        msg.media_urls.push(m.parse().ok()?);
+    }
+    msg.status_callback = match f.callback {
+        Some(c) => Some(c.parse().ok()?),
+        None => None,
+    };
+    Some(msg)
+}
 
 /// Messages per lookup page.
 const PAGE_SIZE: u32 = 200;
@@ -464,6 +524,7 @@ impl Messages<'_> {
         let recorded_end = op
             .checkpoint
             .as_deref()
+            .filter(|c| !c.starts_with(LOOKUP_FACTS))
             .and_then(|c| c.strip_prefix(WINDOW_END))
             .and_then(|ms| ms.parse::<u64>().ok())
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
@@ -481,7 +542,9 @@ impl Messages<'_> {
             if let Some(f) = msg.sender.number() {
                 q.append_pair("From", f);
             }
-            q.append_pair("DateSent>", &ymd(from));
+            // No `DateSent` filter: a message not sent yet has no sent date
+            // and would be hidden. The window is applied below, on
+            // `date_created`.
             q.append_pair("PageSize", &PAGE_SIZE.to_string());
         }
         let mut matches: Vec<Message> = Vec::new();
