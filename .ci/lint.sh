@@ -3,25 +3,35 @@
 #
 #   bash .ci/lint.sh            (from the repository root; CI sets CI=true)
 #
+# One deny list of HTTP clients and provider SDKs (dylint.toml, [idem_lint] deny) feeds three
+# layers; this script proves each layer still fires on the fixtures in examples/ci_lint
+# (FIXTURE_CASES below says which layer must reject or accept which fixture).
+#
 # 1. Stable gates, always run; any misbehaviour fails the script:
-#    - dependency-graph gate (.ci/dep_gate.py) over the workspace;
-#    - both gates on the fixtures in examples/ci_lint: `worker-direct` (calls reqwest itself) must
-#      be rejected with a message naming the adapter, `worker-adapter` must pass, and every
-#      `disallowed-methods`/`disallowed-types` entry of clippy.toml must fire on `worker-direct`.
-# 2. The dylint step (lint/, pinned nightly), run only when the nightly components and the
-#    dylint tools can be had within a bounded time; otherwise one line
-#    `dylint step skipped: <reason>` and the script goes on. When it runs: the lint's unit and ui
-#    tests, `cargo dylint --all --workspace`, and the two fixtures again.
+#    - the lists agree: .ci/dep_gate.py's built-in copy equals dylint.toml, and clippy.toml bans
+#      only crates on the deny list;
+#    - dependency-graph gate (.ci/dep_gate.py) over the workspace and every fixture;
+#    - the lint's decision logic (lint/policy) on stable;
+#    - clippy with the root clippy.toml, all targets, on every fixture: each rejection must come
+#      from disallowed-methods/-types naming the adapter, and every entry that must resolve
+#      fires on `worker-direct`.
+# 2. The dylint step (lint/, the machine's nightly), run only when the nightly components and
+#    the dylint tools can be had within a bounded time; otherwise one line
+#    `dylint step skipped: <reason>` and the script goes on. When it runs: the lint's unit and
+#    ui tests, `cargo dylint --all --workspace -- --all-targets`, and every fixture, all targets.
 #
 # Build output goes to a cache outside the clone (IDEM_LINT_CACHE, default ~/.cache/idem-lint), so
 # CI runs in fresh clones on the same machine stay warm. Safe to share: the crates under check are
 # path packages of the fresh clone and are always re-checked; only dependencies are reused.
 #
-# Knobs (environment): IDEM_LINT_INSTALL_TIMEOUT (s, default 600) bounds installing
-# cargo-dylint/dylint-link; IDEM_LINT_STEP_TIMEOUT (s, default 900) bounds each dylint build/check;
-# IDEM_LINT_DYLINT_BUDGET (s, default 1200) bounds the whole dylint step (a step that would start
-# with less than a minute left is skipped with the one-line message);
-# IDEM_LINT_SKIP_DYLINT=1 skips the dylint step on purpose.
+# Knobs (environment): IDEM_LINT_DYLINT_BUDGET (s, default 1500) bounds the whole dylint step,
+# installing the tools included (a step that would start with less than a minute left is skipped
+# with the one-line message); IDEM_LINT_INSTALL_TIMEOUT (s, default 1500, and never more than
+# the budget left) bounds installing cargo-dylint/dylint-link: measured at 21m40s cold on this
+# project's busy 2-core machine, so a cold machine spends most of the budget installing and
+# skips the rest; IDEM_LINT_STEP_TIMEOUT (s, default 900) bounds each dylint build/check;
+# IDEM_LINT_SKIP_DYLINT=1 skips the dylint step on purpose. With the rest of CI at about 20
+# minutes, a cold run stays under 50 minutes.
 
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -35,9 +45,9 @@ FIXTURE_TARGET=$CACHE/fixtures     # stable clippy runs on the fixtures
 LINT_TARGET=$CACHE/lint            # lint/ workspace: unit and ui tests
 WS_TARGET=$CACHE/workspace         # every cargo dylint run (nightly checks + the lint library)
 mkdir -p "$CACHE" || exit 2
-INSTALL_TIMEOUT=${IDEM_LINT_INSTALL_TIMEOUT:-600}
+INSTALL_TIMEOUT=${IDEM_LINT_INSTALL_TIMEOUT:-1500}
 STEP_TIMEOUT=${IDEM_LINT_STEP_TIMEOUT:-900}
-DYLINT_BUDGET=${IDEM_LINT_DYLINT_BUDGET:-1200}
+DYLINT_BUDGET=${IDEM_LINT_DYLINT_BUDGET:-1500}
 DYLINT_VERSION=6.3.2
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
@@ -51,6 +61,91 @@ show() { sed 's/^/    | /' "$1" | head -n "${2:-40}"; }
 
 # --- 1. stable gates ------------------------------------------------------------------------
 
+# Fixtures (examples/ci_lint/*, none a workspace member) and what each layer must say about them:
+# R = reject, A = accept, - = not asserted. Columns: dependency gate, clippy, dylint.
+#   the dependency gate's extra arguments follow after `|`.
+FIXTURE_CASES=(
+    "worker-direct        R R R |"
+    "worker-adapter       A A A |"
+    "worker-ureq          R R R |"
+    "worker-hyper-client  R R R |"
+    "worker-stripe-sdk    R R R |"
+    "worker-oneshot       R - R |"
+    "worker-test-module   R R R |"
+    "leaky-adapter        A A R | --allow leaky-adapter"
+    "worker-wiring        A A A |"
+)
+# Patterns the rejecting layer's output must contain (a rejection for the wrong reason fails).
+declare -A DEP_PATTERN=(
+    [worker-direct]='`worker-direct` depends on `reqwest`.*idem-stripe'
+    [worker-ureq]='`worker-ureq` depends on `ureq`'
+    [worker-hyper-client]='`worker-hyper-client` depends on `hyper'
+    [worker-stripe-sdk]='`worker-stripe-sdk` depends on `async-stripe`'
+    [worker-oneshot]='`worker-oneshot` depends on `reqwest`'
+    [worker-test-module]='`worker-test-module` depends on `reqwest`'
+)
+declare -A CLIPPY_FIRES=(
+    [worker-ureq]='ureq::post ureq::Agent::new_with_defaults ureq::Agent'
+    [worker-hyper-client]='hyper_util::client::legacy::Client::builder hyper::client::conn::http1::handshake'
+    [worker-stripe-sdk]='stripe::Client::new'
+    [worker-test-module]='reqwest::Client::new reqwest::Client::post reqwest::RequestBuilder::send'
+)
+declare -A DYLINT_PATTERN=(
+    [worker-direct]='^error: direct HTTP call `reqwest::Client::post` outside an idem adapter: Stripe writes go through `idem-stripe`'
+    [worker-ureq]='^error: direct HTTP call `ureq::.*outside an idem adapter'
+    [worker-hyper-client]='^error: direct HTTP call `hyper_util::client::legacy::.*outside an idem adapter'
+    [worker-stripe-sdk]='^error: direct HTTP call `stripe::.*outside an idem adapter'
+    [worker-oneshot]='^error: HTTP client value of type `reqwest::.*outside an idem adapter'
+    [worker-test-module]='^error: direct HTTP call `reqwest::Client::post`'
+    [leaky-adapter]='^error: `leaky_adapter::http_client` hands out `reqwest::'
+)
+# Lines that must each appear in a fixture's dylint output (several findings in one fixture).
+declare -A DYLINT_ALSO=(
+    [worker-hyper-client]='direct HTTP call `hyper::client::conn::http1::handshake'
+    [worker-oneshot]='src/lib.rs:19:|src/lib.rs:27:'
+    [leaky-adapter]='`leaky_adapter::reqwest` hands out|`leaky_adapter::Adapter::client` hands out|`leaky_adapter::Http` hands out|HTTP client value of type `reqwest::.*|worker/src/lib.rs:15:'
+)
+
+fixture_manifest() { echo "$FIXTURES/$1/Cargo.toml"; }
+
+say "one deny list: dylint.toml, the dependency gate's built-in copy, clippy.toml"
+if python3 - "$ROOT" >"$LOGS/lists" 2>&1 <<'PY'
+import importlib.util, re, sys, tomllib
+root = sys.argv[1]
+conf = tomllib.load(open(f"{root}/dylint.toml", "rb"))["idem_lint"]
+spec = importlib.util.spec_from_file_location("dep_gate", f"{root}/.ci/dep_gate.py")
+gate = importlib.util.module_from_spec(spec); spec.loader.exec_module(gate)
+problems = []
+for key in ("allowed", "deny", "vetted"):
+    if conf.get(key) != gate.BUILTIN[key]:
+        problems.append(f"dep_gate.py BUILTIN[{key!r}] differs from dylint.toml [idem_lint].{key}")
+libs = {}
+for e in conf["deny"]:
+    lib = e.get("lib", e["package"].replace("-", "_"))
+    libs[lib] = e
+clippy = tomllib.load(open(f"{root}/clippy.toml", "rb"))
+named = set()
+for key in ("disallowed-methods", "disallowed-types"):
+    for entry in clippy[key]:
+        krate = entry["path"].split("::")[0]
+        named.add(krate)
+        if krate not in libs and not any(l.endswith("*") and krate.startswith(l[:-1]) for l in libs):
+            problems.append(f"clippy.toml bans `{entry['path']}`, but `{krate}` is not on dylint.toml's deny list")
+        if "idem-stripe" not in entry.get("reason", ""):
+            problems.append(f"clippy.toml `{entry['path']}`: reason does not name the adapters")
+uncovered = sorted(e["package"] for lib, e in libs.items() if not lib.endswith("*") and lib not in named)
+for p in problems:
+    print(f"    | {p}")
+print(f"deny list: {len(conf['deny'])} entries; clippy.toml names {len(named)} of their crates"
+      + (f"; graph and dylint only (no clippy paths): {', '.join(uncovered)}" if uncovered else ""))
+sys.exit(1 if problems else 0)
+PY
+then
+    show "$LOGS/lists"; ok "one deny list: dylint.toml = dep_gate.py built-in copy, clippy.toml bans only listed crates"
+else
+    show "$LOGS/lists"; fail "the deny lists disagree (dylint.toml, .ci/dep_gate.py BUILTIN, clippy.toml)"
+fi
+
 # No exemptions: every workspace member other than core and the adapters is checked. To let a
 # member through, add --exempt "pkg=reason" here (printed on every run) and say why in review.
 GATE_EXEMPT=()
@@ -59,22 +154,25 @@ say "dependency gate: workspace"
 if python3 .ci/dep_gate.py ${GATE_EXEMPT[@]+"${GATE_EXEMPT[@]}"} >"$LOGS/dep-ws" 2>&1; then
     show "$LOGS/dep-ws"; ok "dependency gate: workspace"
 else
-    show "$LOGS/dep-ws"; fail "dependency gate: the workspace has a crate that reaches reqwest outside the adapters"
+    show "$LOGS/dep-ws"; fail "dependency gate: the workspace has a crate that reaches an HTTP client outside the adapters"
 fi
 
 say "dependency gate: fixtures"
-python3 .ci/dep_gate.py --manifest-path "$FIXTURES/worker-direct/Cargo.toml" >"$LOGS/dep-direct" 2>&1
-rc=$?
-if [[ $rc -eq 1 ]] && grep -q 'worker-direct.*reqwest.*idem-stripe' "$LOGS/dep-direct"; then
-    ok "dependency gate rejects worker-direct and names the adapter"
-else
-    show "$LOGS/dep-direct"; fail "dependency gate did not reject worker-direct as expected (exit $rc)"
-fi
-if python3 .ci/dep_gate.py --manifest-path "$FIXTURES/worker-adapter/Cargo.toml" >"$LOGS/dep-adapter" 2>&1; then
-    ok "dependency gate accepts worker-adapter"
-else
-    show "$LOGS/dep-adapter"; fail "dependency gate rejected worker-adapter"
-fi
+for case in "${FIXTURE_CASES[@]}"; do
+    read -r name dep _ _ _ <<<"${case%%|*}"
+    read -r -a extra <<<"${case#*|}"
+    python3 .ci/dep_gate.py --manifest-path "$(fixture_manifest "$name")" ${extra[@]+"${extra[@]}"} >"$LOGS/dep-$name" 2>&1
+    rc=$?
+    if [[ $dep == R ]]; then
+        if [[ $rc -eq 1 ]] && grep -q -- "${DEP_PATTERN[$name]}" "$LOGS/dep-$name"; then
+            ok "dependency gate rejects $name"
+        else
+            show "$LOGS/dep-$name"; fail "dependency gate did not reject $name as expected (exit $rc)"
+        fi
+    elif [[ $dep == A ]]; then
+        if [[ $rc -eq 0 ]]; then ok "dependency gate accepts $name"; else show "$LOGS/dep-$name"; fail "dependency gate rejected $name (exit $rc)"; fi
+    fi
+done
 
 say "lint decision logic: unit tests on stable (lint/policy)"
 if CARGO_TARGET_DIR=$FIXTURE_TARGET cargo +stable test --quiet \
@@ -84,25 +182,36 @@ else
     show "$LOGS/policy" 40; fail "idem_lint_policy unit tests failed on stable"
 fi
 
-say "clippy gate: fixtures (disallowed-methods/-types from clippy.toml)"
-(cd "$FIXTURES/worker-direct" && CARGO_TARGET_DIR=$FIXTURE_TARGET \
-    cargo clippy --quiet -- -D warnings) >"$LOGS/clippy-direct" 2>&1
-rc=$?
-if [[ $rc -ne 0 ]] && python3 - "$ROOT/clippy.toml" "$LOGS/clippy-direct" <<'PY'
+say "clippy gate: fixtures, all targets (disallowed-methods/-types from clippy.toml)"
+for case in "${FIXTURE_CASES[@]}"; do
+    read -r name _ clip _ _ <<<"${case%%|*}"
+    [[ $clip == - ]] && continue
+    (cd "$FIXTURES/$name" && CARGO_TARGET_DIR=$FIXTURE_TARGET \
+        cargo clippy --quiet --workspace --all-targets -- -D warnings) >"$LOGS/clippy-$name" 2>&1
+    rc=$?
+    if [[ $clip == A ]]; then
+        if [[ $rc -eq 0 ]]; then ok "clippy gate accepts $name"; else show "$LOGS/clippy-$name" 60; fail "clippy gate rejected $name (exit $rc)"; fi
+        continue
+    fi
+    if [[ $rc -ne 0 ]] && python3 - "$ROOT/clippy.toml" "$LOGS/clippy-$name" "$name" "${CLIPPY_FIRES[$name]:-}" <<'PY'
 import re, sys, tomllib
 conf = tomllib.load(open(sys.argv[1], "rb"))
 log = open(sys.argv[2]).read()
+name, must = sys.argv[3], sys.argv[4].split()
 fired = set(re.findall(r"use of a disallowed (?:method|type) `([^`]+)`", log))
 problems = []
-for key in ("disallowed-methods", "disallowed-types"):
-    for entry in conf[key]:
-        if "idem-stripe" not in entry.get("reason", ""):
-            problems.append(f"{entry['path']}: reason does not name the adapters")
-        if not entry.get("allow-invalid") and entry["path"] not in fired:
-            problems.append(f"{entry['path']}: did not fire on worker-direct")
-for must in ("reqwest::Client::post", "reqwest::RequestBuilder::send", "reqwest::Client::new"):
-    if must not in fired:
-        problems.append(f"{must}: not reported at the fixture's direct call")
+if name == "worker-direct":
+    # Every entry that must resolve fires on the reqwest fixture.
+    for key in ("disallowed-methods", "disallowed-types"):
+        for entry in conf[key]:
+            if not entry.get("allow-invalid") and entry["path"] not in fired:
+                problems.append(f"{entry['path']}: did not fire on worker-direct")
+    must += ["reqwest::Client::post", "reqwest::RequestBuilder::send", "reqwest::Client::new"]
+for m in must:
+    if m not in fired:
+        problems.append(f"{m}: not reported on {name}")
+if not fired:
+    problems.append("no disallowed-methods/-types diagnostic: the crate failed for another reason")
 if "does not refer to" in log or "expected a function" in log:
     problems.append("clippy warned about an entry that does not resolve")
 if "idem-stripe" not in log:
@@ -111,19 +220,12 @@ for p in problems:
     print(f"    | {p}")
 sys.exit(1 if problems else 0)
 PY
-then
-    ok "clippy gate rejects worker-direct: $(grep -c '^error: use of a disallowed' "$LOGS/clippy-direct") diagnostics, every entry fired, adapter named"
-else
-    show "$LOGS/clippy-direct" 60; fail "clippy gate did not reject worker-direct as expected (exit $rc)"
-fi
-(cd "$FIXTURES/worker-adapter" && CARGO_TARGET_DIR=$FIXTURE_TARGET \
-    cargo clippy --quiet -- -D warnings) >"$LOGS/clippy-adapter" 2>&1
-rc=$?
-if [[ $rc -eq 0 ]]; then
-    ok "clippy gate accepts worker-adapter"
-else
-    show "$LOGS/clippy-adapter" 60; fail "clippy gate rejected worker-adapter (exit $rc)"
-fi
+    then
+        ok "clippy gate rejects $name: $(grep -c '^error: use of a disallowed' "$LOGS/clippy-$name") diagnostics, adapter named"
+    else
+        show "$LOGS/clippy-$name" 60; fail "clippy gate did not reject $name as expected (exit $rc)"
+    fi
+done
 
 # --- 2. dylint step ---------------------------------------------------------------------------
 
@@ -194,17 +296,18 @@ dylint_step() {
     fi
     ok "idem_lint unit and ui tests: $(grep -c '^test .* ok$' "$LOGS/ui") passed"
 
-    # The project's own crates.
-    budget_for "cargo dylint --all --workspace" || return
-    CARGO_TARGET_DIR=$WS_TARGET timeout "$(bound "$STEP_TIMEOUT")" cargo dylint --all --workspace >"$LOGS/ws" 2>&1
+    # The project's own crates, all targets (tests, examples, benches included).
+    budget_for "cargo dylint --all --workspace -- --all-targets" || return
+    CARGO_TARGET_DIR=$WS_TARGET timeout "$(bound "$STEP_TIMEOUT")" \
+        cargo dylint --all --workspace -- --all-targets >"$LOGS/ws" 2>&1
     rc=$?
     if [[ $rc -eq 124 ]]; then
-        skip "cargo dylint --all --workspace ran out of time (step bound ${STEP_TIMEOUT}s, budget ${DYLINT_BUDGET}s)"; return
+        skip "cargo dylint --all --workspace -- --all-targets ran out of time (step bound ${STEP_TIMEOUT}s, budget ${DYLINT_BUDGET}s)"; return
     elif [[ $rc -ne 0 ]]; then
         grep -E -A8 '^error' "$LOGS/ws" | head -60 | sed 's/^/    | /'
-        fail "cargo dylint --all --workspace (exit $rc)"
+        fail "cargo dylint --all --workspace -- --all-targets (exit $rc)"
     else
-        ok "cargo dylint --all --workspace"
+        ok "cargo dylint --all --workspace -- --all-targets"
     fi
 
     # The fixtures, with the library just built for the workspace.
@@ -213,32 +316,42 @@ dylint_step() {
     if [[ -z $lib ]]; then
         fail "cannot find the idem_lint library cargo dylint built under $WS_TARGET/dylint"; return
     fi
-    budget_for "the dylint fixture checks" || return
-    CARGO_TARGET_DIR=$WS_TARGET timeout "$(bound "$STEP_TIMEOUT")" cargo dylint --lib-path "$lib" \
-        --manifest-path "$FIXTURES/worker-direct/Cargo.toml" >"$LOGS/dy-direct" 2>&1
-    rc=$?
-    if [[ $rc -eq 124 ]]; then
-        skip "checking the worker-direct fixture ran out of time (budget ${DYLINT_BUDGET}s)"; return
-    elif [[ $rc -ne 0 ]] \
-        && grep -q '^error: direct HTTP call `reqwest::Client::post` outside an idem adapter: Stripe writes go through `idem-stripe`' "$LOGS/dy-direct" \
-        && grep -q 'http_call_outside_adapter' "$LOGS/dy-direct"; then
-        ok "dylint rejects worker-direct: $(grep -c '^error: direct HTTP call' "$LOGS/dy-direct") diagnostics, adapter named"
-    else
-        grep -E -A8 '^error' "$LOGS/dy-direct" | head -40 | sed 's/^/    | /'
-        fail "dylint did not reject worker-direct as expected (exit $rc)"
-    fi
-    budget_for "the worker-adapter fixture" || return
-    CARGO_TARGET_DIR=$WS_TARGET timeout "$(bound "$STEP_TIMEOUT")" cargo dylint --lib-path "$lib" \
-        --manifest-path "$FIXTURES/worker-adapter/Cargo.toml" >"$LOGS/dy-adapter" 2>&1
-    rc=$?
-    if [[ $rc -eq 124 ]]; then
-        skip "checking the worker-adapter fixture ran out of time (budget ${DYLINT_BUDGET}s)"; return
-    elif [[ $rc -eq 0 ]]; then
-        ok "dylint accepts worker-adapter"
-    else
-        grep -E -A8 '^error' "$LOGS/dy-adapter" | head -40 | sed 's/^/    | /'
-        fail "dylint rejected worker-adapter (exit $rc)"
-    fi
+    local case name dy pattern
+    for case in "${FIXTURE_CASES[@]}"; do
+        read -r name _ _ dy _ <<<"${case%%|*}"
+        [[ $dy == - ]] && continue
+        budget_for "the dylint check of $name" || return
+        # From the fixture's directory, so its own dylint.toml (if any) is the configuration.
+        (cd "$FIXTURES/$name" && CARGO_TARGET_DIR=$WS_TARGET timeout "$(bound "$STEP_TIMEOUT")" \
+            cargo dylint --lib-path "$lib" --workspace -- --all-targets) >"$LOGS/dy-$name" 2>&1
+        rc=$?
+        if [[ $rc -eq 124 ]]; then
+            skip "the dylint check of $name ran out of time (budget ${DYLINT_BUDGET}s)"; return
+        fi
+        if [[ $dy == A ]]; then
+            if [[ $rc -eq 0 ]]; then ok "dylint accepts $name"; else
+                grep -E -A8 '^error' "$LOGS/dy-$name" | head -40 | sed 's/^/    | /'
+                fail "dylint rejected $name (exit $rc)"
+            fi
+            continue
+        fi
+        local missing=()
+        grep -q -- "${DYLINT_PATTERN[$name]}" "$LOGS/dy-$name" || missing+=("${DYLINT_PATTERN[$name]}")
+        if [[ -n ${DYLINT_ALSO[$name]:-} ]]; then
+            IFS='|' read -r -a also <<<"${DYLINT_ALSO[$name]}"
+            for pattern in "${also[@]}"; do
+                grep -q -- "$pattern" "$LOGS/dy-$name" || missing+=("$pattern")
+            done
+        fi
+        if [[ $rc -ne 0 ]] && ((${#missing[@]} == 0)) \
+            && grep -q 'http_call_outside_adapter\|http_client_leak' "$LOGS/dy-$name"; then
+            ok "dylint rejects $name: $(grep -c '^error: \(direct HTTP call\|HTTP client value\|`.*` hands out\)' "$LOGS/dy-$name") diagnostics"
+        else
+            grep -E -A8 '^error' "$LOGS/dy-$name" | head -40 | sed 's/^/    | /'
+            printf '    | missing: %s\n' "${missing[@]}"
+            fail "dylint did not reject $name as expected (exit $rc)"
+        fi
+    done
 }
 dylint_step
 

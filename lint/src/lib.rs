@@ -12,151 +12,228 @@ extern crate rustc_hir;
 extern crate rustc_middle;
 extern crate rustc_span;
 
-use idem_lint_policy::{Policy, Suggestion, suggest_adapter};
+extern crate rustc_lint;
+extern crate rustc_session;
+
+use std::collections::HashSet;
+
+use idem_lint_policy::{DenyEntry, Policy, Suggestion, suggest_adapter};
 use rustc_ast::LitKind;
 use rustc_errors::{Diag, DiagCtxtHandle, Diagnostic, Level};
 use rustc_hir::def::{DefKind, Res};
-use rustc_hir::{Expr, ExprKind, Node};
+use rustc_hir::def_id::{CRATE_DEF_INDEX, LocalDefId};
+use rustc_hir::{
+    Body, Expr, ExprKind, FieldDef, FnRetTy, ImplItem, ImplItemImplKind, ImplItemKind, Item,
+    ItemKind, Node, QPath, UnOp,
+};
 use rustc_lint::{LateContext, LateLintPass, LintContext};
-use rustc_middle::ty::{self, Instance};
+use rustc_middle::ty::{self, Instance, Ty, TyCtxt};
 use rustc_span::Span;
 use rustc_span::def_id::{DefId, LOCAL_CRATE};
 
-dylint_linting::impl_late_lint! {
+dylint_linting::dylint_library!();
+
+/// Registers both lints and their pass (what `dylint_linting::impl_late_lint!` does for one).
+#[allow(clippy::no_mangle_with_rust_abi)]
+#[unsafe(no_mangle)]
+pub fn register_lints(sess: &rustc_session::Session, lint_store: &mut rustc_lint::LintStore) {
+    dylint_linting::init_config(sess);
+    lint_store.register_lints(&[HTTP_CALL_OUTSIDE_ADAPTER, HTTP_CLIENT_LEAK]);
+    lint_store.register_late_pass(|_| Box::new(IdemLint::new()));
+}
+
+dylint_linting::declare_lint! {
     /// ### What it does
     ///
-    /// Flags every call whose callee resolves into an HTTP client crate (`reqwest` or
-    /// `reqwest_middleware` by default) in code that is not on the allow-list: by default the
-    /// adapter crates `idem_stripe`, `idem_twilio`, `idem_gbp`, `idem_meta` and the module
-    /// `idem::executor`.
+    /// Flags, in code that is not on the allow-list (by default the adapter crates
+    /// `idem_stripe`, `idem_twilio`, `idem_gbp`, `idem_meta` and the module `idem::executor`),
+    /// every use of an HTTP client or provider SDK on the deny list of `dylint.toml` (reqwest,
+    /// reqwest-middleware, ureq, hyper's and hyper-util's clients, isahc, surf, attohttpc, curl,
+    /// awc, async-stripe, the Twilio crates, octocrab, ...):
     ///
-    /// It sees method calls (`client.post(url)`), path calls (`reqwest::get(url)`,
-    /// `reqwest::Client::post(&client, url)`), functions passed as values
-    /// (`urls.map(reqwest::get)`), calls through re-exports (the callee's defining crate is what
-    /// counts, not the path used to name it), and trait methods that resolve to an impl in those
-    /// crates (`<reqwest::Client as Default>::default()`, `Default::default()` inferred as a
-    /// `reqwest::Client`, `client.clone()`).
+    /// - calls whose callee resolves into a denied crate or client module: method calls, path
+    ///   calls, functions passed as values, calls through re-exports, and trait methods that
+    ///   resolve to an impl there (`<reqwest::Client as Default>::default()`, `client.clone()`);
+    /// - any value whose type is or contains a denied type, however it was made: built inside
+    ///   generic std code (`None.unwrap_or_default()`), returned by another crate
+    ///   (`leaky::client()`), read from a field, or about to be driven by generic code such as
+    ///   `tower::ServiceExt::oneshot`;
+    /// - function and closure parameters of such a type.
     ///
-    /// The message names the adapter to use. When a string literal at the call (or earlier in
-    /// the same method chain) is a URL of a service idem has an adapter for, the message names
-    /// that adapter; otherwise it lists them all.
+    /// The message names the adapter to use (from a URL literal at the call when there is one).
     ///
     /// ### Why is this bad?
     ///
     /// A write sent past the adapters carries no stored idempotency key. When the worker crashes
     /// or times out and runs again, the request goes out a second time: the customer is charged
-    /// twice, texted twice, the post is published twice. The adapters (and the executor under
-    /// them) are the only code that stores the key before the request leaves the process.
+    /// twice, texted twice, the post is published twice.
     ///
     /// ### Configuration
     ///
-    /// In the checked workspace's `dylint.toml` (each list replaces its default):
-    ///
-    /// ```toml
-    /// [idem_lint]
-    /// # crate names, or module paths inside a crate
-    /// allowed = ["idem_stripe", "idem_twilio", "idem_gbp", "idem_meta", "idem::executor"]
-    /// http_crates = ["reqwest", "reqwest_middleware"]
-    /// ```
-    ///
-    /// ### Known problems
-    ///
-    /// - The lint judges call sites. A generic function from another crate that calls reqwest
-    ///   on a value the worker passes in (for example `tower::ServiceExt::oneshot(client, req)`)
-    ///   is not seen at the call; getting that client (`Client::new`, `builder`, `default`) is.
-    ///   The dependency-graph gate in `.ci/lint.sh` closes the rest: a worker crate cannot reach
-    ///   reqwest except through an allowed crate.
-    /// - Other HTTP clients (`hyper`'s client, `ureq`, ...) are only flagged when added to
-    ///   `http_crates`.
-    /// - Every reqwest function counts, including harmless ones such as `Error::is_timeout`.
-    ///   Worker code gets typed errors from the adapters and has no reason to touch reqwest.
-    /// - `allowed` names crates as rustc sees them. Integration tests and examples of an adapter
-    ///   package are crates of their own and are not covered by the adapter's entry.
-    ///
-    /// ### Example
-    ///
-    /// ```rust,ignore
-    /// let client = reqwest::Client::new();
-    /// client
-    ///     .post("https://api.stripe.com/v1/payment_intents")
-    ///     .form(&[("amount", "2000"), ("currency", "usd")])
-    ///     .send()
-    ///     .await?;
-    /// ```
-    ///
-    /// Use instead:
-    ///
-    /// ```rust,ignore
-    /// // The adapter stores the idempotency key on the ledger row before the request leaves.
-    /// let intent = stripe
-    ///     .create_payment_intent(&key, CreatePaymentIntent::new(2000, "usd"))
-    ///     .await?;
-    /// ```
+    /// The `[idem_lint]` table of the checked workspace's `dylint.toml` (`allowed`, `deny`; each
+    /// replaces its default, which is idem's own `dylint.toml`, compiled into the library).
     pub HTTP_CALL_OUTSIDE_ADAPTER,
     Deny,
-    "direct external HTTP call (reqwest, reqwest-middleware) outside an idem adapter crate",
-    HttpCallOutsideAdapter::new()
+    "direct use of an HTTP client or provider SDK outside an idem adapter crate"
 }
+
+dylint_linting::declare_lint! {
+    /// ### What it does
+    ///
+    /// Flags the public API of an allowed crate (an adapter, `idem::executor`) that hands an
+    /// HTTP client out: `pub use` of a denied crate or of one of its items, and public
+    /// functions, methods, fields, type aliases, constants, statics and associated types whose
+    /// type is or contains a denied type. Taking a client in (a parameter) is not a leak.
+    ///
+    /// ### Why is this bad?
+    ///
+    /// Code outside the allow-list that gets the client from an allowed crate passes the
+    /// dependency gate (its only route to the client runs through an allowed crate) and
+    /// clippy's path bans (it never names the client crate), and can send writes with no key.
+    pub HTTP_CLIENT_LEAK,
+    Deny,
+    "an allowed crate's public API hands out an HTTP client or re-exports a client crate"
+}
+
+dylint_linting::impl_lint_pass!(IdemLint => [HTTP_CALL_OUTSIDE_ADAPTER, HTTP_CLIENT_LEAK]);
 
 /// The `[idem_lint]` table of `dylint.toml`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    /// Crate names or module paths where direct HTTP calls are allowed.
+    /// Crate names or module paths where HTTP clients may be used.
     allowed: Option<Vec<String>>,
-    /// Crates whose functions count as external HTTP calls.
+    /// Extra whole crates to deny (kept from the first configuration format).
     http_crates: Option<Vec<String>>,
+    /// The HTTP clients and provider SDKs.
+    deny: Option<Vec<DenyConfig>>,
+    /// Read by the dependency gate only.
+    #[allow(dead_code)]
+    vetted: Option<Vec<VettedConfig>>,
 }
 
-struct HttpCallOutsideAdapter {
-    policy: Policy,
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenyConfig {
+    package: String,
+    lib: Option<String>,
+    #[serde(default)]
+    features: Vec<String>,
+    #[serde(default)]
+    modules: Vec<String>,
 }
 
-impl HttpCallOutsideAdapter {
-    fn new() -> Self {
-        let config: Config = dylint_linting::config_or_default(env!("CARGO_PKG_NAME"));
-        let http_crates = config.http_crates.unwrap_or_else(|| {
-            idem_lint_policy::DEFAULT_HTTP_CRATES
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct VettedConfig {
+    package: String,
+    #[serde(default)]
+    reason: String,
+}
+
+impl DenyConfig {
+    fn entry(&self) -> DenyEntry {
+        let lib = self.lib.as_deref().map_or_else(
+            || idem_lint_policy::crate_name(&self.package),
+            idem_lint_policy::crate_name,
+        );
+        DenyEntry {
+            package: self.package.clone(),
+            lib,
+            features: self.features.clone(),
+            modules: self
+                .modules
                 .iter()
-                .map(|s| (*s).to_owned())
-                .collect()
-        });
-        let allowed = config.allowed.unwrap_or_else(|| {
-            idem_lint_policy::DEFAULT_ALLOWED
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect()
-        });
-        Self {
-            policy: Policy::new(http_crates, allowed),
+                .map(|m| {
+                    m.trim()
+                        .trim_start_matches("::")
+                        .split("::")
+                        .map(|s| idem_lint_policy::crate_name(s))
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                })
+                .filter(|m| !m.is_empty())
+                .collect(),
         }
     }
 }
 
-impl<'tcx> LateLintPass<'tcx> for HttpCallOutsideAdapter {
-    fn check_expr(&mut self, cx: &LateContext<'tcx>, expr: &'tcx Expr<'tcx>) {
-        // `.await`, `?` and `for` expand to calls of their own; the call they wrap is what counts.
-        if expr.span.desugaring_kind().is_some() {
-            return;
-        }
-        let Some((named, resolved, span)) = callee(cx, expr) else {
-            return;
-        };
-        let tcx = cx.tcx;
-        let is_http = |id: DefId| {
-            self.policy
-                .is_external_http_call(tcx.crate_name(id.krate).as_str())
-        };
-        let flagged = if is_http(resolved) {
-            resolved
-        } else if is_http(named) {
-            named
-        } else {
-            return;
-        };
+struct IdemLint {
+    policy: Policy,
+    /// Spans already reported, so one expression gets one diagnostic.
+    reported: HashSet<Span>,
+}
 
+impl IdemLint {
+    fn new() -> Self {
+        let config: Config = dylint_linting::config_or_default(env!("CARGO_PKG_NAME"));
+        let defaults = idem_lint_policy::default_config();
+        let mut deny: Vec<DenyEntry> = match &config.deny {
+            Some(list) => list.iter().map(DenyConfig::entry).collect(),
+            None => defaults.deny.clone(),
+        };
+        for c in config.http_crates.iter().flatten() {
+            deny.push(DenyEntry::crate_only(c));
+        }
+        let allowed = config.allowed.unwrap_or(defaults.allowed);
+        Self {
+            policy: Policy::with_deny(deny, allowed),
+            reported: HashSet::new(),
+        }
+    }
+
+    /// Whether the item `id` belongs to a denied client (crate and, where limited, module).
+    fn denied_def(&self, tcx: TyCtxt<'_>, id: DefId) -> bool {
+        let krate = tcx.crate_name(id.krate);
+        let path: Vec<String> = tcx
+            .def_path(id)
+            .data
+            .iter()
+            .filter_map(|d| d.data.get_opt_name())
+            .map(|s| s.to_string())
+            .collect();
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        self.policy.is_denied_item(krate.as_str(), &path)
+    }
+
+    /// The first denied type inside `ty` (generic arguments and references included; for an
+    /// opaque `impl Trait` type defined locally, its hidden type too).
+    fn denied_in_ty<'tcx>(&self, tcx: TyCtxt<'tcx>, ty: Ty<'tcx>, depth: usize) -> Option<DefId> {
+        for arg in ty.walk() {
+            let Some(t) = arg.as_type() else { continue };
+            match t.kind() {
+                ty::Adt(adt, _) if self.denied_def(tcx, adt.did()) => return Some(adt.did()),
+                ty::Foreign(id) if self.denied_def(tcx, *id) => return Some(*id),
+                ty::Alias(alias) => {
+                    let ty::AliasTyKind::Opaque { def_id } = alias.kind else {
+                        continue;
+                    };
+                    let def_id: DefId = def_id.into();
+                    if self.denied_def(tcx, def_id) {
+                        return Some(def_id);
+                    }
+                    if depth < 4 && def_id.is_local() {
+                        let hidden = tcx
+                            .type_of(def_id)
+                            .instantiate_identity()
+                            .skip_normalization();
+                        if let Some(id) = self.denied_in_ty(tcx, hidden, depth + 1) {
+                            return Some(id);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Whether the code at `hir_id` is on the allow-list.
+    fn allowed_here(&self, cx: &LateContext<'_>, hir_id: rustc_hir::HirId) -> bool {
+        let tcx = cx.tcx;
         let site_crate = tcx.crate_name(LOCAL_CRATE);
-        let module = tcx.parent_module(expr.hir_id).to_def_id();
+        let module = tcx.parent_module(hir_id).to_def_id();
         let module_path: Vec<String> = tcx
             .def_path(module)
             .data
@@ -165,38 +242,358 @@ impl<'tcx> LateLintPass<'tcx> for HttpCallOutsideAdapter {
             .map(|s| s.to_string())
             .collect();
         let module_path: Vec<&str> = module_path.iter().map(String::as_str).collect();
-        if self
-            .policy
+        self.policy
             .is_allowed_site(site_crate.as_str(), &module_path)
-        {
-            return;
-        }
+    }
 
-        let suggestion = url_hints(cx, expr)
-            .iter()
-            .map(|url| suggest_adapter(Some(url)))
-            .find(|s| matches!(s, Suggestion::Adapter { .. }))
-            .unwrap_or(Suggestion::Unknown);
-        let callee_path = tcx.def_path_str(flagged);
-        let message = idem_lint_policy::message(&callee_path, suggestion);
+    /// Whether the callee of `expr` (a call or method call, or a path naming a function) is
+    /// denied, and which item it is.
+    fn denied_callee<'tcx>(
+        &self,
+        cx: &LateContext<'tcx>,
+        expr: &'tcx Expr<'tcx>,
+    ) -> Option<(DefId, Span)> {
+        let (named, resolved, span) = callee(cx, expr)?;
+        [resolved, named]
+            .into_iter()
+            .find(|id| self.denied_def(cx.tcx, *id))
+            .map(|id| (id, span))
+    }
+
+    fn emit(
+        &mut self,
+        cx: &LateContext<'_>,
+        lint: &'static rustc_lint::Lint,
+        span: Span,
+        message: String,
+        note: &'static str,
+        help: String,
+    ) {
         let span = if span.from_expansion() {
             span.source_callsite()
         } else {
             span
         };
+        if !self.reported.insert(span) {
+            return;
+        }
         cx.emit_span_lint(
-            HTTP_CALL_OUTSIDE_ADAPTER,
+            lint,
             span,
-            Lint(|diag: &mut Diag<'_, ()>| {
+            Lint(move |diag: &mut Diag<'_, ()>| {
                 diag.primary_message(message);
                 diag.span(span);
-                diag.note(
-                    "requests sent past an adapter carry no stored idempotency key, so a retry \
-                     after a crash or timeout sends the write twice",
-                );
-                diag.help(idem_lint_policy::help());
+                diag.note(note);
+                diag.help(help);
             }),
         );
+    }
+
+    fn suggestion<'tcx>(cx: &LateContext<'tcx>, expr: &'tcx Expr<'tcx>) -> Suggestion {
+        url_hints(cx, expr)
+            .iter()
+            .map(|url| suggest_adapter(Some(url)))
+            .find(|s| matches!(s, Suggestion::Adapter { .. }))
+            .unwrap_or(Suggestion::Unknown)
+    }
+
+    /// A value of a client type outside the allow-list.
+    fn report_value(
+        &mut self,
+        cx: &LateContext<'_>,
+        span: Span,
+        ty_def: DefId,
+        suggestion: Suggestion,
+    ) {
+        let ty_path = cx.tcx.def_path_str(ty_def);
+        let message = match suggestion {
+            Suggestion::Adapter { service, package } => format!(
+                "HTTP client value of type `{ty_path}` outside an idem adapter: {service} writes go through `{package}`"
+            ),
+            Suggestion::Unknown => format!(
+                "HTTP client value of type `{ty_path}` outside an idem adapter: use the adapter for the service"
+            ),
+        };
+        self.emit(
+            cx,
+            HTTP_CALL_OUTSIDE_ADAPTER,
+            span,
+            message,
+            NOTE,
+            idem_lint_policy::help(),
+        );
+    }
+
+    /// A leak from an allowed crate's public API.
+    fn report_leak(&mut self, cx: &LateContext<'_>, span: Span, item: DefId, what: DefId) {
+        let tcx = cx.tcx;
+        let message = format!(
+            "`{}` hands out `{}` from an allowed crate's public API: code outside the adapters can send with it, past the ledger",
+            tcx.def_path_str(item),
+            tcx.def_path_str(what)
+        );
+        self.emit(
+            cx,
+            HTTP_CLIENT_LEAK,
+            span,
+            message,
+            "the dependency gate and clippy's path bans do not see a client handed out by an allowed crate",
+            "keep the client private: expose typed operations, and take settings in (for example `idem::executor::HttpSettings`) rather than handing a client out".to_owned(),
+        );
+    }
+
+    /// Whether `id` can be named from other crates.
+    fn exported(cx: &LateContext<'_>, id: LocalDefId) -> bool {
+        if cx.effective_visibilities.is_exported(id) {
+            return true;
+        }
+        // `use` items: public, in a module that is exported (or the crate root).
+        let tcx = cx.tcx;
+        if !tcx.visibility(id).is_public() {
+            return false;
+        }
+        let module = tcx.parent_module_from_def_id(id);
+        module.to_def_id().is_crate_root()
+            || cx
+                .effective_visibilities
+                .is_exported(module.to_local_def_id())
+    }
+
+    /// Whether leaks are checked at `hir_id`: allowed code, not a denied crate itself.
+    fn leak_checked(&self, cx: &LateContext<'_>, hir_id: rustc_hir::HirId) -> bool {
+        let krate = cx.tcx.crate_name(LOCAL_CRATE);
+        !self.policy.is_denied_crate(krate.as_str()) && self.allowed_here(cx, hir_id)
+    }
+}
+
+const NOTE: &str = "requests sent past an adapter carry no stored idempotency key, so a retry \
+                    after a crash or timeout sends the write twice";
+
+impl<'tcx> LateLintPass<'tcx> for IdemLint {
+    fn check_expr(&mut self, cx: &LateContext<'tcx>, expr: &'tcx Expr<'tcx>) {
+        // `.await`, `?` and `for` expand to calls of their own; the call they wrap is what counts.
+        if expr.span.desugaring_kind().is_some() {
+            return;
+        }
+        let tcx = cx.tcx;
+
+        // 1. A call into a denied crate.
+        if let Some((flagged, span)) = self.denied_callee(cx, expr) {
+            if self.allowed_here(cx, expr.hir_id) {
+                return;
+            }
+            let suggestion = Self::suggestion(cx, expr);
+            let message = idem_lint_policy::message(&tcx.def_path_str(flagged), suggestion);
+            self.emit(
+                cx,
+                HTTP_CALL_OUTSIDE_ADAPTER,
+                span,
+                message,
+                NOTE,
+                idem_lint_policy::help(),
+            );
+            return;
+        }
+
+        // 2. A value of a denied type, however it was made.
+        if !self.is_value_source(cx, expr) {
+            return;
+        }
+        let Some(ty) = cx.typeck_results().expr_ty_opt(expr) else {
+            return;
+        };
+        let Some(ty_def) = self.denied_in_ty(tcx, ty, 0) else {
+            return;
+        };
+        if self.allowed_here(cx, expr.hir_id) {
+            return;
+        }
+        let suggestion = Self::suggestion(cx, expr);
+        self.report_value(cx, expr.span, ty_def, suggestion);
+    }
+
+    fn check_body(&mut self, cx: &LateContext<'tcx>, body: &Body<'tcx>) {
+        // 3. Parameters of a client type (a function handed a client by generic code).
+        for param in body.params {
+            if param.span.desugaring_kind().is_some() {
+                continue;
+            }
+            let Some(ty) = cx.typeck_results().node_type_opt(param.hir_id) else {
+                continue;
+            };
+            let Some(ty_def) = self.denied_in_ty(cx.tcx, ty, 0) else {
+                continue;
+            };
+            if self.allowed_here(cx, param.hir_id) {
+                continue;
+            }
+            self.report_value(cx, param.ty_span, ty_def, Suggestion::Unknown);
+        }
+    }
+
+    fn check_item(&mut self, cx: &LateContext<'tcx>, item: &'tcx Item<'tcx>) {
+        let tcx = cx.tcx;
+        let id = item.owner_id.def_id;
+        if !self.leak_checked(cx, item.hir_id()) || !Self::exported(cx, id) {
+            return;
+        }
+        match &item.kind {
+            ItemKind::Use(path, _) => {
+                for res in path.res.present_items() {
+                    let Res::Def(_, target) = res else { continue };
+                    let whole_crate = target.index == CRATE_DEF_INDEX
+                        && self
+                            .policy
+                            .is_denied_crate(tcx.crate_name(target.krate).as_str());
+                    if whole_crate || self.denied_def(tcx, target) {
+                        self.report_leak(cx, item.span, id.to_def_id(), target);
+                        break;
+                    }
+                }
+            }
+            ItemKind::Fn { sig, .. } => {
+                let output = tcx
+                    .fn_sig(id)
+                    .instantiate_identity()
+                    .skip_normalization()
+                    .skip_binder()
+                    .output();
+                if let Some(what) = self.denied_in_ty(tcx, output, 0) {
+                    self.report_leak(
+                        cx,
+                        ret_span(sig.decl.output, item.span),
+                        id.to_def_id(),
+                        what,
+                    );
+                }
+            }
+            ItemKind::TyAlias(_, _, ty)
+            | ItemKind::Const(_, _, ty, _)
+            | ItemKind::Static(_, _, ty, _) => {
+                let t = tcx.type_of(id).instantiate_identity().skip_normalization();
+                if let Some(what) = self.denied_in_ty(tcx, t, 0) {
+                    self.report_leak(cx, ty.span, id.to_def_id(), what);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_impl_item(&mut self, cx: &LateContext<'tcx>, item: &'tcx ImplItem<'tcx>) {
+        let tcx = cx.tcx;
+        let id = item.owner_id.def_id;
+        if !self.leak_checked(cx, item.hir_id()) {
+            return;
+        }
+        match (&item.kind, item.impl_kind) {
+            // Inherent methods: what they return. (A trait impl's method signature is the
+            // trait's, e.g. reqwest-middleware's `Middleware::handle`.)
+            (ImplItemKind::Fn(sig, _), ImplItemImplKind::Inherent { .. }) => {
+                if !Self::exported(cx, id) {
+                    return;
+                }
+                let output = tcx
+                    .fn_sig(id)
+                    .instantiate_identity()
+                    .skip_normalization()
+                    .skip_binder()
+                    .output();
+                if let Some(what) = self.denied_in_ty(tcx, output, 0) {
+                    self.report_leak(
+                        cx,
+                        ret_span(sig.decl.output, item.span),
+                        id.to_def_id(),
+                        what,
+                    );
+                }
+            }
+            // Associated types of trait impls on an exported local type (`type Target = Client`).
+            (ImplItemKind::Type(ty), ImplItemImplKind::Trait { .. }) => {
+                let impl_def = tcx.parent(id.to_def_id());
+                let self_ty = tcx
+                    .type_of(impl_def)
+                    .instantiate_identity()
+                    .skip_normalization();
+                let exported_self = match self_ty.kind() {
+                    ty::Adt(adt, _) => adt
+                        .did()
+                        .as_local()
+                        .is_some_and(|l| cx.effective_visibilities.is_exported(l)),
+                    _ => false,
+                };
+                if !exported_self {
+                    return;
+                }
+                let t = tcx.type_of(id).instantiate_identity().skip_normalization();
+                if let Some(what) = self.denied_in_ty(tcx, t, 0) {
+                    self.report_leak(cx, ty.span, id.to_def_id(), what);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_field_def(&mut self, cx: &LateContext<'tcx>, field: &'tcx FieldDef<'tcx>) {
+        let tcx = cx.tcx;
+        if !self.leak_checked(cx, field.hir_id)
+            || !cx.effective_visibilities.is_exported(field.def_id)
+        {
+            return;
+        }
+        let t = tcx
+            .type_of(field.def_id)
+            .instantiate_identity()
+            .skip_normalization();
+        if let Some(what) = self.denied_in_ty(tcx, t, 0) {
+            self.report_leak(cx, field.ty.span, field.def_id.to_def_id(), what);
+        }
+    }
+}
+
+impl IdemLint {
+    /// Whether `expr` is where a value comes from (a call, a field, an index, a constant, a
+    /// dereference) rather than a use of a local or a wrapper around another expression, and
+    /// is not already reported through its callee or the call it is the receiver of.
+    fn is_value_source<'tcx>(&self, cx: &LateContext<'tcx>, expr: &'tcx Expr<'tcx>) -> bool {
+        let source = match &expr.kind {
+            ExprKind::Call(func, _) => self.denied_callee(cx, func).is_none(),
+            ExprKind::MethodCall(..)
+            | ExprKind::Field(..)
+            | ExprKind::Index(..)
+            | ExprKind::Struct(..) => true,
+            ExprKind::Unary(UnOp::Deref, inner) => !is_local(cx, inner),
+            ExprKind::Path(qpath) => matches!(
+                cx.qpath_res(qpath, expr.hir_id),
+                Res::Def(
+                    DefKind::Const { .. } | DefKind::Static { .. } | DefKind::AssocConst { .. },
+                    _
+                )
+            ),
+            _ => false,
+        };
+        if !source {
+            return false;
+        }
+        // The receiver of a denied method call is reported with that call.
+        if let Node::Expr(parent) = cx.tcx.parent_hir_node(expr.hir_id)
+            && let ExprKind::MethodCall(_, receiver, ..) = &parent.kind
+            && receiver.hir_id == expr.hir_id
+            && self.denied_callee(cx, parent).is_some()
+        {
+            return false;
+        }
+        true
+    }
+}
+
+fn is_local(cx: &LateContext<'_>, expr: &Expr<'_>) -> bool {
+    matches!(&expr.kind, ExprKind::Path(qpath @ QPath::Resolved(..)) if matches!(cx.qpath_res(qpath, expr.hir_id), Res::Local(_)))
+}
+
+fn ret_span(output: FnRetTy<'_>, fallback: Span) -> Span {
+    match output {
+        FnRetTy::Return(ty) => ty.span,
+        FnRetTy::DefaultReturn(_) => fallback,
     }
 }
 
@@ -309,6 +706,23 @@ fn ui_worker_through_adapter() {
 fn ui_allowed_crate() {
     dylint_testing::ui::Test::example(env!("CARGO_PKG_NAME"), "allowed_crate")
         .dylint_toml("[idem_lint]\nallowed = [\"allowed_crate\"]\n")
+        .run();
+}
+
+#[test]
+fn ui_generic_evasion() {
+    dylint_testing::ui_test_example(env!("CARGO_PKG_NAME"), "generic_evasion");
+}
+
+#[test]
+fn ui_hyper_client_not_server() {
+    dylint_testing::ui_test_example(env!("CARGO_PKG_NAME"), "hyper_client_server");
+}
+
+#[test]
+fn ui_leaky_adapter() {
+    dylint_testing::ui::Test::example(env!("CARGO_PKG_NAME"), "leaky_adapter")
+        .dylint_toml("[idem_lint]\nallowed = [\"leaky_adapter\"]\n")
         .run();
 }
 
