@@ -7,6 +7,7 @@ mod error;
 pub mod fake;
 mod model;
 mod reconcile;
+mod reconcile_trait;
 mod time;
 mod token;
 

@@ -33,9 +33,11 @@ pub enum Reconciliation {
         /// How long until a missing post may be taken as "never created".
         wait: Duration,
     },
-    /// More than one post could be ours (identical content), or posts match
-    /// loosely but not exactly. The row stays `unknown`: a person decides
-    /// (`store.resolve` or an operator bump).
+    /// More than one post could be ours (identical content), posts match
+    /// loosely but not exactly, or a listed post could not be read by this
+    /// version (it could be ours, so nothing is concluded from its absence).
+    /// The row stays `unknown`: a person decides (`store.resolve` or an
+    /// operator bump).
     Ambiguous {
         /// The candidates' resource names.
         candidates: Vec<String>,
@@ -51,10 +53,20 @@ struct ListPage {
     next_page_token: Option<String>,
 }
 
-/// One listed post: Google's JSON (stored on success) and its typed form.
+/// One listed post: Google's JSON (stored on success) and its typed form
+/// (`None` when this version cannot read it).
 struct Listed {
     raw: serde_json::Value,
-    post: LocalPost,
+    post: Option<LocalPost>,
+}
+
+impl Listed {
+    fn name(&self) -> String {
+        match &self.post {
+            Some(p) => p.name.clone().unwrap_or_default(),
+            None => self.raw["name"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
 }
 
 enum Matched {
@@ -180,7 +192,7 @@ impl GbpClient {
         let settle = self.inner.reconcile.settle_time;
         match match_posts(&listed, post, first_sent, skew) {
             Matched::One(i) => {
-                let name = listed[i].post.name.clone().unwrap_or_default();
+                let name = listed[i].name();
                 let body = Bytes::from(serde_json::to_vec(&listed[i].raw).unwrap_or_default());
                 let resolution = Resolution::Succeeded {
                     status: 200,
@@ -300,8 +312,9 @@ impl GbpClient {
                 })
             })?;
             for raw in page.local_posts {
-                // A post this version cannot read is kept as unmatched.
-                let post = serde_json::from_value(raw.clone()).unwrap_or_default();
+                // A post this version cannot read is kept as such: it could
+                // be ours, so it never counts as evidence of absence.
+                let post = serde_json::from_value(raw.clone()).ok();
                 out.push(Listed { raw, post });
             }
             match page.next_page_token {
@@ -401,36 +414,32 @@ fn match_posts(
     skew: Duration,
 ) -> Matched {
     let window_start = first_sent.map(|t| t.checked_sub(skew).unwrap_or(t));
-    let in_window = |p: &LocalPost| {
-        match (
-            window_start,
-            p.create_time.as_deref().and_then(parse_rfc3339),
-        ) {
+    let in_window = |created: Option<&str>| {
+        match (window_start, created.and_then(parse_rfc3339)) {
             (Some(start), Some(created)) => created >= start,
             // No time to compare: it cannot be excluded.
             _ => true,
         }
     };
-    let candidates: Vec<usize> = listed
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.post.topic_type == wanted.topic_type && in_window(&l.post))
-        .map(|(i, _)| i)
+    let readable = |i: usize| listed[i].post.as_ref();
+    let candidates: Vec<usize> = (0..listed.len())
+        .filter(|&i| {
+            readable(i).is_some_and(|p| {
+                p.topic_type == wanted.topic_type && in_window(p.create_time.as_deref())
+            })
+        })
         .collect();
     let exact: Vec<usize> = candidates
         .iter()
         .copied()
         .filter(|&i| {
-            let p = &listed[i].post;
-            p.summary == wanted.summary
-                && (wanted.language_code.is_none() || p.language_code == wanted.language_code)
+            readable(i).is_some_and(|p| {
+                p.summary == wanted.summary
+                    && (wanted.language_code.is_none() || p.language_code == wanted.language_code)
+            })
         })
         .collect();
-    let names = |ids: &[usize]| {
-        ids.iter()
-            .map(|&i| listed[i].post.name.clone().unwrap_or_default())
-            .collect::<Vec<_>>()
-    };
+    let names = |ids: &[usize]| ids.iter().map(|&i| listed[i].name()).collect::<Vec<_>>();
     match exact.len() {
         1 => return Matched::One(exact[0]),
         0 => {}
@@ -439,12 +448,21 @@ fn match_posts(
     let want = normalize(wanted.summary.as_deref().unwrap_or_default());
     let loose: Vec<usize> = candidates
         .into_iter()
-        .filter(|&i| normalize(listed[i].post.summary.as_deref().unwrap_or_default()) == want)
+        .filter(|&i| {
+            readable(i).is_some_and(|p| normalize(p.summary.as_deref().unwrap_or_default()) == want)
+        })
         .collect();
-    if loose.is_empty() {
+    if !loose.is_empty() {
+        return Matched::Several(names(&loose));
+    }
+    // Absence is only proven if every post that could be ours was read.
+    let unreadable: Vec<usize> = (0..listed.len())
+        .filter(|&i| listed[i].post.is_none() && in_window(listed[i].raw["createTime"].as_str()))
+        .collect();
+    if unreadable.is_empty() {
         Matched::Nothing
     } else {
-        Matched::Several(names(&loose))
+        Matched::Several(names(&unreadable))
     }
 }
 
@@ -460,7 +478,7 @@ mod tests {
             "topicType": "STANDARD", "createTime": created
         });
         Listed {
-            post: serde_json::from_value(raw.clone()).unwrap(),
+            post: Some(serde_json::from_value(raw.clone()).unwrap()),
             raw,
         }
     }
@@ -502,6 +520,29 @@ mod tests {
         assert!(matches!(
             match_posts(&posts, &event, at(1_704_067_200), skew),
             Matched::Nothing
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_post_in_the_window_is_not_absence() {
+        let raw = serde_json::json!({"name": "p/odd", "summary": 5, "createTime": "2024-01-01T00:00:05Z"});
+        assert!(serde_json::from_value::<LocalPost>(raw.clone()).is_err());
+        let mut posts = vec![Listed { raw, post: None }];
+        let wanted = LocalPost::standard("en", "Sale");
+        assert!(matches!(
+            match_posts(&posts, &wanted, at(1_704_067_200), Duration::ZERO),
+            Matched::Several(c) if c == vec!["p/odd".to_owned()]
+        ));
+        // Created before the first send: it cannot be ours.
+        assert!(matches!(
+            match_posts(&posts, &wanted, at(1_704_067_300), Duration::ZERO),
+            Matched::Nothing
+        ));
+        // A readable exact match still wins.
+        posts.push(listed("p/ok", "Sale", "en", "2024-01-01T00:00:06Z"));
+        assert!(matches!(
+            match_posts(&posts, &wanted, at(1_704_067_200), Duration::ZERO),
+            Matched::One(1)
         ));
     }
 
