@@ -18,6 +18,7 @@ fn request(key: &str) -> Request<Full<Bytes>> {
     Request::post("/orders")
         .header("idempotency-key", key)
         .header("content-type", "application/json")
+        .extension(idem::inbound::Actor::new("bench-user"))
         .body(Full::new(Bytes::from_static(br#"{"item":"bike","qty":1}"#)))
         .unwrap()
 }

@@ -369,7 +369,7 @@ async fn server_errors_are_not_stored_client_errors_are<S: InboundStore + Clone>
         store,
         default_cfg(),
         Duration::ZERO,
-        vec![Act::Status(500), Act::Created, Act::Status(404)],
+        vec![Act::Status(500), Act::Created, Act::Status(409)],
     );
     let a = post_key(&app, "k-5xx", "alice", "x").await;
     assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -378,9 +378,9 @@ async fn server_errors_are_not_stored_client_errors_are<S: InboundStore + Clone>
     assert_eq!(b.status, StatusCode::CREATED);
     assert!(!b.replayed(), "a 5xx is not replayed; the retry runs");
     let c = post_key(&app, "k-4xx", "alice", "x").await;
-    assert_eq!(c.status, StatusCode::NOT_FOUND);
+    assert_eq!(c.status, StatusCode::CONFLICT);
     let d = post_key(&app, "k-4xx", "alice", "x").await;
-    assert_eq!(d.status, StatusCode::NOT_FOUND);
+    assert_eq!(d.status, StatusCode::CONFLICT);
     assert!(d.replayed(), "a deterministic 4xx is replayed");
     assert_eq!(app.calls.load(Ordering::SeqCst), 3);
 }
@@ -470,7 +470,10 @@ async fn missing_key_policies<S: InboundStore + Clone>(store: S) {
         vec![],
     );
     let a = send(&generate.router, request(None, "alice", "x")).await;
-    let key = a.headers["idempotency-key"].to_str().unwrap().to_owned();
+    let key = ClientKey::parse(&a.headers["idempotency-key"])
+        .unwrap()
+        .as_str()
+        .to_owned();
     assert_eq!(key.len(), 36, "a UUID");
     assert!(post_key(&generate, &key, "alice", "x").await.replayed());
     assert_eq!(generate.calls.load(Ordering::SeqCst), 1);

@@ -70,6 +70,14 @@ impl<S: InboundStore> InboundStore for Watched<S> {
     async fn release(&self, lease: &InboundLease) -> Result<bool, StoreError> {
         self.inner.release(lease).await
     }
+    async fn renew(
+        &self,
+        lease: &InboundLease,
+        lease_for: Duration,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.renew(lease, lease_for, now).await
+    }
     async fn sweep_batch(
         &self,
         cutoff: SystemTime,
@@ -628,6 +636,14 @@ impl InboundStore for AuditOnly {
     }
     async fn release(&self, _: &InboundLease) -> Result<bool, StoreError> {
         unreachable!("the sweeper never releases a record")
+    }
+    async fn renew(
+        &self,
+        _: &InboundLease,
+        _: Duration,
+        _: SystemTime,
+    ) -> Result<bool, StoreError> {
+        unreachable!("the sweeper never renews a lease")
     }
     async fn sweep_batch(&self, _: SystemTime, _: SystemTime, _: u32) -> Result<u64, StoreError> {
         Ok(0)

@@ -66,6 +66,16 @@ pub enum ConfigError {
         /// The requested lease.
         lease: Duration,
     },
+    /// The heartbeat is zero or longer than half the lease.
+    #[error(
+        "heartbeat must be more than zero and at most half the lease ({lease:?}), got {heartbeat:?}"
+    )]
+    HeartbeatOutOfRange {
+        /// The requested heartbeat.
+        heartbeat: Duration,
+        /// The lease.
+        lease: Duration,
+    },
     /// The in-flight wait bound is over 60 seconds.
     #[error("in-flight wait bound must be at most 60 seconds, got {wait:?}")]
     WaitTooLong {

@@ -8,6 +8,10 @@
 //! service's status, headers or body, except to add `Idempotency-Key`,
 //! `Idempotency-Key-Expires` and, on replays, `Idempotent-Replayed`.
 //!
+//! In axum, apply it with `MethodRouter::route_layer` (not `layer`), so the
+//! router's own 404 and 405 answers never reach it; methods the endpoint
+//! does not protect (anything but `POST` by default) pass through anyway.
+//!
 //! ```
 //! use axum::{Router, routing::post};
 //! use idem::inbound::{Actor, EndpointConfig, IdempotencyLayer};
@@ -18,7 +22,7 @@
 //!     let layer = IdempotencyLayer::new(store, orders).actor_from(|parts| {
 //!         parts.headers.get("x-user-id")?.to_str().ok().map(Actor::new)
 //!     });
-//!     Ok(Router::new().route("/orders", post(|| async { "created" }).layer(layer)))
+//!     Ok(Router::new().route("/orders", post(|| async { "created" }).route_layer(layer)))
 //! }
 //! ```
 
@@ -86,8 +90,9 @@ impl<S: InboundStore> IdempotencyLayer<S> {
     }
 
     /// Finds the actor with `extract` instead of reading the [`Actor`]
-    /// request extension. Returning `None` puts the request in the shared
-    /// anonymous scope.
+    /// request extension. Returning `None` (or an empty actor) refuses a
+    /// protected request with 401 problem+json, unless the endpoint opted
+    /// into [`shared_anonymous_scope`](super::EndpointConfigBuilder::shared_anonymous_scope).
     pub fn actor_from<F>(mut self, extract: F) -> Self
     where
         F: Fn(&Parts) -> Option<Actor> + Send + Sync + 'static,

@@ -10,10 +10,13 @@
 //!
 //! | request | answer |
 //! | --- | --- |
+//! | a method the endpoint does not protect (only `POST` by default) | passed to the handler unprotected |
+//! | no [`Actor`] (unless the endpoint opts into a shared anonymous scope) | 401 problem+json; the handler does not run |
 //! | no `Idempotency-Key` where one is required | 400 problem+json |
 //! | malformed key (empty, over 255, not visible ASCII) | 400 problem+json |
 //! | first request | the handler runs once; its answer is stored (see [`StoredOutcomes`]) |
 //! | same key and fingerprint, completed | the stored answer, with `Idempotent-Replayed: true` |
+//! | the handler's route rejected the request before the handler ran (404, 405, 415, or marked [`Rejection`]) | that answer, not stored: a corrected retry with the same key runs |
 //! | same key, different fingerprint | 409 (or 422, see [`MismatchStatus`]) problem+json |
 //! | same key, still running | 409 with `Retry-After`, or a bounded wait (see [`InFlightPolicy`]) |
 //! | key past its replay window | a new request |
@@ -21,10 +24,28 @@
 //!
 //! Records are scoped per (actor, endpoint, key): the [`Actor`] comes from
 //! a request extension or the layer's extractor, so one tenant's key never
-//! reaches another tenant's answer. Every protected answer carries the key
-//! back in `Idempotency-Key` and the end of its replay window in
-//! `Idempotency-Key-Expires`. The decisions behind what is stored are in
-//! `adr/0004-inbound-response-storage.md`.
+//! reaches another tenant's answer. A request without an actor is refused
+//! (fail closed), so a bug in an app's extractor cannot put two callers in
+//! one scope; an endpoint that really serves anonymous callers says so with
+//! [`EndpointConfigBuilder::shared_anonymous_scope`]. Every protected answer
+//! carries the key back in `Idempotency-Key` and the end of its replay
+//! window in `Idempotency-Key-Expires`. The decisions behind what is stored
+//! are in `adr/0004-inbound-response-storage.md`.
+//!
+//! **The fingerprint.** Two requests with one key are "the same request"
+//! when their method, path with query, `Content-Type`, `Content-Encoding`,
+//! any configured extra headers and body are equal **byte for byte**. The
+//! same JSON with its keys reordered, other spacing or a trailing newline is
+//! a different request (409). Endpoints whose clients re-serialise a body on
+//! retry can compare bodies in their RFC 8785 canonical form instead, with
+//! [`BodyFingerprint::CanonicalJson`].
+//!
+//! **The lease.** While the handler runs, its lease is renewed every
+//! [`EndpointConfigBuilder::heartbeat`] (default a third of the lease,
+//! default lease 10 s). A process killed mid-request stops renewing, so its
+//! key is free again within one lease; a long handler keeps its key for as
+//! long as it runs. A concurrent duplicate's `Retry-After` is the lease time
+//! left, in whole seconds rounded up.
 //!
 //! ```no_run
 //! use axum::{Router, routing::post};
@@ -34,10 +55,11 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = SqliteStore::open("app.db").await?;
 //! let orders = EndpointConfig::builder("create-order").build()?;
-//! let app: Router = Router::new().route(
-//!     "/orders",
-//!     post(|| async { "created" }).layer(IdempotencyLayer::new(store, orders)),
-//! );
+//! let layer = IdempotencyLayer::new(store, orders).actor_from(|parts| {
+//!     parts.headers.get("x-user-id")?.to_str().ok().map(idem::inbound::Actor::new)
+//! });
+//! // `route_layer`: a 404 or 405 from routing never reaches the layer.
+//! let app: Router = Router::new().route("/orders", post(|| async { "created" }).route_layer(layer));
 //! # let _ = app; Ok(()) }
 //! ```
 
@@ -63,6 +85,7 @@ use crate::fingerprint::Fingerprint;
 mod error;
 mod header;
 mod layer;
+pub mod openapi;
 mod problem;
 mod store;
 mod sweeper;
@@ -106,13 +129,19 @@ pub const MIN_TTL: Duration = Duration::from_secs(5 * 60);
 pub const MAX_TTL: Duration = Duration::from_secs(72 * 3600);
 /// The default replay window.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The default in-flight lease (renewed every third of it while the
+/// handler runs).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// Who is asking. Records are scoped per actor, so two tenants using the
 /// same key never see each other's answers.
 ///
 /// Put it in the request's extensions (an authentication layer usually
-/// does), or give the [`IdempotencyLayer`] an extractor. Requests without an
-/// actor share one anonymous scope.
+/// does), or give the [`IdempotencyLayer`] an extractor. A protected request
+/// without an actor is refused with 401 problem+json
+/// (`urn:idem:problem:actor-missing`), unless its endpoint was built with
+/// [`EndpointConfigBuilder::shared_anonymous_scope`]: then all anonymous
+/// callers share one scope, and one caller's key returns another's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Actor(String);
 
@@ -174,6 +203,40 @@ pub enum InFlightPolicy {
     Wait(Duration),
 }
 
+/// How the request body enters the fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BodyFingerprint {
+    /// The raw bytes (the default): any byte of difference, key order and
+    /// whitespace included, is a different request.
+    #[default]
+    Raw,
+    /// A body that parses as JSON is fingerprinted in its RFC 8785 (JCS)
+    /// canonical form, so key order, insignificant whitespace and number
+    /// spelling (`1.0` and `1`) do not matter. Numbers are compared as IEEE
+    /// doubles, as JCS does: integers beyond 2^53 that round to the same
+    /// double are the same request. A body that is not JSON is taken raw.
+    CanonicalJson,
+}
+
+/// A marker a handler's route puts in a response's extensions (for
+/// example `axum::Extension(Rejection)` in an extractor rejection) to say
+/// the request was refused before the handler ran. Such an answer is not
+/// stored by default (see
+/// [`EndpointConfigBuilder::store_rejections`]): the record is released, and
+/// a corrected retry with the same key runs the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rejection;
+
+/// Whether `response` is a rejection made before the handler ran: marked
+/// with [`Rejection`], or 404, 405 or 415 (routing, method and media-type
+/// refusals; a handler answering those has, by their meaning, not acted on
+/// the request).
+pub fn is_rejection<B>(response: &Response<B>) -> bool {
+    response.extensions().get::<Rejection>().is_some()
+        || matches!(response.status().as_u16(), 404 | 405 | 415)
+}
+
 /// Which handler answers are stored and replayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -221,6 +284,12 @@ pub struct EndpointConfig {
     max_request_body: usize,
     max_response_body: usize,
     clock: Arc<dyn Clock>,
+    heartbeat: Option<Duration>,
+    methods: Vec<Method>,
+    anonymous: bool,
+    store_rejections: bool,
+    body_fingerprint: BodyFingerprint,
+    challenge: Option<HeaderValue>,
 }
 
 impl fmt::Debug for EndpointConfig {
@@ -237,6 +306,11 @@ impl fmt::Debug for EndpointConfig {
             .field("replay_headers", &self.replay_headers)
             .field("max_request_body", &self.max_request_body)
             .field("max_response_body", &self.max_response_body)
+            .field("heartbeat", &self.heartbeat())
+            .field("methods", &self.methods)
+            .field("anonymous", &self.anonymous)
+            .field("store_rejections", &self.store_rejections)
+            .field("body_fingerprint", &self.body_fingerprint)
             .finish_non_exhaustive()
     }
 }
@@ -250,16 +324,25 @@ impl EndpointConfig {
             config: Self {
                 name: name.into(),
                 ttl: DEFAULT_TTL,
-                lease: Duration::from_secs(60),
+                lease: DEFAULT_LEASE,
                 missing_key: MissingKey::default(),
                 mismatch: MismatchStatus::default(),
                 in_flight: InFlightPolicy::default(),
                 outcomes: StoredOutcomes::default(),
-                fingerprint_headers: Vec::new(),
+                fingerprint_headers: vec![
+                    http::header::CONTENT_TYPE,
+                    http::header::CONTENT_ENCODING,
+                ],
                 replay_headers: vec![http::header::CONTENT_TYPE, http::header::LOCATION],
                 max_request_body: 1 << 20,
                 max_response_body: 1 << 20,
                 clock: Arc::new(SystemClock),
+                heartbeat: None,
+                methods: vec![Method::POST],
+                anonymous: false,
+                store_rejections: false,
+                body_fingerprint: BodyFingerprint::Raw,
+                challenge: None,
             },
         }
     }
@@ -274,10 +357,36 @@ impl EndpointConfig {
         self.ttl
     }
 
-    /// The in-flight lease: how long a request may run before a retry may
-    /// take its record over.
+    /// The in-flight lease: how long a request's record stays claimed after
+    /// its last renewal.
     pub fn lease(&self) -> Duration {
         self.lease
+    }
+
+    /// How often a running handler's lease is renewed (default a third of
+    /// the lease).
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat.unwrap_or(self.lease / 3)
+    }
+
+    /// The methods the endpoint protects (default `POST` only).
+    pub fn methods(&self) -> &[Method] {
+        &self.methods
+    }
+
+    /// Whether requests without an actor share one anonymous scope.
+    pub fn shares_anonymous_scope(&self) -> bool {
+        self.anonymous
+    }
+
+    /// Whether rejections made before the handler ran are stored.
+    pub fn stores_rejections(&self) -> bool {
+        self.store_rejections
+    }
+
+    /// How the body enters the fingerprint.
+    pub fn body_fingerprint(&self) -> BodyFingerprint {
+        self.body_fingerprint
     }
 
     /// The missing-key policy.
@@ -319,11 +428,59 @@ impl EndpointConfigBuilder {
         self
     }
 
-    /// The in-flight lease: 1 second to 1 hour (default 60 seconds). Set it
-    /// above the handler's longest run; when it runs out, a retry may run
-    /// the handler again.
+    /// The in-flight lease: 1 second to 1 hour (default 10 seconds). It is
+    /// renewed every [`heartbeat`](Self::heartbeat) while the handler runs,
+    /// so it bounds how long a crashed request keeps its key, not how long a
+    /// handler may run.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease;
+        self
+    }
+
+    /// How often the lease of a running handler is renewed: more than zero
+    /// and at most half the lease (default a third of it).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.config.heartbeat = Some(every);
+        self
+    }
+
+    /// The methods to protect (default `POST` only). Requests with any
+    /// other method pass through unprotected and never touch a record, so
+    /// a wrong method cannot use up a key.
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.config.methods = methods.into_iter().collect();
+        self
+    }
+
+    /// Lets requests without an [`Actor`] in: they all share one anonymous
+    /// scope, so any anonymous caller who sends a key gets the answer that
+    /// key got for any other anonymous caller. Only for endpoints whose
+    /// answers are not secret to anyone. Without it (the default), such a
+    /// request is refused with 401.
+    pub fn shared_anonymous_scope(mut self) -> Self {
+        self.config.anonymous = true;
+        self
+    }
+
+    /// The `WWW-Authenticate` challenge sent with the 401 for a request
+    /// without an actor (for example `Bearer`).
+    pub fn www_authenticate(mut self, challenge: HeaderValue) -> Self {
+        self.config.challenge = Some(challenge);
+        self
+    }
+
+    /// Stores rejections made before the handler ran (see
+    /// [`is_rejection`]) like any other answer (default: not stored; the
+    /// record is released so a corrected retry with the same key runs).
+    pub fn store_rejections(mut self, store: bool) -> Self {
+        self.config.store_rejections = store;
+        self
+    }
+
+    /// How the body enters the fingerprint (default
+    /// [`BodyFingerprint::Raw`]).
+    pub fn body_fingerprint(mut self, mode: BodyFingerprint) -> Self {
+        self.config.body_fingerprint = mode;
         self
     }
 
@@ -354,8 +511,8 @@ impl EndpointConfigBuilder {
     }
 
     /// Adds a request header to the fingerprint (for example a tenant or
-    /// API-version header). Method, path with query, and body are always in
-    /// it.
+    /// API-version header). Method, path with query, `Content-Type`,
+    /// `Content-Encoding` and body are always in it.
     pub fn fingerprint_header(mut self, name: HeaderName) -> Self {
         self.config.fingerprint_headers.push(name);
         self
@@ -409,6 +566,14 @@ impl EndpointConfigBuilder {
         if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&c.lease) {
             return Err(ConfigError::LeaseOutOfRange { lease: c.lease });
         }
+        if let Some(every) = c.heartbeat
+            && (every.is_zero() || every > c.lease / 2)
+        {
+            return Err(ConfigError::HeartbeatOutOfRange {
+                heartbeat: every,
+                lease: c.lease,
+            });
+        }
         if let InFlightPolicy::Wait(wait) = c.in_flight
             && wait > Duration::from_secs(60)
         {
@@ -438,13 +603,15 @@ pub enum Outcome {
     InFlight,
     /// The stored answer cannot be replayed.
     NotReplayable,
-    /// The request was refused (bad or missing key, body too large).
+    /// The request was refused (bad or missing key, no actor, body too
+    /// large).
     Refused,
     /// The store was unavailable.
     StoreUnavailable,
     /// The request was not protected (safe method, or optional key absent).
     PassedThrough,
-    /// The handler panicked or failed; the record was released.
+    /// The handler panicked or failed, or its route rejected the request
+    /// before it ran; the record was released.
     Released,
 }
 
@@ -544,10 +711,19 @@ pub(crate) enum Plan {
 
 pub(crate) fn plan(config: &EndpointConfig, parts: &Parts) -> Plan {
     let key = ClientKey::from_headers(&parts.headers);
-    let safe = matches!(
-        parts.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    );
+    let safe = !config.methods.contains(&parts.method);
+    let no_actor = parts
+        .extensions
+        .get::<Actor>()
+        .is_none_or(|a| a.0.is_empty());
+    if !safe && !config.anonymous && no_actor {
+        let mut r = Problem::new(ProblemKind::ActorMissing).into_response();
+        if let Some(challenge) = &config.challenge {
+            r.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        return Plan::Refuse(r);
+    }
     match key {
         Err(e) => Plan::Refuse(
             Problem::new(ProblemKind::KeyMalformed {
@@ -716,7 +892,19 @@ fn fingerprint(config: &EndpointConfig, parts: &Parts, body: &[u8]) -> Fingerpri
             fp = fp.header(name.as_str(), value.as_bytes());
         }
     }
-    fp.body(body).finish()
+    match config.body_fingerprint {
+        BodyFingerprint::Raw => fp.body(body).finish(),
+        BodyFingerprint::CanonicalJson => match canonical_json(body) {
+            Some(canonical) => fp.body(&canonical).finish(),
+            None => fp.body(body).finish(),
+        },
+    }
+}
+
+/// The RFC 8785 form of a JSON body, or `None` when it is not JSON.
+fn canonical_json(body: &[u8]) -> Option<Vec<u8>> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    serde_jcs::to_vec(&value).ok()
 }
 
 /// Same request, as far as fingerprints of one algorithm version can tell.
@@ -726,12 +914,16 @@ fn same_request(stored: &Fingerprint, now: &Fingerprint) -> bool {
     stored == now || stored.version() != now.version()
 }
 
+/// The lease time left, rounded up to whole seconds, at least 1: with the
+/// heartbeat, at most the lease, and the key is free by then if its holder
+/// died.
 fn retry_after(record: &InboundRecord, now: SystemTime) -> Duration {
     let left = record
         .lease_expires_at
         .and_then(|t| t.duration_since(now).ok())
         .unwrap_or_default();
-    left.clamp(Duration::from_secs(1), Duration::from_secs(5))
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    Duration::from_secs(secs.max(1))
 }
 
 fn replay(stored: &StoredResponse, key: &ClientKey, expires: SystemTime) -> Response<InboundBody> {
@@ -782,6 +974,8 @@ where
         Err(r) => return Err(finish_refused(config, Some(key), r, started)),
     };
     let fp = fingerprint(config, &parts, &bytes);
+    // `plan` refused actorless requests unless the endpoint opted into the
+    // shared anonymous scope, which is the empty actor.
     let scope = Scope {
         actor: parts
             .extensions
@@ -892,7 +1086,13 @@ where
         Err(r) => return Ok(r),
     };
     let gauge = InFlightGauge::start(&config.name);
-    let result = AssertUnwindSafe(handler(request)).catch_unwind().await;
+    let result = with_heartbeat(
+        store,
+        config,
+        &lease,
+        AssertUnwindSafe(handler(request)).catch_unwind(),
+    )
+    .await;
     let response = match result {
         Err(panic) => {
             drop(gauge);
@@ -921,18 +1121,18 @@ where
         Ok(Ok(r)) => r,
     };
     let status = response.status();
-    if !config.outcomes.stores(status) {
+    let rejected = !config.store_rejections && is_rejection(&response);
+    if rejected || !config.outcomes.stores(status) {
         drop(gauge);
         release(store, config, &lease).await;
         let mut r = response.map(box_body);
         echo_key(r.headers_mut(), &key, None);
-        report(
-            config,
-            Some(&key),
-            Outcome::ExecutedNotStored,
-            status,
-            started,
-        );
+        let outcome = if rejected {
+            Outcome::Released
+        } else {
+            Outcome::ExecutedNotStored
+        };
+        report(config, Some(&key), outcome, status, started);
         return Ok(r);
     }
     let (mut head, body) = response.into_parts();
@@ -994,6 +1194,42 @@ where
     let r = Response::from_parts(head, out_body);
     report(config, Some(&key), outcome, status, started);
     Ok(r)
+}
+
+/// Runs `work` while renewing `lease` every heartbeat, so the record stays
+/// claimed for as long as the handler runs, and no longer than one lease
+/// after the process dies.
+async fn with_heartbeat<S, T>(
+    store: &S,
+    config: &EndpointConfig,
+    lease: &InboundLease,
+    work: impl Future<Output = T>,
+) -> T
+where
+    S: InboundStore + ?Sized,
+{
+    let beat = async {
+        let every = config.heartbeat();
+        loop {
+            tokio::time::sleep(every).await;
+            match store.renew(lease, config.lease, config.clock.now()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(target: "idem::inbound", endpoint = %config.name, key = lease.scope.key.as_str(), "lease lost while the handler runs; its answer will not be stored");
+                    return std::future::pending::<Infallible>().await;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "idem::inbound", endpoint = %config.name, error = %e, "could not renew the lease; trying again at the next heartbeat");
+                }
+            }
+        }
+    };
+    let work = std::pin::pin!(work);
+    let beat = std::pin::pin!(beat);
+    match futures::future::select(work, beat).await {
+        futures::future::Either::Left((done, _)) => done,
+        futures::future::Either::Right((never, _)) => match never {},
+    }
 }
 
 async fn release<S: InboundStore + ?Sized>(
@@ -1132,9 +1368,13 @@ where
         }
     };
     let gauge = InFlightGauge::start(&config.name);
-    let result = AssertUnwindSafe(handler(&mut tx, request))
-        .catch_unwind()
-        .await;
+    let result = with_heartbeat(
+        store,
+        config,
+        &lease,
+        AssertUnwindSafe(handler(&mut tx, request)).catch_unwind(),
+    )
+    .await;
     drop(gauge);
     let response = match result {
         Ok(r) => r,
@@ -1152,7 +1392,7 @@ where
         }
     };
     let status = response.status();
-    if !config.outcomes.stores(status) {
+    if (!config.store_rejections && is_rejection(&response)) || !config.outcomes.stores(status) {
         let _ = tx.rollback().await;
         release(store, config, &lease).await;
         let mut r = response.map(full_body);

@@ -29,6 +29,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProblemKind {
+    /// The request carries no [`Actor`](super::Actor) and the endpoint does
+    /// not share an anonymous scope (401).
+    ActorMissing,
     /// The endpoint requires an `Idempotency-Key` and none was sent (400).
     KeyMissing,
     /// The `Idempotency-Key` is malformed (400).
@@ -73,6 +76,7 @@ impl ProblemKind {
             Self::KeyMissing | Self::KeyMalformed { .. } | Self::BodyUnreadable => {
                 StatusCode::BAD_REQUEST
             }
+            Self::ActorMissing => StatusCode::UNAUTHORIZED,
             Self::KeyReused { status } => *status,
             Self::InFlight { .. } | Self::NotReplayable { .. } => StatusCode::CONFLICT,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -83,6 +87,7 @@ impl ProblemKind {
     /// The stable problem type URI.
     pub fn type_uri(&self) -> &'static str {
         match self {
+            Self::ActorMissing => "urn:idem:problem:actor-missing",
             Self::KeyMissing => "urn:idem:problem:idempotency-key-missing",
             Self::KeyMalformed { .. } => "urn:idem:problem:idempotency-key-malformed",
             Self::KeyReused { .. } => "urn:idem:problem:idempotency-key-reused",
@@ -94,8 +99,36 @@ impl ProblemKind {
         }
     }
 
-    fn title(&self) -> &'static str {
+    /// Every kind, with sample values, for documentation and tests.
+    pub fn all() -> Vec<Self> {
+        vec![
+            Self::ActorMissing,
+            Self::KeyMissing,
+            Self::KeyMalformed {
+                reason: "the Idempotency-Key header is empty".to_owned(),
+            },
+            Self::KeyReused {
+                status: StatusCode::CONFLICT,
+            },
+            Self::KeyReused {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+            },
+            Self::InFlight {
+                retry_after: Duration::from_secs(1),
+            },
+            Self::NotReplayable {
+                original_status: StatusCode::CREATED,
+            },
+            Self::BodyTooLarge { limit: 1 << 20 },
+            Self::BodyUnreadable,
+            Self::StoreUnavailable,
+        ]
+    }
+
+    /// The problem's title.
+    pub fn title(&self) -> &'static str {
         match self {
+            Self::ActorMissing => "Authentication required",
             Self::KeyMissing => "Idempotency-Key header required",
             Self::KeyMalformed { .. } => "Malformed Idempotency-Key header",
             Self::KeyReused { .. } => "Idempotency-Key reused for a different request",
@@ -109,6 +142,9 @@ impl ProblemKind {
 
     fn detail(&self) -> String {
         match self {
+            Self::ActorMissing => "This endpoint keeps idempotency records per caller, and \
+                 this request does not say who is calling."
+                .to_owned(),
             Self::KeyMissing => {
                 "This endpoint requires an Idempotency-Key header: 1 to 255 visible ASCII \
                  characters, quoted or bare."

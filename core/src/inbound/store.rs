@@ -233,6 +233,21 @@ pub trait InboundStore: Send + Sync + fmt::Debug + 'static {
     /// [`StoreError::Unavailable`] when the database fails.
     async fn release(&self, lease: &InboundLease) -> Result<bool, StoreError>;
 
+    /// Extends the in-flight lease to `now + lease_for`, fenced by the lease
+    /// token (the heartbeat of a running handler). Returns false when the
+    /// lease was lost (the record completed, was released or taken over);
+    /// nothing is written then.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the database fails.
+    async fn renew(
+        &self,
+        lease: &InboundLease,
+        lease_for: Duration,
+        now: SystemTime,
+    ) -> Result<bool, StoreError>;
+
     /// Deletes up to `batch` records made before `cutoff` whose replay
     /// window has ended and that no live request holds. Returns how many.
     ///
@@ -294,6 +309,14 @@ impl<T: InboundStore + ?Sized> InboundStore for std::sync::Arc<T> {
     }
     async fn release(&self, lease: &InboundLease) -> Result<bool, StoreError> {
         (**self).release(lease).await
+    }
+    async fn renew(
+        &self,
+        lease: &InboundLease,
+        lease_for: Duration,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        (**self).renew(lease, lease_for, now).await
     }
     async fn sweep_batch(
         &self,
@@ -376,6 +399,10 @@ pub(crate) mod sql {
     pub(crate) const COMPLETE: &str = "UPDATE idem_inbound SET state = 'completed', \
         lease_token = NULL, lease_expires_at = NULL, response_status = $5, \
         response_headers = $6, response_body = $7, replayable = $8, updated_at = $9 \
+        WHERE actor = $1 AND endpoint = $2 AND key = $3 AND state = 'in_flight' \
+        AND lease_token = $4";
+
+    pub(crate) const RENEW: &str = "UPDATE idem_inbound SET lease_expires_at = $5 \
         WHERE actor = $1 AND endpoint = $2 AND key = $3 AND state = 'in_flight' \
         AND lease_token = $4";
 
@@ -653,6 +680,24 @@ macro_rules! impl_inbound_store {
                     .await
                     .map_err(StoreError::from_sqlx)?;
                 local_notifier().notify_waiters();
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn renew(
+                &self,
+                lease: &InboundLease,
+                lease_for: Duration,
+                now: SystemTime,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(sql::RENEW)
+                    .bind(&lease.scope.actor)
+                    .bind(&lease.scope.endpoint)
+                    .bind(lease.scope.key.as_str())
+                    .bind(&lease.token)
+                    .bind(to_millis(now + lease_for))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
                 Ok(done.rows_affected() == 1)
             }
 
