@@ -107,8 +107,8 @@ struct Config {
     http_crates: Option<Vec<String>>,
     /// The HTTP clients and provider SDKs.
     deny: Option<Vec<DenyConfig>>,
-    /// Read by the dependency gate only.
-    #[allow(dead_code)]
+    /// Packages that hand no client out: the gate does not follow them, the lint does not look
+    /// into their types' generic arguments.
     vetted: Option<Vec<VettedConfig>>,
 }
 
@@ -125,10 +125,11 @@ struct DenyConfig {
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 struct VettedConfig {
     package: String,
+    /// Printed by the dependency gate.
     #[serde(default)]
+    #[allow(dead_code)]
     reason: String,
 }
 
@@ -161,6 +162,8 @@ impl DenyConfig {
 
 struct IdemLint {
     policy: Policy,
+    /// Crates (rustc names) whose types are not looked into (`vetted` in dylint.toml).
+    vetted: Vec<String>,
     /// Spans already reported, so one expression gets one diagnostic.
     reported: HashSet<Span>,
 }
@@ -177,8 +180,20 @@ impl IdemLint {
             deny.push(DenyEntry::crate_only(c));
         }
         let allowed = config.allowed.unwrap_or(defaults.allowed);
+        let vetted = match &config.vetted {
+            Some(list) => list
+                .iter()
+                .map(|v| idem_lint_policy::crate_name(&v.package))
+                .collect(),
+            None => defaults
+                .vetted
+                .iter()
+                .map(|v| idem_lint_policy::crate_name(v))
+                .collect(),
+        };
         Self {
             policy: Policy::with_deny(deny, allowed),
+            vetted,
             reported: HashSet::new(),
         }
     }
@@ -197,18 +212,39 @@ impl IdemLint {
         self.policy.is_denied_item(krate.as_str(), &path)
     }
 
-    /// The first denied type inside `ty` (generic arguments and references included; for an
-    /// opaque `impl Trait` type defined locally, its hidden type too).
+    /// The first denied type inside `ty`: the type itself, its generic arguments, references,
+    /// slices, arrays and tuples (not the arguments of a `vetted` crate's types, which hand no
+    /// client out), and for an opaque `impl Trait` type defined locally, its hidden type.
     fn denied_in_ty<'tcx>(&self, tcx: TyCtxt<'tcx>, ty: Ty<'tcx>, depth: usize) -> Option<DefId> {
-        for arg in ty.walk() {
-            let Some(t) = arg.as_type() else { continue };
-            match t.kind() {
-                ty::Adt(adt, _) if self.denied_def(tcx, adt.did()) => return Some(adt.did()),
-                ty::Foreign(id) if self.denied_def(tcx, *id) => return Some(*id),
-                ty::Alias(alias) => {
-                    let ty::AliasTyKind::Opaque { def_id } = alias.kind else {
-                        continue;
-                    };
+        if depth > 16 {
+            return None;
+        }
+        let args_of = |args: ty::GenericArgsRef<'tcx>| -> Option<DefId> {
+            args.types()
+                .find_map(|t| self.denied_in_ty(tcx, t, depth + 1))
+        };
+        match ty.kind() {
+            ty::Adt(adt, args) => {
+                let did = adt.did();
+                if self.denied_def(tcx, did) {
+                    return Some(did);
+                }
+                let krate = tcx.crate_name(did.krate);
+                if self.vetted.iter().any(|v| v == krate.as_str()) {
+                    return None;
+                }
+                args_of(args)
+            }
+            ty::Foreign(id) if self.denied_def(tcx, *id) => Some(*id),
+            ty::Ref(_, inner, _) | ty::Slice(inner) | ty::Array(inner, _) => {
+                self.denied_in_ty(tcx, *inner, depth + 1)
+            }
+            ty::RawPtr(inner, _) => self.denied_in_ty(tcx, *inner, depth + 1),
+            ty::Tuple(items) => items
+                .iter()
+                .find_map(|t| self.denied_in_ty(tcx, t, depth + 1)),
+            ty::Alias(alias) => {
+                if let ty::AliasTyKind::Opaque { def_id } = alias.kind {
                     let def_id: DefId = def_id.into();
                     if self.denied_def(tcx, def_id) {
                         return Some(def_id);
@@ -223,10 +259,10 @@ impl IdemLint {
                         }
                     }
                 }
-                _ => {}
+                args_of(alias.args)
             }
+            _ => None,
         }
-        None
     }
 
     /// Whether the code at `hir_id` is on the allow-list.
