@@ -39,7 +39,10 @@ pub struct Verifier {
 #[derive(Clone)]
 enum VerifierKind {
     Stripe(Vec<String>),
-    Twilio { auth_token: String, public_origin: String },
+    Twilio {
+        auth_token: String,
+        public_origin: String,
+    },
     Meta(String),
     Standard(Vec<WebhookSecret>),
 }
@@ -204,7 +207,8 @@ impl InboundWebhook {
 
     /// The time before which processed event records may be purged at `now`.
     pub fn purge_before(&self, now: SystemTime) -> SystemTime {
-        now.checked_sub(self.replay_window).unwrap_or(SystemTime::UNIX_EPOCH)
+        now.checked_sub(self.replay_window)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 }
 
@@ -273,7 +277,12 @@ impl InboundWebhookBuilder {
         let range = |what, got: Duration, min: u64, max: u64| {
             let (min, max) = (Duration::from_secs(min), Duration::from_secs(max));
             if got < min || got > max {
-                Err(WebhookConfigError::OutOfRange { what, got, min, max })
+                Err(WebhookConfigError::OutOfRange {
+                    what,
+                    got,
+                    min,
+                    max,
+                })
             } else {
                 Ok(())
             }
@@ -332,7 +341,9 @@ impl WebhookEvent {
 
     /// The form parameters (Twilio).
     pub fn form(&self) -> Vec<(String, String)> {
-        url::form_urlencoded::parse(&self.body).into_owned().collect()
+        url::form_urlencoded::parse(&self.body)
+            .into_owned()
+            .collect()
     }
 }
 
@@ -378,7 +389,10 @@ impl HandlerError {
 /// verified event. Its writes through the transaction commit together with
 /// the "processed" mark, or not at all.
 pub type EventHandler<Db> = Arc<
-    dyn for<'t> Fn(&'t mut sqlx::Transaction<'static, Db>, &'t WebhookEvent) -> BoxFuture<'t, Result<(), HandlerError>>
+    dyn for<'t> Fn(
+            &'t mut sqlx::Transaction<'static, Db>,
+            &'t WebhookEvent,
+        ) -> BoxFuture<'t, Result<(), HandlerError>>
         + Send
         + Sync,
 >;
@@ -529,7 +543,10 @@ fn verify_and_parse(
                 .and_then(|v| v["object"].as_str().map(str::to_owned));
             (sha256_hex(&[&body]), kind)
         }
-        VerifierKind::Twilio { auth_token, public_origin } => {
+        VerifierKind::Twilio {
+            auth_token,
+            public_origin,
+        } => {
             let sig = header(&parts.headers, "x-twilio-signature").map_err(bad)?;
             let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             let url = format!("{public_origin}{target}");
@@ -537,7 +554,12 @@ fn verify_and_parse(
                 url::form_urlencoded::parse(&body).into_owned().collect();
             signature::twilio_verify(auth_token, &url, params.iter().map(|(k, v)| (k, v)), sig)
                 .map_err(bad)?;
-            let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let get = |name: &str| {
+                params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            };
             let sid = get("MessageSid").or_else(|| get("SmsSid"));
             let status = get("MessageStatus").or_else(|| get("SmsStatus"));
             let id = match (&sid, &status) {
@@ -546,7 +568,11 @@ fn verify_and_parse(
                     let mut sorted = params.clone();
                     sorted.sort();
                     let flat: Vec<&[u8]> = std::iter::once(url.as_bytes())
-                        .chain(sorted.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]))
+                        .chain(
+                            sorted
+                                .iter()
+                                .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]),
+                        )
                         .collect();
                     sha256_hex(&flat)
                 }
@@ -607,7 +633,10 @@ fn stripe_candidates(kind: &str, v: &serde_json::Value, out: &mut Vec<Candidate>
     let object = &v["data"]["object"];
     let provider_id = object["id"].as_str().map(str::to_owned);
     let bytes = Bytes::from(object.to_string());
-    if let Some(key) = object["metadata"]["idem_key"].as_str().and_then(|k| k.parse().ok()) {
+    if let Some(key) = object["metadata"]["idem_key"]
+        .as_str()
+        .and_then(|k| k.parse().ok())
+    {
         out.push(Candidate {
             key,
             provider: "stripe",
@@ -645,7 +674,10 @@ async fn settle<S: LedgerStore + ?Sized>(
             return Ok(LinkOutcome::Untouched("no ledger row has this key".into()));
         };
         if op.provider != c.provider {
-            return Ok(LinkOutcome::Untouched(format!("the row belongs to provider {:?}", op.provider)));
+            return Ok(LinkOutcome::Untouched(format!(
+                "the row belongs to provider {:?}",
+                op.provider
+            )));
         }
         if let Some(ops) = c.operations
             && !ops.contains(&op.operation.as_str())
@@ -689,12 +721,17 @@ async fn settle<S: LedgerStore + ?Sized>(
             Err(e) => return Err(e),
         }
     }
-    Ok(LinkOutcome::Untouched("the row changed concurrently".into()))
+    Ok(LinkOutcome::Untouched(
+        "the row changed concurrently".into(),
+    ))
 }
 
 /// What a handler run returned, for [`process`].
 /// The transaction is `None` when the handler did not give it back.
-pub(crate) type RunResult<Db, R> = (Option<sqlx::Transaction<'static, Db>>, Result<R, HandlerError>);
+pub(crate) type RunResult<Db, R> = (
+    Option<sqlx::Transaction<'static, Db>>,
+    Result<R, HandlerError>,
+);
 
 /// The shared path of [`handle_webhook`] and the layer. `run` gets the
 /// transaction by value and gives it back with its result.
@@ -715,7 +752,10 @@ where
         return Err(Answer::TooLarge);
     }
     // Signature first: nothing below runs for an unauthenticated request.
-    let Parsed { mut event, candidates } = verify_and_parse(config, parts, body, now)?;
+    let Parsed {
+        mut event,
+        candidates,
+    } = verify_and_parse(config, parts, body, now)?;
     let unavailable = |e: StoreError| {
         tracing::error!(target: "idem::webhook", endpoint = %config.name, error = %e, "webhook store failed");
         Answer::StoreUnavailable
@@ -880,7 +920,9 @@ where
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(Answer::TooLarge)
             } else {
                 Err(Answer::BadRequest)

@@ -198,22 +198,34 @@ where
                 Err(a) => return Ok(boxed(a.response().map(http_body_util::Full::new))),
             };
             let forwarded = parts.clone();
-            let result = process(&*layer.store, config, &parts, body.clone(), |tx, event| async move {
-                let slot = WebhookTx {
-                    slot: Arc::new(Mutex::new(Some(tx))),
-                };
-                let mut req = Request::from_parts(forwarded, ReqB::from(body));
-                req.extensions_mut().insert(event);
-                req.extensions_mut().insert(slot.clone());
-                let answer = inner.call(req).await;
-                let tx = slot.slot.lock().await.take();
-                let result = match answer {
-                    Ok(r) if r.status().is_success() => Ok(r),
-                    Ok(r) => Err(HandlerError::new(format!("the handler answered HTTP {}", r.status()))),
-                    Err(e) => Err(HandlerError::new(format!("the handler failed: {}", e.into()))),
-                };
-                (tx, result)
-            })
+            let result = process(
+                &*layer.store,
+                config,
+                &parts,
+                body.clone(),
+                |tx, event| async move {
+                    let slot = WebhookTx {
+                        slot: Arc::new(Mutex::new(Some(tx))),
+                    };
+                    let mut req = Request::from_parts(forwarded, ReqB::from(body));
+                    req.extensions_mut().insert(event);
+                    req.extensions_mut().insert(slot.clone());
+                    let answer = inner.call(req).await;
+                    let tx = slot.slot.lock().await.take();
+                    let result = match answer {
+                        Ok(r) if r.status().is_success() => Ok(r),
+                        Ok(r) => Err(HandlerError::new(format!(
+                            "the handler answered HTTP {}",
+                            r.status()
+                        ))),
+                        Err(e) => Err(HandlerError::new(format!(
+                            "the handler failed: {}",
+                            e.into()
+                        ))),
+                    };
+                    (tx, result)
+                },
+            )
             .await;
             Ok(match result {
                 Ok(r) => boxed(r),
@@ -222,4 +234,3 @@ where
         })
     }
 }
-

@@ -214,8 +214,12 @@ impl<S: WebhookStore> WebhookSenderBuilder<S> {
             .with_max_attempts(1)
             .with_attempt_timeout(self.attempt_timeout)
             .with_total_timeout(self.attempt_timeout);
-        let provider = Provider::new(PROVIDER, SafetyClass::NaturallyIdempotent, ReceiverClassifier)
-            .with_retry(retry);
+        let provider = Provider::new(
+            PROVIDER,
+            SafetyClass::NaturallyIdempotent,
+            ReceiverClassifier,
+        )
+        .with_retry(retry);
         Ok(WebhookSender {
             store: self.store,
             executor: self.executor,
@@ -300,7 +304,12 @@ impl<S: WebhookStore> WebhookSender<S> {
     ///
     /// [`WebhookError::Secret`] with no secret, [`WebhookError::InvalidUrl`]
     /// for a URL that is not absolute http(s), or a store error.
-    pub async fn upsert_endpoint(&self, id: &str, url: &str, secrets: &[WebhookSecret]) -> Result<(), WebhookError> {
+    pub async fn upsert_endpoint(
+        &self,
+        id: &str,
+        url: &str,
+        secrets: &[WebhookSecret],
+    ) -> Result<(), WebhookError> {
         if secrets.is_empty() {
             return Err(WebhookError::Secret(SignatureError::NoSecret));
         }
@@ -308,8 +317,14 @@ impl<S: WebhookStore> WebhookSender<S> {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(WebhookError::InvalidUrl);
         }
-        let text = secrets.iter().map(WebhookSecret::expose).collect::<Vec<_>>().join(" ");
-        self.store.upsert_endpoint(id, url, &text, self.executor.now()).await?;
+        let text = secrets
+            .iter()
+            .map(WebhookSecret::expose)
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.store
+            .upsert_endpoint(id, url, &text, self.executor.now())
+            .await?;
         Ok(())
     }
 
@@ -323,7 +338,12 @@ impl<S: WebhookStore> WebhookSender<S> {
     /// [`WebhookError::Conflict`] when the event id was enqueued with another
     /// endpoint or payload, [`WebhookError::UnknownEndpoint`],
     /// [`WebhookError::EventId`], or a store error.
-    pub async fn enqueue(&self, event_id: &str, endpoint: &str, payload: impl Into<Bytes>) -> Result<Enqueued, WebhookError> {
+    pub async fn enqueue(
+        &self,
+        event_id: &str,
+        endpoint: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<Enqueued, WebhookError> {
         let payload: Bytes = payload.into();
         let key = delivery_key(&self.shop, event_id)?;
         if self.store.endpoint_with_secrets(endpoint).await?.is_none() {
@@ -345,20 +365,27 @@ impl<S: WebhookStore> WebhookSender<S> {
             delivered_at: None,
         };
         let created = self.store.insert_delivery(&delivery, now).await?;
-        let stored = self
-            .store
-            .delivery(event_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("webhook:{event_id} vanished after insert")))?;
+        let stored = self.store.delivery(event_id).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("webhook:{event_id} vanished after insert"))
+        })?;
         if !created {
             if stored.endpoint_id != delivery.endpoint_id {
-                return Err(WebhookError::Conflict { event_id: event_id.to_owned(), detail: "another endpoint" });
+                return Err(WebhookError::Conflict {
+                    event_id: event_id.to_owned(),
+                    detail: "another endpoint",
+                });
             }
             if stored.payload_sha256 != delivery.payload_sha256 {
-                return Err(WebhookError::Conflict { event_id: event_id.to_owned(), detail: "another payload" });
+                return Err(WebhookError::Conflict {
+                    event_id: event_id.to_owned(),
+                    detail: "another payload",
+                });
             }
         }
-        Ok(Enqueued { created, delivery: stored })
+        Ok(Enqueued {
+            created,
+            delivery: stored,
+        })
     }
 
     /// Makes every attempt due now (at most `limit`), one after another.
@@ -367,7 +394,10 @@ impl<S: WebhookStore> WebhookSender<S> {
     ///
     /// A store error (attempts already made stay recorded).
     pub async fn deliver_due(&self, limit: u32) -> Result<Vec<AttemptReport>, WebhookError> {
-        let due = self.store.due_deliveries(self.executor.now(), limit).await?;
+        let due = self
+            .store
+            .due_deliveries(self.executor.now(), limit)
+            .await?;
         let mut reports = Vec::new();
         for id in due {
             if let Some(r) = self.attempt(&id).await? {
@@ -386,10 +416,18 @@ impl<S: WebhookStore> WebhookSender<S> {
     pub async fn attempt(&self, event_id: &str) -> Result<Option<AttemptReport>, WebhookError> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let started = self.executor.now();
-        let Some(delivery) = self.store.claim_delivery(event_id, &token, self.lease, started).await? else {
+        let Some(delivery) = self
+            .store
+            .claim_delivery(event_id, &token, self.lease, started)
+            .await?
+        else {
             return Ok(None);
         };
-        let Some((endpoint, secrets)) = self.store.endpoint_with_secrets(&delivery.endpoint_id).await? else {
+        let Some((endpoint, secrets)) = self
+            .store
+            .endpoint_with_secrets(&delivery.endpoint_id)
+            .await?
+        else {
             return Err(WebhookError::UnknownEndpoint(delivery.endpoint_id));
         };
         let secrets = secrets
@@ -406,7 +444,10 @@ impl<S: WebhookStore> WebhookSender<S> {
         let request = OutboundRequest::post(url)
             .header("webhook-id", &delivery.event_id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature::standard_sign(&secrets, &delivery.event_id, started, &delivery.payload))
+            .header(
+                "webhook-signature",
+                signature::standard_sign(&secrets, &delivery.event_id, started, &delivery.payload),
+            )
             .body_bytes("application/json", delivery.payload.clone());
         // The fingerprint leaves the URL out, so moving an endpoint to a new
         // URL does not look like a different request to the ledger.
@@ -416,43 +457,54 @@ impl<S: WebhookStore> WebhookSender<S> {
             .extra("event-id", delivery.event_id.as_bytes())
             .body(&delivery.payload)
             .finish();
-        let (outcome, status, error) =
-            match self.executor.begin(&self.provider, &key, OPERATION, fingerprint).await {
-                Ok(Begun::Done(_)) => ("ledger", None, None),
-                Ok(Begun::Claimed(mut claim)) => {
-                    let sent = claim.send(request).await;
-                    let status = sent.response.as_ref().map(|(s, _, _)| s.as_u16());
-                    match claim.finish(sent).await {
-                        Ok(_) => ("delivered", status, None),
-                        Err(ExecError::Store(e)) => {
-                            self.release(event_id, &token).await;
-                            return Err(e.into());
-                        }
-                        Err(e) => ("failed", status, Some(attempt_error(&e))),
+        let (outcome, status, error) = match self
+            .executor
+            .begin(&self.provider, &key, OPERATION, fingerprint)
+            .await
+        {
+            Ok(Begun::Done(_)) => ("ledger", None, None),
+            Ok(Begun::Claimed(mut claim)) => {
+                let sent = claim.send(request).await;
+                let status = sent.response.as_ref().map(|(s, _, _)| s.as_u16());
+                match claim.finish(sent).await {
+                    Ok(_) => ("delivered", status, None),
+                    Err(ExecError::Store(e)) => {
+                        self.release(event_id, &token).await;
+                        return Err(e.into());
                     }
+                    Err(e) => ("failed", status, Some(attempt_error(&e))),
                 }
-                Err(ExecError::InFlight { lease_expires_at, .. }) => {
-                    self.store
-                        .release_delivery(event_id, &token, lease_expires_at, self.executor.now())
-                        .await?;
-                    return Ok(None);
-                }
-                Err(ExecError::Store(e)) => {
-                    self.release(event_id, &token).await;
-                    return Err(e.into());
-                }
-                Err(e) => ("failed", None, Some(attempt_error(&e))),
-            };
+            }
+            Err(ExecError::InFlight {
+                lease_expires_at, ..
+            }) => {
+                self.store
+                    .release_delivery(event_id, &token, lease_expires_at, self.executor.now())
+                    .await?;
+                return Ok(None);
+            }
+            Err(ExecError::Store(e)) => {
+                self.release(event_id, &token).await;
+                return Err(e.into());
+            }
+            Err(e) => ("failed", None, Some(attempt_error(&e))),
+        };
         let finished = self.executor.now();
         let delivered = outcome != "failed";
         let attempt_no = delivery.attempts;
-        let max_attempts = u32::try_from(self.backoff.len()).unwrap_or(u32::MAX).saturating_add(1);
+        let max_attempts = u32::try_from(self.backoff.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
         let (state, next) = if delivered {
             (DeliveryState::Delivered, finished)
         } else if attempt_no >= max_attempts {
             (DeliveryState::Failed, finished)
         } else {
-            let wait = self.backoff.get(attempt_no as usize - 1).copied().unwrap_or_default();
+            let wait = self
+                .backoff
+                .get(attempt_no as usize - 1)
+                .copied()
+                .unwrap_or_default();
             (DeliveryState::Pending, finished + wait)
         };
         let result = AttemptResult {
@@ -471,7 +523,11 @@ impl<S: WebhookStore> WebhookSender<S> {
             endpoint_failed: !delivered,
             disable_after: self.disable_after,
         };
-        let Some(endpoint) = self.store.finish_attempt(event_id, &token, &result, finished).await? else {
+        let Some(endpoint) = self
+            .store
+            .finish_attempt(event_id, &token, &result, finished)
+            .await?
+        else {
             tracing::warn!(target: "idem::webhook", event = %event_id, "webhook delivery lease lost before the attempt was recorded");
             return Ok(None);
         };
@@ -553,7 +609,9 @@ fn signature_time(t: SystemTime) -> i64 {
 
 fn attempt_error(e: &ExecError) -> String {
     match e {
-        ExecError::OutcomeUnknown { reason, .. } | ExecError::NotSent { reason, .. } => reason.clone(),
+        ExecError::OutcomeUnknown { reason, .. } | ExecError::NotSent { reason, .. } => {
+            reason.clone()
+        }
         ExecError::InvalidRequest { reason, .. } => format!("invalid request: {reason}"),
         other => other.to_string(),
     }

@@ -45,7 +45,9 @@ pub enum SignatureError {
     #[error("no signature matches")]
     Mismatch,
     /// The signed timestamp is outside the tolerance.
-    #[error("the signed timestamp is {age_secs} s away from now; the tolerance is {tolerance_secs} s")]
+    #[error(
+        "the signed timestamp is {age_secs} s away from now; the tolerance is {tolerance_secs} s"
+    )]
     Expired {
         /// Distance between the signed timestamp and now, in seconds.
         age_secs: u64,
@@ -130,7 +132,11 @@ fn unix_secs(t: SystemTime) -> i64 {
 
 /// Checks that `signed_at` (Unix seconds) is within `tolerance` of `now`,
 /// in either direction.
-fn check_tolerance(signed_at: i64, now: SystemTime, tolerance: Duration) -> Result<(), SignatureError> {
+fn check_tolerance(
+    signed_at: i64,
+    now: SystemTime,
+    tolerance: Duration,
+) -> Result<(), SignatureError> {
     let age = unix_secs(now).abs_diff(signed_at);
     if age > tolerance.as_secs() {
         return Err(SignatureError::Expired {
@@ -145,7 +151,12 @@ fn check_tolerance(signed_at: i64, now: SystemTime, tolerance: Duration) -> Resu
 
 /// The `webhook-signature` header value for one message: `v1,<base64>`
 /// per secret, space-separated (several secrets = rotation).
-pub fn standard_sign(secrets: &[WebhookSecret], msg_id: &str, at: SystemTime, body: &[u8]) -> String {
+pub fn standard_sign(
+    secrets: &[WebhookSecret],
+    msg_id: &str,
+    at: SystemTime,
+    body: &[u8],
+) -> String {
     let ts = unix_secs(at);
     secrets
         .iter()
@@ -211,7 +222,11 @@ pub fn standard_verify(
             ok |= mac.verify_slice(candidate).is_ok();
         }
     }
-    if ok { Ok(()) } else { Err(SignatureError::Mismatch) }
+    if ok {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 // ---------------------------------------------------------------- Stripe
@@ -231,7 +246,8 @@ pub fn stripe_sign(secrets: &[&str], at: SystemTime, body: &[u8]) -> String {
 }
 
 fn stripe_mac(secret: &str, ts: i64, body: &[u8]) -> HmacSha256 {
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac =
+        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
     mac.update(ts.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -263,7 +279,12 @@ pub fn stripe_verify(
             continue;
         };
         match k {
-            "t" => ts = Some(v.parse::<i64>().map_err(|_| SignatureError::Malformed("Stripe-Signature"))?),
+            "t" => {
+                ts = Some(
+                    v.parse::<i64>()
+                        .map_err(|_| SignatureError::Malformed("Stripe-Signature"))?,
+                )
+            }
             "v1" => {
                 if let Ok(bytes) = hex::decode(v) {
                     candidates.push(bytes);
@@ -283,7 +304,11 @@ pub fn stripe_verify(
             ok |= stripe_mac(secret, ts, body).verify_slice(candidate).is_ok();
         }
     }
-    if ok { Ok(()) } else { Err(SignatureError::Mismatch) }
+    if ok {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 // ---------------------------------------------------------------- Meta
@@ -291,7 +316,8 @@ pub fn stripe_verify(
 /// The `X-Hub-Signature-256` header Meta would send: `sha256=<hex>` of
 /// HMAC-SHA256 over the raw body with the app secret.
 pub fn meta_sign(app_secret: &str, body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(app_secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac =
+        HmacSha256::new_from_slice(app_secret.as_bytes()).expect("HMAC accepts any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -311,7 +337,8 @@ pub fn meta_verify(app_secret: &str, header: &str, body: &[u8]) -> Result<(), Si
         .strip_prefix("sha256=")
         .ok_or(SignatureError::Malformed("X-Hub-Signature-256"))?;
     let sig = hex::decode(hexsig).map_err(|_| SignatureError::Malformed("X-Hub-Signature-256"))?;
-    let mut mac = HmacSha256::new_from_slice(app_secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac =
+        HmacSha256::new_from_slice(app_secret.as_bytes()).expect("HMAC accepts any key length");
     mac.update(body);
     mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
 }
@@ -342,7 +369,8 @@ fn twilio_mac<K: AsRef<str>, V: AsRef<str>>(
         .collect();
     pairs.sort();
     pairs.dedup();
-    let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).expect("HMAC accepts any key length");
     mac.update(url.as_bytes());
     for (k, v) in &pairs {
         mac.update(k.as_bytes());
@@ -387,16 +415,48 @@ mod tests {
         // The example of the Standard Webhooks specification.
         let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let body = br#"{"test": 2432232314}"#;
-        let header = standard_sign(&[secret.clone()], "msg_p5jXN8AQM9LWM0D4loKWxJek", at(1_614_265_330), body);
+        let header = standard_sign(
+            &[secret.clone()],
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            at(1_614_265_330),
+            body,
+        );
         assert_eq!(header, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         let tol = Duration::from_secs(300);
-        assert!(standard_verify(&[secret.clone()], "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", &header, body, at(1_614_265_330), tol).is_ok());
+        assert!(
+            standard_verify(
+                &[secret.clone()],
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                &header,
+                body,
+                at(1_614_265_330),
+                tol
+            )
+            .is_ok()
+        );
         assert_eq!(
-            standard_verify(&[secret.clone()], "msg_other", "1614265330", &header, body, at(1_614_265_330), tol),
+            standard_verify(
+                &[secret.clone()],
+                "msg_other",
+                "1614265330",
+                &header,
+                body,
+                at(1_614_265_330),
+                tol
+            ),
             Err(SignatureError::Mismatch)
         );
         assert!(matches!(
-            standard_verify(&[secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", &header, body, at(1_614_265_331 + 300), tol),
+            standard_verify(
+                &[secret],
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                &header,
+                body,
+                at(1_614_265_331 + 300),
+                tol
+            ),
             Err(SignatureError::Expired { .. })
         ));
     }
@@ -410,7 +470,18 @@ mod tests {
         let tol = Duration::from_secs(300);
         assert!(standard_verify(&[old], "m1", "1000", &header, b"{}", at(1000), tol).is_ok());
         assert!(standard_verify(&[new], "m1", "1000", &header, b"{}", at(1000), tol).is_ok());
-        assert!(standard_verify(&[WebhookSecret::generate()], "m1", "1000", &header, b"{}", at(1000), tol).is_err());
+        assert!(
+            standard_verify(
+                &[WebhookSecret::generate()],
+                "m1",
+                "1000",
+                &header,
+                b"{}",
+                at(1000),
+                tol
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -420,9 +491,18 @@ mod tests {
         let tol = Duration::from_secs(300);
         assert!(stripe_verify(&["whsec_old"], &header, body, at(5100), tol).is_ok());
         assert!(stripe_verify(&["whsec_new"], &header, body, at(5100), tol).is_ok());
-        assert_eq!(stripe_verify(&["whsec_x"], &header, body, at(5100), tol), Err(SignatureError::Mismatch));
-        assert!(matches!(stripe_verify(&["whsec_old"], &header, body, at(5301), tol), Err(SignatureError::Expired { .. })));
-        assert_eq!(stripe_verify(&["whsec_old"], &header, b"{}", at(5100), tol), Err(SignatureError::Mismatch));
+        assert_eq!(
+            stripe_verify(&["whsec_x"], &header, body, at(5100), tol),
+            Err(SignatureError::Mismatch)
+        );
+        assert!(matches!(
+            stripe_verify(&["whsec_old"], &header, body, at(5301), tol),
+            Err(SignatureError::Expired { .. })
+        ));
+        assert_eq!(
+            stripe_verify(&["whsec_old"], &header, b"{}", at(5100), tol),
+            Err(SignatureError::Mismatch)
+        );
         assert!(stripe_verify(&["whsec_old"], "v1=00", body, at(5100), tol).is_err());
         assert!(stripe_verify(&[], &header, body, at(5100), tol).is_err());
     }
@@ -432,7 +512,10 @@ mod tests {
         let h = meta_sign("appsecret", b"{\"object\":\"page\"}");
         assert!(h.starts_with("sha256="));
         assert!(meta_verify("appsecret", &h, b"{\"object\":\"page\"}").is_ok());
-        assert_eq!(meta_verify("other", &h, b"{\"object\":\"page\"}"), Err(SignatureError::Mismatch));
+        assert_eq!(
+            meta_verify("other", &h, b"{\"object\":\"page\"}"),
+            Err(SignatureError::Mismatch)
+        );
         assert!(meta_verify("appsecret", "sha1=00", b"").is_err());
     }
 
@@ -446,7 +529,10 @@ mod tests {
             ("From", "+14158675309"),
             ("To", "+18005551212"),
         ];
-        assert_eq!(twilio_sign("12345", url, params), "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+        assert_eq!(
+            twilio_sign("12345", url, params),
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        );
         assert!(twilio_verify("12345", url, params, "RSOYDt4T1cUTdK1PDd93/VVr8B8=").is_ok());
         assert!(twilio_verify("54321", url, params, "RSOYDt4T1cUTdK1PDd93/VVr8B8=").is_err());
         assert!(twilio_verify("12345", url, params, "not base64!").is_err());

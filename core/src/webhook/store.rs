@@ -284,7 +284,11 @@ pub trait WebhookStore: LedgerStore + Clone {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the database fails.
-    async fn event(&self, endpoint: &str, event_id: &str) -> Result<Option<EventRecord>, StoreError>;
+    async fn event(
+        &self,
+        endpoint: &str,
+        event_id: &str,
+    ) -> Result<Option<EventRecord>, StoreError>;
 
     /// Deletes up to `batch` processed events first received before
     /// `before` (the end of the replay window). Returns how many.
@@ -300,7 +304,13 @@ pub trait WebhookStore: LedgerStore + Clone {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the database fails.
-    async fn upsert_endpoint(&self, id: &str, url: &str, secrets: &str, now: SystemTime) -> Result<(), StoreError>;
+    async fn upsert_endpoint(
+        &self,
+        id: &str,
+        url: &str,
+        secrets: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
 
     /// An endpoint's state and its stored secrets (`whsec_…`, space
     /// separated). Never log the secrets.
@@ -308,7 +318,10 @@ pub trait WebhookStore: LedgerStore + Clone {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the database fails.
-    async fn endpoint_with_secrets(&self, id: &str) -> Result<Option<(EndpointStatus, String)>, StoreError>;
+    async fn endpoint_with_secrets(
+        &self,
+        id: &str,
+    ) -> Result<Option<(EndpointStatus, String)>, StoreError>;
 
     /// Lists endpoints (only disabled ones when `disabled_only`).
     ///
@@ -330,7 +343,11 @@ pub trait WebhookStore: LedgerStore + Clone {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the database fails.
-    async fn insert_delivery(&self, delivery: &Delivery, now: SystemTime) -> Result<bool, StoreError>;
+    async fn insert_delivery(
+        &self,
+        delivery: &Delivery,
+        now: SystemTime,
+    ) -> Result<bool, StoreError>;
 
     /// Reads one delivery.
     ///
@@ -367,7 +384,13 @@ pub trait WebhookStore: LedgerStore + Clone {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the database fails.
-    async fn release_delivery(&self, event_id: &str, token: &str, due: SystemTime, now: SystemTime) -> Result<(), StoreError>;
+    async fn release_delivery(
+        &self,
+        event_id: &str,
+        token: &str,
+        due: SystemTime,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
 
     /// Logs an attempt and moves the delivery and its endpoint on, in one
     /// transaction fenced by `token`. Returns the endpoint's state
