@@ -397,6 +397,22 @@ pub type EventHandler<Db> = Arc<
         + Sync,
 >;
 
+/// Wraps a closure as an [`EventHandler`] (this fixes the closure's
+/// higher-ranked signature, which `Arc::new` alone may not infer).
+pub fn event_handler<Db, F>(f: F) -> EventHandler<Db>
+where
+    Db: sqlx::Database,
+    F: for<'t> Fn(
+            &'t mut sqlx::Transaction<'static, Db>,
+            &'t WebhookEvent,
+        ) -> BoxFuture<'t, Result<(), HandlerError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(f)
+}
+
 /// How one delivery ended (also the `outcome` of the tracing event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Answer {
@@ -864,14 +880,13 @@ where
 ///    handler fails, 503 when the store fails.
 ///
 /// ```no_run
-/// use std::sync::Arc;
 /// use idem::ledger::SqliteStore;
-/// use idem::webhook::{EventHandler, InboundWebhook, Verifier, handle_webhook};
+/// use idem::webhook::{InboundWebhook, Verifier, event_handler, handle_webhook};
 ///
 /// # async fn demo(request: http::Request<http_body_util::Full<bytes::Bytes>>) -> Result<(), Box<dyn std::error::Error>> {
 /// let store = SqliteStore::open("app.db").await?;
 /// let config = InboundWebhook::builder("stripe", Verifier::stripe(["whsec_..."])).build()?;
-/// let handler: EventHandler<sqlx::Sqlite> = Arc::new(|tx, event| {
+/// let handler = event_handler::<sqlx::Sqlite, _>(|tx, event| {
 ///     Box::pin(async move {
 ///         sqlx::query("INSERT INTO payments_seen (event) VALUES ($1)")
 ///             .bind(&event.id)

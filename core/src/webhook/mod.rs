@@ -77,7 +77,7 @@ mod store;
 pub use inbound::{
     DUPLICATE_HEADER, EventHandler, HandlerError, InboundWebhook, InboundWebhookBuilder,
     LedgerLink, LinkOutcome, TWILIO_KEY_PARAM, Verifier, WebhookConfigError, WebhookEvent,
-    handle_webhook,
+    event_handler, handle_webhook,
 };
 pub use layer::{WebhookLayer, WebhookService, WebhookTx};
 pub use outbound::{
