@@ -33,6 +33,17 @@ use crate::error::{KeyError, KeyPart};
 /// The longest key accepted, in bytes. Stripe refuses longer keys.
 pub const MAX_KEY_LEN: usize = 255;
 
+/// Which call of a tool, in [`IdempotencyKey::for_tool_call`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ToolCall<'a> {
+    /// The model provider's id for the call (OpenAI `call_…`, Anthropic
+    /// `toolu_…`): the best choice, stable across retries of the turn.
+    Id(&'a str),
+    /// The call's position among the turn's tool calls, from 0, when the
+    /// provider gives no id.
+    Index(u32),
+}
+
 /// A validated idempotency key of the form `<shop>_<table>_<row>_v<n>`.
 ///
 /// Construct one from parts with [`IdempotencyKey::new`], parse one with
@@ -89,22 +100,37 @@ impl IdempotencyKey {
 
     /// Derives the first-attempt key for one AI tool call.
     ///
-    /// The table part is `tool_<tool name>` and the row part is
-    /// `<conversation id>-t<turn>`, so the same call in the same turn always
-    /// yields the same key. The tool name is lowercased and `-`, `.` and
-    /// spaces become `_`; the conversation id must be ASCII letters, digits and
-    /// `-` (UUIDs and ULIDs are). Because of that normalisation, tools named
-    /// `send-sms` and `send_sms` share keys: give distinct tools distinct names.
+    /// One call is identified by the conversation, the turn, the tool's name
+    /// and the call itself ([`ToolCall`]: the model provider's tool-call id,
+    /// such as OpenAI's `call_…` or Anthropic's `toolu_…`, or the call's index
+    /// in the turn). Two calls of the same tool in one turn therefore get two
+    /// keys, and the same call retried gets the same key.
+    ///
+    /// The derivation is injective: the row part is `t<turn>-` followed by
+    /// 32 hex digits of SHA-256 over all four inputs, each length-framed, so
+    /// distinct inputs give distinct keys (up to a SHA-256 collision) and ids
+    /// with characters the grammar cannot carry (`conv_…`, `msg_…`, `/`,
+    /// anything non-ASCII) or of any length are accepted. The table part,
+    /// `tool_<name>`, is there for people reading the ledger: the tool name
+    /// lowercased, every other character mapped to `_`, cut to 64 bytes. It
+    /// carries no identity of its own.
     ///
     /// # Errors
     ///
-    /// Returns a [`KeyError`] when the shop, conversation id or tool name
-    /// cannot form a valid key, or the result is too long.
+    /// A [`KeyError`] when the shop is not a valid shop slug (the tenant is
+    /// never guessed), or the conversation id, tool name or provider call id
+    /// is empty.
     ///
     /// ```
     /// use idem::IdempotencyKey;
-    /// let key = IdempotencyKey::for_tool_call("joes-bikes", "01HZX3ABC", 4, "Send-SMS")?;
-    /// assert_eq!(key.as_str(), "joes-bikes_tool_send_sms_01HZX3ABC-t4_v1");
+    /// use idem::key::ToolCall;
+    /// let a = IdempotencyKey::for_tool_call("joes-bikes", "conv_01HZX3", 4, "Send-SMS", ToolCall::Id("call_a1"))?;
+    /// let b = IdempotencyKey::for_tool_call("joes-bikes", "conv_01HZX3", 4, "Send-SMS", ToolCall::Id("call_b2"))?;
+    /// assert_ne!(a, b, "two calls of one tool in one turn");
+    /// assert_eq!(a.table(), "tool_send_sms");
+    /// assert!(a.row().starts_with("t4-"));
+    /// let again = IdempotencyKey::for_tool_call("joes-bikes", "conv_01HZX3", 4, "Send-SMS", ToolCall::Id("call_a1"))?;
+    /// assert_eq!(a, again, "a retried call keeps its key");
     /// # Ok::<(), idem::KeyError>(())
     /// ```
     pub fn for_tool_call(
@@ -112,31 +138,43 @@ impl IdempotencyKey {
         conversation_id: &str,
         turn: u32,
         tool_name: &str,
+        call: ToolCall<'_>,
     ) -> Result<Self, KeyError> {
-        if tool_name.is_empty() {
-            return Err(KeyError::Empty {
-                part: KeyPart::Table,
+        use sha2::{Digest, Sha256};
+        validate_shop(shop)?;
+        if conversation_id.is_empty() || tool_name.is_empty() {
+            return Err(KeyError::Empty { part: KeyPart::Row });
+        }
+        let mut hasher = Sha256::new();
+        let mut frame = |label: &[u8], value: &[u8]| {
+            for part in [label, value] {
+                hasher.update((part.len() as u64).to_be_bytes());
+                hasher.update(part);
+            }
+        };
+        frame(b"conversation", conversation_id.as_bytes());
+        frame(b"turn", &turn.to_be_bytes());
+        frame(b"tool", tool_name.as_bytes());
+        match call {
+            ToolCall::Id(id) if id.is_empty() => {
+                return Err(KeyError::Empty { part: KeyPart::Row });
+            }
+            ToolCall::Id(id) => frame(b"call-id", id.as_bytes()),
+            ToolCall::Index(i) => frame(b"call-index", &i.to_be_bytes()),
+        }
+        let digest = hasher.finalize();
+        let row = format!("t{turn}-{}", hex::encode(&digest[..16]));
+        let mut table = String::from("tool_");
+        for c in tool_name.chars() {
+            if table.len() >= 64 {
+                break;
+            }
+            table.push(match c {
+                'A'..='Z' => c.to_ascii_lowercase(),
+                'a'..='z' | '0'..='9' => c,
+                _ => '_',
             });
         }
-        let mut table = String::with_capacity(tool_name.len() + 5);
-        table.push_str("tool_");
-        for (index, c) in tool_name.char_indices() {
-            let mapped = match c {
-                'A'..='Z' => c.to_ascii_lowercase(),
-                'a'..='z' | '0'..='9' | '_' => c,
-                '-' | '.' | ' ' => '_',
-                other => {
-                    return Err(KeyError::InvalidChar {
-                        part: KeyPart::Table,
-                        ch: other,
-                        index,
-                    });
-                }
-            };
-            table.push(mapped);
-        }
-        validate_row(conversation_id)?;
-        let row = format!("{conversation_id}-t{turn}");
         Self::new(shop, &table, &row, 1)
     }
 
@@ -466,11 +504,31 @@ mod tests {
 
     #[test]
     fn tool_call_keys() {
-        let key = IdempotencyKey::for_tool_call("shop", "conv-1", 0, "lookup.order").unwrap();
-        assert_eq!(key.as_str(), "shop_tool_lookup_order_conv-1-t0_v1");
-        assert!(IdempotencyKey::for_tool_call("shop", "conv_1", 0, "x").is_err());
-        assert!(IdempotencyKey::for_tool_call("shop", "c", 0, "").is_err());
-        assert!(IdempotencyKey::for_tool_call("shop", "c", 0, "caf\u{e9}").is_err());
+        let one = |conv: &str, turn, tool: &str, call| {
+            IdempotencyKey::for_tool_call("shop", conv, turn, tool, call)
+        };
+        let a = one("conv_1", 0, "lookup.order", ToolCall::Id("call_1")).unwrap();
+        assert_eq!(a.table(), "tool_lookup_order");
+        assert!(a.row().starts_with("t0-") && a.row().len() == 3 + 32);
+        let b = one("conv_1", 0, "lookup.order", ToolCall::Id("call_2")).unwrap();
+        assert_ne!(a, b, "two calls of the same tool in one turn");
+        let i0 = one("conv_1", 0, "lookup.order", ToolCall::Index(0)).unwrap();
+        let i1 = one("conv_1", 0, "lookup.order", ToolCall::Index(1)).unwrap();
+        assert_ne!(i0, i1);
+        // Names the old normalisation merged stay apart.
+        assert_ne!(
+            one("c", 0, "send-sms", ToolCall::Index(0)).unwrap(),
+            one("c", 0, "send_sms", ToolCall::Index(0)).unwrap()
+        );
+        // Long and non-ASCII ids are accepted, not cut.
+        let long = "x".repeat(10_000);
+        let k = one(&long, 7, "caf\u{e9}", ToolCall::Id(&long)).unwrap();
+        assert!(k.as_str().len() <= MAX_KEY_LEN);
+        // Refusals: an invalid shop, an empty id or name.
+        assert!(IdempotencyKey::for_tool_call("Shop!", "c", 0, "x", ToolCall::Index(0)).is_err());
+        assert!(one("", 0, "x", ToolCall::Index(0)).is_err());
+        assert!(one("c", 0, "", ToolCall::Index(0)).is_err());
+        assert!(one("c", 0, "x", ToolCall::Id("")).is_err());
     }
 
     #[test]

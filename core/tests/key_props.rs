@@ -67,3 +67,31 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+    /// Distinct tool calls get distinct keys, every derived key parses back,
+    /// and the same call always gets the same key.
+    #[test]
+    fn tool_call_keys_are_injective(
+        a in (".{1,40}", 0u32..4, ".{1,20}", prop_oneof![".{1,30}".prop_map(Some), Just(None)], 0u32..4),
+        b in (".{1,40}", 0u32..4, ".{1,20}", prop_oneof![".{1,30}".prop_map(Some), Just(None)], 0u32..4),
+    ) {
+        use idem::key::ToolCall;
+        let derive = |(conv, turn, tool, id, index): &(String, u32, String, Option<String>, u32)| {
+            let call = match id {
+                Some(id) => ToolCall::Id(id),
+                None => ToolCall::Index(*index),
+            };
+            IdempotencyKey::for_tool_call("shop", conv, *turn, tool, call).unwrap()
+        };
+        let (ka, kb) = (derive(&a), derive(&b));
+        let parsed: IdempotencyKey = ka.as_str().parse().unwrap();
+        prop_assert_eq!(&parsed, &ka);
+        prop_assert_eq!(derive(&a), ka.clone());
+        let same_call = a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3
+            && (a.3.is_some() || a.4 == b.4);
+        prop_assert_eq!(ka == kb, same_call);
+    }
+}
