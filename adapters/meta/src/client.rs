@@ -33,6 +33,12 @@ pub const OP_PAGE_POST: &str = "page_post.create";
 /// Ledger operation name of an Instagram publish (container + publish).
 pub const OP_IG_PUBLISH: &str = "instagram.publish";
 
+/// Pages of 100 posts read per listing edge by
+/// [`MetaClient::reconcile_page_post`]. When the window holds more, "not
+/// found" is not proof and the record stays `unknown` whatever the
+/// [`ReconcileOptions`].
+pub const RECONCILE_MAX_PAGES: usize = 10;
+
 const FORM: &[u8] = b"application/x-www-form-urlencoded";
 
 /// Builds a [`MetaClient`].
@@ -235,6 +241,43 @@ struct StatusBody {
 struct ListBody<T> {
     #[serde(default = "Vec::new")]
     data: Vec<T>,
+    #[serde(default)]
+    paging: Option<Paging>,
+}
+
+/// Graph API cursor paging: `next` is present while more items remain.
+#[derive(Deserialize, Default)]
+struct Paging {
+    #[serde(default)]
+    cursors: Option<Cursors>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Cursors {
+    #[serde(default)]
+    after: Option<String>,
+}
+
+impl<T> ListBody<T> {
+    /// The cursor of the next page, `Ok(None)` on the last page, `Err(())`
+    /// when Meta says more remain but gives no cursor to follow.
+    fn next_cursor(&self) -> Result<Option<String>, ()> {
+        let Some(paging) = &self.paging else {
+            return Ok(None);
+        };
+        if paging.next.is_none() {
+            return Ok(None);
+        }
+        paging
+            .cursors
+            .as_ref()
+            .and_then(|c| c.after.clone())
+            .filter(|a| !a.is_empty())
+            .map(Some)
+            .ok_or(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -387,11 +430,16 @@ impl MetaClient {
     /// publish with the key answers from the ledger. Not found → it stays
     /// `unknown`, unless `options` allow marking it not applied.
     ///
-    /// Limits: only the first 100 posts of the window are read; a post
-    /// with no message (link only) or created unpublished with no schedule
-    /// cannot be matched; the same text posted by someone else in the
-    /// window would match (the earliest match is taken); a post Meta has
-    /// not listed yet reads as not found.
+    /// Every page of the window is read (cursor paging, up to
+    /// [`RECONCILE_MAX_PAGES`] pages of 100 per edge). "Not applied" needs
+    /// the whole window read: if Meta lists more, the answer is
+    /// [`Reconciled::NotFound`] and the record stays `unknown`, whatever the
+    /// options.
+    ///
+    /// Limits: a post with no message (link only) or created unpublished
+    /// with no schedule cannot be matched; the same text posted by someone
+    /// else in the window would match (the earliest match is taken); a post
+    /// Meta has not listed yet reads as not found (hence the grace period).
     ///
     /// # Errors
     ///
@@ -437,21 +485,39 @@ impl MetaClient {
         let first = op.first_sent_at.unwrap_or(op.created_at);
         let since = first.checked_sub(self.inner.clock_slack).unwrap_or(first);
         let mut found: Vec<(Option<SystemTime>, String)> = Vec::new();
+        // Whether every post of the window was read: only then can "no
+        // match" count as proof that the post was not created.
+        let mut complete = true;
         for edge in edges {
-            let url = self.url(
-                &format!("{page}/{edge}"),
-                &[
+            let mut after: Option<String> = None;
+            let mut pages = 0;
+            loop {
+                let mut query = vec![
                     ("fields", "id,message,created_time".to_owned()),
                     ("since", crate::time::unix(since).to_string()),
                     ("limit", "100".to_owned()),
-                ],
-            )?;
-            let list: ListBody<FeedItem> = self.read_json(key, "the Page's posts", url).await?;
-            for item in list.data {
-                let created = item.created_time.as_deref().and_then(crate::time::parse);
-                let in_window = created.is_none_or(|c| c >= since);
-                if in_window && item.message.as_deref().map(str::trim) == Some(text) {
-                    found.push((created, item.id));
+                ];
+                if let Some(a) = &after {
+                    query.push(("after", a.clone()));
+                }
+                let url = self.url(&format!("{page}/{edge}"), &query)?;
+                let list: ListBody<FeedItem> = self.read_json(key, "the Page's posts", url).await?;
+                pages += 1;
+                let next = list.next_cursor();
+                for item in list.data {
+                    let created = item.created_time.as_deref().and_then(crate::time::parse);
+                    let in_window = created.is_none_or(|c| c >= since);
+                    if in_window && item.message.as_deref().map(str::trim) == Some(text) {
+                        found.push((created, item.id));
+                    }
+                }
+                match next {
+                    Ok(None) => break,
+                    Ok(Some(cursor)) if pages < RECONCILE_MAX_PAGES => after = Some(cursor),
+                    _ => {
+                        complete = false;
+                        break;
+                    }
                 }
             }
         }
@@ -478,6 +544,11 @@ impl MetaClient {
                 id: PostId::new(id.clone()),
                 matches: found.len(),
             });
+        }
+        if !complete {
+            tracing::warn!(key = %key, pages = RECONCILE_MAX_PAGES,
+                "Meta lookup: more posts in the window than read; not found is not proof");
+            return Ok(Reconciled::NotFound);
         }
         if let Some(grace) = options.not_applied_after {
             if now.duration_since(first).unwrap_or_default() >= grace {
@@ -821,7 +892,7 @@ impl MetaClient {
         }
     }
 
-    async fn container_status(
+    pub(crate) async fn container_status(
         &self,
         key: &IdempotencyKey,
         container: &ContainerId,
@@ -1001,7 +1072,7 @@ impl MetaClient {
         }
     }
 
-    async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         key: &IdempotencyKey,
         resolution: Resolution,
@@ -1110,7 +1181,7 @@ fn parse_published(
     Ok(p)
 }
 
-fn published_body(p: &IgPublished) -> Bytes {
+pub(crate) fn published_body(p: &IgPublished) -> Bytes {
     Bytes::from(serde_json::to_vec(p).unwrap_or_default())
 }
 

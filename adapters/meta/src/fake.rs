@@ -88,6 +88,9 @@ pub struct FakePost {
     pub scheduled: bool,
     /// Created with `published=false` and no schedule.
     pub unpublished: bool,
+    /// Added with [`FakeMeta::seed_post`] (someone else's post), not a
+    /// side effect.
+    pub seeded: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -154,7 +157,27 @@ impl FakeMeta {
     /// Objects really created: Page posts plus Instagram media published.
     pub fn side_effects(&self) -> usize {
         let s = self.state();
-        s.posts.len() + s.media.len()
+        s.posts.iter().filter(|p| !p.seeded).count() + s.media.len()
+    }
+
+    /// Adds a published Page post as if someone else had made it now (not a
+    /// side effect): for example to push a post off the first page of a
+    /// listing.
+    pub fn seed_post(&self, page: &str, message: &str) -> String {
+        let mut s = self.state();
+        s.seq += 1;
+        let id = format!("{page}_{}", s.seq);
+        s.posts.push(FakePost {
+            id: id.clone(),
+            page: page.to_owned(),
+            message: Some(message.to_owned()),
+            link: None,
+            created: SystemTime::now(),
+            scheduled: false,
+            unpublished: false,
+            seeded: true,
+        });
+        id
     }
 
     /// Every write request (any method but `GET`/`HEAD`) as it arrived on the
@@ -412,6 +435,7 @@ fn write(state: &mut State, request: &Request, rest: &[&str]) -> ResponseTemplat
                 created: SystemTime::now(),
                 scheduled: !published && scheduled,
                 unpublished: !published && !scheduled,
+                seeded: false,
             });
             ok(serde_json::json!({ "id": id }))
         }
@@ -544,9 +568,31 @@ fn read(state: &mut State, request: &Request, rest: &[&str]) -> ResponseTemplate
                 .filter(|p| since.is_none_or(|s| p.created >= s))
                 .collect();
             posts.reverse();
-            let data: Vec<serde_json::Value> = posts
-                .into_iter()
-                .take(limit)
+            // Cursor paging as the Graph API does it: `paging.cursors.after`
+            // and `paging.next` while more remain, `after=<cursor>` to go on.
+            let start = query("after")
+                .and_then(|a| a.parse::<usize>().ok())
+                .unwrap_or(0)
+                .min(posts.len());
+            let end = start.saturating_add(limit).min(posts.len());
+            let paging = (end < posts.len()).then(|| {
+                let mut next = request.url.clone();
+                let pairs: Vec<(String, String)> = next
+                    .query_pairs()
+                    .filter(|(k, _)| k != "after")
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                next.query_pairs_mut()
+                    .clear()
+                    .extend_pairs(pairs)
+                    .append_pair("after", &end.to_string());
+                serde_json::json!({
+                    "cursors": { "before": start.to_string(), "after": end.to_string() },
+                    "next": next.as_str(),
+                })
+            });
+            let data: Vec<serde_json::Value> = posts[start..end]
+                .iter()
                 .map(|p| {
                     serde_json::json!({
                         "id": p.id,
@@ -555,7 +601,10 @@ fn read(state: &mut State, request: &Request, rest: &[&str]) -> ResponseTemplate
                     })
                 })
                 .collect();
-            ok(serde_json::json!({ "data": data }))
+            match paging {
+                Some(paging) => ok(serde_json::json!({ "data": data, "paging": paging })),
+                None => ok(serde_json::json!({ "data": data })),
+            }
         }
         [ig_user, "media"] => {
             let data: Vec<serde_json::Value> = state

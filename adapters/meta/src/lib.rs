@@ -30,7 +30,10 @@
 //! Instagram's "media not ready") and connect failures are resent. Anything
 //! that may have taken effect ends `unknown`; see
 //! [`MetaClient::reconcile_page_post`] and, for Instagram, the recorded
-//! container (read the README for the limits of each).
+//! container (read the README for the limits of each). [`MetaClient`]
+//! implements [`idem::reconcile::Reconcile`] (provider `meta`): from the key
+//! alone it settles Instagram rows by their recorded container and answers
+//! `Undetermined` for Page posts, whose lookup needs the original message.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -39,6 +42,7 @@ mod client;
 mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
+mod reconcile_trait;
 mod time;
 mod types;
 pub mod usage;
@@ -46,7 +50,7 @@ pub mod usage;
 pub use classifier::MetaClassifier;
 pub use client::{
     DEFAULT_API_VERSION, DEFAULT_BASE_URL, MetaClient, MetaClientBuilder, OP_IG_PUBLISH,
-    OP_PAGE_POST, PROVIDER_NAME, ReconcileOptions,
+    OP_PAGE_POST, PROVIDER_NAME, RECONCILE_MAX_PAGES, ReconcileOptions,
 };
 pub use error::{Error, MetaError, THROTTLE_CODES};
 pub use types::{
