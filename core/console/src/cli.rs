@@ -165,7 +165,8 @@ fn key(text: &str) -> Result<IdempotencyKey, ConsoleError> {
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
-    let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let mut s =
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     s.push('\n');
     s
 }
@@ -189,7 +190,11 @@ pub async fn execute(ledger: &Ledger, cli: &Cli, now: SystemTime) -> Result<Stri
             page,
         } => {
             let filter = AttentionFilter {
-                states: state.as_deref().map(parse_states).transpose()?.unwrap_or_default(),
+                states: state
+                    .as_deref()
+                    .map(parse_states)
+                    .transpose()?
+                    .unwrap_or_default(),
                 provider: provider.clone(),
                 shop: shop.clone(),
                 older_than: older_than.as_deref().map(parse_age).transpose()?,
@@ -273,7 +278,11 @@ pub async fn execute(ledger: &Ledger, cli: &Cli, now: SystemTime) -> Result<Stri
             if cli.json {
                 return Ok(json(&p));
             }
-            let _ = writeln!(out, "{:<24} {:<24} {:<40} {:<10} age", "endpoint", "actor", "client key", "state");
+            let _ = writeln!(
+                out,
+                "{:<24} {:<24} {:<40} {:<10} age",
+                "endpoint", "actor", "client key", "state"
+            );
             for r in &p.items {
                 let _ = writeln!(
                     out,
@@ -290,7 +299,9 @@ pub async fn execute(ledger: &Ledger, cli: &Cli, now: SystemTime) -> Result<Stri
             }
         }
         Command::Serve { .. } => {
-            return Err(CliError::Usage("serve runs from the binary, not execute()".into()));
+            return Err(CliError::Usage(
+                "serve runs from the binary, not execute()".into(),
+            ));
         }
     }
     Ok(out)
@@ -303,7 +314,11 @@ pub async fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Ex
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let result = run(&cli).await;
@@ -341,7 +356,11 @@ async fn run(cli: &Cli) -> Result<String, CliError> {
         let password = std::env::var("IDEM_CONSOLE_PASSWORD").map_err(|_| {
             CliError::Usage("serve needs IDEM_CONSOLE_PASSWORD (the operator's password)".into())
         })?;
-        let role = if *read_only { Role::Viewer } else { Role::Operator };
+        let role = if *read_only {
+            Role::Viewer
+        } else {
+            Role::Operator
+        };
         let account = SingleOperator::new(user.clone(), password, role)
             .map_err(CliError::Usage)?
             .secure_cookie(*secure_cookie);
@@ -373,7 +392,11 @@ fn table(out: &mut String, ops: &[OperationView]) {
             op.key,
             op.provider,
             op.operation,
-            if op.lease_expired { "sending*" } else { op.state.as_str() },
+            if op.lease_expired {
+                "sending*"
+            } else {
+                op.state.as_str()
+            },
             op.claims,
             op.response_status
                 .map_or_else(|| "-".to_owned(), |s| s.to_string()),

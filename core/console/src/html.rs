@@ -345,7 +345,9 @@ pub(crate) fn retry_done(ctx: &Ctx, o: &RetryOutcome) -> Markup {
 pub(crate) fn reconcile_done(ctx: &Ctx, o: &ReconcileOutcome) -> Markup {
     let verdict = match o.verdict {
         "applied" => "Applied: the provider has it; the operation is now succeeded.",
-        "not_applied" => "Not applied: the provider proves nothing happened; the same key may be sent again.",
+        "not_applied" => {
+            "Not applied: the provider proves nothing happened; the same key may be sent again."
+        }
         _ => "Undetermined: the provider's answer proves neither; the operation stays unknown.",
     };
     layout(

@@ -391,9 +391,9 @@ impl Ledger {
         keys.truncate(per_page as usize);
         let mut items = Vec::with_capacity(keys.len());
         for key in keys {
-            let key: IdempotencyKey = key
-                .parse()
-                .map_err(|e| ConsoleError::Store(StoreError::Corrupt(format!("stored key: {e}"))))?;
+            let key: IdempotencyKey = key.parse().map_err(|e| {
+                ConsoleError::Store(StoreError::Corrupt(format!("stored key: {e}")))
+            })?;
             // A row removed between the two reads is simply not listed.
             if let Some(op) = self.store.get(&key).await? {
                 items.push(OperationView::new(&op, now));
@@ -647,7 +647,9 @@ impl Ledger {
         batch: u32,
         now: SystemTime,
     ) -> Result<SweepOutcome, ConsoleError> {
-        let cut = now.checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
+        let cut = now
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let batch = batch.max(1);
         let mut removed = 0;
         let result = loop {
@@ -664,8 +666,17 @@ impl Ledger {
         let cutoff = millis(to_millis(cut));
         let detail = format!("{removed} row(s) last changed before {cutoff}");
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.record(now, actor, "sweep", None, None, None, outcome, Some(&detail))
-            .await?;
+        self.record(
+            now,
+            actor,
+            "sweep",
+            None,
+            None,
+            None,
+            outcome,
+            Some(&detail),
+        )
+        .await?;
         result?;
         Ok(SweepOutcome { removed, cutoff })
     }
@@ -802,7 +813,10 @@ impl Ledger {
         let sql = format!(
             "INSERT INTO idem_console_audit (at, actor, action, key, state_before, state_after, outcome, detail) \
              VALUES ({})",
-            (1..=8).map(|n| self.placeholder(n)).collect::<Vec<_>>().join(", ")
+            (1..=8)
+                .map(|n| self.placeholder(n))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let detail = detail.map(|d| d.chars().take(1000).collect::<String>());
         macro_rules! run {

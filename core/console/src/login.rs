@@ -170,8 +170,10 @@ async fn do_login(
         sessions.insert(id.clone(), Instant::now());
     }
     let mut res = Redirect::to("/").into_response();
-    res.headers_mut()
-        .insert(header::SET_COOKIE, account.cookie(&id, SESSION_TTL.as_secs()));
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        account.cookie(&id, SESSION_TTL.as_secs()),
+    );
     res
 }
 
@@ -199,7 +201,8 @@ async fn to_login(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"));
-    if wants_html && req.method() == http::Method::GET && account.principal(req.headers()).is_none() {
+    if wants_html && req.method() == http::Method::GET && account.principal(req.headers()).is_none()
+    {
         return Redirect::to("/login").into_response();
     }
     next.run(req).await

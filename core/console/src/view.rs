@@ -46,10 +46,8 @@ pub fn provider_id(body: &[u8]) -> Option<String> {
             serde_json::Value::Number(n) => n.to_string(),
             _ => return None,
         };
-        (!text.is_empty()
-            && text.len() <= 200
-            && text.chars().all(|c| c.is_ascii_graphic()))
-        .then_some(text)
+        (!text.is_empty() && text.len() <= 200 && text.chars().all(|c| c.is_ascii_graphic()))
+            .then_some(text)
     })
 }
 
@@ -269,7 +267,10 @@ mod tests {
 
     #[test]
     fn provider_id_reads_short_ids_and_nothing_else() {
-        assert_eq!(provider_id(br#"{"id":"pi_123","amount":5}"#).as_deref(), Some("pi_123"));
+        assert_eq!(
+            provider_id(br#"{"id":"pi_123","amount":5}"#).as_deref(),
+            Some("pi_123")
+        );
         assert_eq!(provider_id(br#"{"sid":"SM1"}"#).as_deref(), Some("SM1"));
         assert_eq!(provider_id(br#"{"id":42}"#).as_deref(), Some("42"));
         assert_eq!(provider_id(br#"{"secret":"x"}"#), None);

@@ -73,10 +73,8 @@ pub(crate) fn router(inner: Inner) -> Router {
 
 fn refuse(status: StatusCode, message: &str) -> Response {
     let mut res = (status, format!("{message}\n")).into_response();
-    res.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
@@ -133,10 +131,7 @@ async fn guard(State(c): State<Shared>, req: Request, next: Next) -> Response {
     let mut res = next.run(Request::from_parts(parts, body)).await;
     let headers = res.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::X_FRAME_OPTIONS,
-        HeaderValue::from_static("DENY"),
-    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -204,7 +199,12 @@ pub(crate) struct ListQuery {
 
 impl ListQuery {
     fn filter(&self) -> Result<AttentionFilter, ConsoleError> {
-        let nonempty = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let nonempty = |s: &Option<String>| {
+            s.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
         Ok(AttentionFilter {
             states: match nonempty(&self.state) {
                 Some(s) => parse_states(&s)?,
@@ -302,17 +302,20 @@ async fn retry_form(
     };
     let request = RetryRequest {
         confirm: form.confirm.clone(),
-        force: form.force.as_deref().is_some_and(|f| f == "on" || f == "true"),
+        force: form
+            .force
+            .as_deref()
+            .is_some_and(|f| f == "on" || f == "true"),
     };
     let now = c.clock.now();
     match c.ledger.retry(ctx.who.name(), &key, &request, now).await {
         Ok(outcome) => html::retry_done(&ctx, &outcome).into_response(),
-        Err(e @ (ConsoleError::ConfirmationRequired { .. } | ConsoleError::ForceRequired { .. })) => {
-            match c.ledger.timeline(&key, now).await {
-                Ok(t) => (e.status(), html::retry_confirm(&ctx, &t, Some(&e))).into_response(),
-                Err(e) => page_error(&ctx, &e),
-            }
-        }
+        Err(
+            e @ (ConsoleError::ConfirmationRequired { .. } | ConsoleError::ForceRequired { .. }),
+        ) => match c.ledger.timeline(&key, now).await {
+            Ok(t) => (e.status(), html::retry_confirm(&ctx, &t, Some(&e))).into_response(),
+            Err(e) => page_error(&ctx, &e),
+        },
         Err(e) => page_error(&ctx, &e),
     }
 }
@@ -327,7 +330,11 @@ async fn reconcile_form(
         Ok(key) => key,
         Err(e) => return page_error(&ctx, &e),
     };
-    match c.ledger.reconcile(ctx.who.name(), &key, c.clock.now()).await {
+    match c
+        .ledger
+        .reconcile(ctx.who.name(), &key, c.clock.now())
+        .await
+    {
         Ok(outcome) => html::reconcile_done(&ctx, &outcome).into_response(),
         Err(e) => page_error(&ctx, &e),
     }
@@ -339,7 +346,11 @@ async fn inbound_page(
     Query(q): Query<PageQuery>,
 ) -> Response {
     let ctx = Ctx::new(&c, who);
-    match c.ledger.inbound(q.page.unwrap_or(1), 0, c.clock.now()).await {
+    match c
+        .ledger
+        .inbound(q.page.unwrap_or(1), 0, c.clock.now())
+        .await
+    {
         Ok(page) => html::inbound(&ctx, &page).into_response(),
         Err(e) => page_error(&ctx, &e),
     }
@@ -355,7 +366,9 @@ async fn audit_page(State(c): State<Shared>, Extension(who): Extension<Principal
 
 fn api_error(e: &ConsoleError) -> Response {
     let mut body = serde_json::json!({ "error": e.to_string(), "code": e.code() });
-    if let ConsoleError::ConfirmationRequired { warning, .. } | ConsoleError::ForceRequired { warning, .. } = e {
+    if let ConsoleError::ConfirmationRequired { warning, .. }
+    | ConsoleError::ForceRequired { warning, .. } = e
+    {
         body["warning"] = serde_json::Value::String(warning.clone());
     }
     (e.status(), Json(body)).into_response()
@@ -407,7 +420,9 @@ async fn api_retry(
                 confirm: body.confirm,
                 force: body.force,
             };
-            c.ledger.retry(who.name(), &key, &request, c.clock.now()).await
+            c.ledger
+                .retry(who.name(), &key, &request, c.clock.now())
+                .await
         }
         Err(e) => Err(e),
     };
@@ -427,7 +442,10 @@ async fn api_reconcile(
 }
 
 async fn api_inbound(State(c): State<Shared>, Query(q): Query<PageQuery>) -> Response {
-    api(c.ledger.inbound(q.page.unwrap_or(1), 0, c.clock.now()).await)
+    api(c
+        .ledger
+        .inbound(q.page.unwrap_or(1), 0, c.clock.now())
+        .await)
 }
 
 async fn api_audit(State(c): State<Shared>) -> Response {

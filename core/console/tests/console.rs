@@ -45,7 +45,9 @@ async fn state(db: &Db, k: &str) -> OperationState {
 }
 
 async fn refusals(backend: Backend) {
-    let Some(db) = open(backend, "console_refusals").await else { return };
+    let Some(db) = open(backend, "console_refusals").await else {
+        return;
+    };
     seed(&*db.store, SystemTime::now()).await;
     let addr = start(&db).await;
     let retry = format!("/api/operations/{FAILED}/retry");
@@ -63,7 +65,10 @@ async fn refusals(backend: Backend) {
         ("POST", form_retry.clone()),
     ] {
         let r = http(addr, method, &path, &[], "").await;
-        assert_eq!(r.status, 401, "{method} {path} without authentication: {r:?}");
+        assert_eq!(
+            r.status, 401,
+            "{method} {path} without authentication: {r:?}"
+        );
         assert!(!r.body.contains("joes-bikes"), "{r:?}");
     }
     // A hook that says "nobody" for a malformed identity refuses too.
@@ -78,37 +83,83 @@ async fn refusals(backend: Backend) {
     let form = ("content-type", "application/x-www-form-urlencoded");
     for (headers, body, what) in [
         (vec![ALICE, json], "{}".to_owned(), "JSON without a token"),
-        (vec![ALICE, json, ("x-csrf-token", "00ff")], "{}".to_owned(), "a wrong token"),
-        (vec![ALICE, json, ("x-csrf-token", t2.as_str())], "{}".to_owned(), "another session's token"),
+        (
+            vec![ALICE, json, ("x-csrf-token", "00ff")],
+            "{}".to_owned(),
+            "a wrong token",
+        ),
+        (
+            vec![ALICE, json, ("x-csrf-token", t2.as_str())],
+            "{}".to_owned(),
+            "another session's token",
+        ),
     ] {
         let r = http(addr, "POST", &retry, &headers, &body).await;
         assert_eq!(r.status, 403, "{what}: {r:?}");
     }
     for (body, what) in [
         (format!("confirm={FAILED}"), "a form without a token"),
-        (format!("confirm={FAILED}&csrf=nope"), "a form with a wrong token"),
-        (format!("confirm={FAILED}&csrf={t2}"), "a form with another session's token"),
+        (
+            format!("confirm={FAILED}&csrf=nope"),
+            "a form with a wrong token",
+        ),
+        (
+            format!("confirm={FAILED}&csrf={t2}"),
+            "a form with another session's token",
+        ),
     ] {
         let r = http(addr, "POST", &form_retry, &[ALICE, form], &body).await;
         assert_eq!(r.status, 403, "{what}: {r:?}");
     }
-    let r = http(addr, "POST", &format!("/api/operations/{UNKNOWN}/reconcile"), &[ALICE], "").await;
+    let r = http(
+        addr,
+        "POST",
+        &format!("/api/operations/{UNKNOWN}/reconcile"),
+        &[ALICE],
+        "",
+    )
+    .await;
     assert_eq!(r.status, 403, "reconcile without a token: {r:?}");
-    assert_eq!(state(&db, FAILED).await, OperationState::Failed, "nothing changed");
-    assert_eq!(state(&db, UNKNOWN).await, OperationState::Unknown, "nothing changed");
+    assert_eq!(
+        state(&db, FAILED).await,
+        OperationState::Failed,
+        "nothing changed"
+    );
+    assert_eq!(
+        state(&db, UNKNOWN).await,
+        OperationState::Unknown,
+        "nothing changed"
+    );
 
     // A viewer may look but not act, even with a valid token.
     let viewer = ("x-test-user", "victor:viewer:s9");
     assert_eq!(http(addr, "GET", "/", &[viewer], "").await.status, 200);
     let tv = token(addr, viewer).await;
-    let r = http(addr, "POST", &retry, &[viewer, json, ("x-csrf-token", tv.as_str())], "{}").await;
+    let r = http(
+        addr,
+        "POST",
+        &retry,
+        &[viewer, json, ("x-csrf-token", tv.as_str())],
+        "{}",
+    )
+    .await;
     assert_eq!(r.status, 403, "{r:?}");
     assert_eq!(state(&db, FAILED).await, OperationState::Failed);
     let page = http(addr, "GET", &format!("/ops/{UNKNOWN}"), &[viewer], "").await;
-    assert!(!page.body.contains("id=\"reconcile\""), "no action buttons for a viewer");
+    assert!(
+        !page.body.contains("id=\"reconcile\""),
+        "no action buttons for a viewer"
+    );
 
     // The right token works, in the header and in the form.
-    let r = http(addr, "POST", &retry, &[ALICE, json, ("x-csrf-token", t1.as_str())], "{}").await;
+    let r = http(
+        addr,
+        "POST",
+        &retry,
+        &[ALICE, json, ("x-csrf-token", t1.as_str())],
+        "{}",
+    )
+    .await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["next"], "joes-bikes_transactions_1_v2");
     let r = http(
@@ -120,7 +171,11 @@ async fn refusals(backend: Backend) {
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(r.body.contains("joes-bikes_transactions_7_v2"), "{}", r.body);
+    assert!(
+        r.body.contains("joes-bikes_transactions_7_v2"),
+        "{}",
+        r.body
+    );
 
     // The audit shows who did what.
     let audit = http(addr, "GET", "/api/audit", &[ALICE], "").await.json();
@@ -151,7 +206,9 @@ fn keys(v: &serde_json::Value) -> Vec<String> {
 }
 
 async fn listing(backend: Backend) {
-    let Some(db) = open(backend, "console_listing").await else { return };
+    let Some(db) = open(backend, "console_listing").await else {
+        return;
+    };
     seed(&*db.store, SystemTime::now()).await;
     let addr = start(&db).await;
     let list = |q: &'static str| async move {
@@ -161,9 +218,19 @@ async fn listing(backend: Backend) {
         k.sort();
         k
     };
-    let mut all = vec![FAILED, UNKNOWN, OTHER_SHOP_UNKNOWN, STALE_SENDING, OLD_FAILED];
+    let mut all = vec![
+        FAILED,
+        UNKNOWN,
+        OTHER_SHOP_UNKNOWN,
+        STALE_SENDING,
+        OLD_FAILED,
+    ];
     all.sort();
-    assert_eq!(list("").await, all, "failed, unknown, expired sending; not succeeded nor a live lease");
+    assert_eq!(
+        list("").await,
+        all,
+        "failed, unknown, expired sending; not succeeded nor a live lease"
+    );
     assert_eq!(list("?provider=twilio").await, vec![UNKNOWN]);
     assert_eq!(list("?state=unknown").await, {
         let mut v = vec![UNKNOWN, OTHER_SHOP_UNKNOWN];
@@ -173,17 +240,28 @@ async fn listing(backend: Backend) {
     assert_eq!(list("?state=sending").await, vec![STALE_SENDING]);
     assert_eq!(list("?shop=ann-cycles").await, vec![OTHER_SHOP_UNKNOWN]);
     assert_eq!(list("?age=2d").await, vec![OLD_FAILED]);
-    assert_eq!(list("?state=failed&provider=stripe&shop=joes-bikes&age=30m").await, {
-        let mut v = vec![FAILED, OLD_FAILED];
-        v.sort();
-        v
-    });
+    assert_eq!(
+        list("?state=failed&provider=stripe&shop=joes-bikes&age=30m").await,
+        {
+            let mut v = vec![FAILED, OLD_FAILED];
+            v.sort();
+            v
+        }
+    );
     assert_eq!(list("?state=succeeded").await, vec![SUCCEEDED]);
 
     // Pages: 5 rows, 2 per page.
     let mut seen = Vec::new();
     for page in 1..=3 {
-        let r = http(addr, "GET", &format!("/api/operations?per_page=2&page={page}"), &[ALICE], "").await.json();
+        let r = http(
+            addr,
+            "GET",
+            &format!("/api/operations?per_page=2&page={page}"),
+            &[ALICE],
+            "",
+        )
+        .await
+        .json();
         assert_eq!(r["has_next"], page < 3, "page {page}: {r}");
         seen.extend(keys(&r));
     }
@@ -201,7 +279,11 @@ async fn listing(backend: Backend) {
     // The HTML listing filters the same way and links to each operation.
     let page = http(addr, "GET", "/?provider=twilio", &[ALICE], "").await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains(&format!("href=\"/ops/{UNKNOWN}\"")), "{}", page.body);
+    assert!(
+        page.body.contains(&format!("href=\"/ops/{UNKNOWN}\"")),
+        "{}",
+        page.body
+    );
     assert!(!page.body.contains(FAILED));
 }
 
@@ -216,7 +298,9 @@ async fn listing_postgres() {
 }
 
 async fn actions(backend: Backend) {
-    let Some(db) = open(backend, "console_actions").await else { return };
+    let Some(db) = open(backend, "console_actions").await else {
+        return;
+    };
     seed(&*db.store, SystemTime::now()).await;
     let addr = start(&db).await;
     let t = token(addr, ALICE).await;
@@ -225,7 +309,14 @@ async fn actions(backend: Backend) {
     let post = |path: String, body: &'static str| {
         let t = t.clone();
         async move {
-            http(addr, "POST", &path, &[ALICE, json, ("x-csrf-token", t.as_str())], body).await
+            http(
+                addr,
+                "POST",
+                &path,
+                &[ALICE, json, ("x-csrf-token", t.as_str())],
+                body,
+            )
+            .await
         }
     };
 
@@ -233,13 +324,26 @@ async fn actions(backend: Backend) {
     let r = post(format!("/api/operations/{UNKNOWN}/retry"), "{}").await;
     assert_eq!(r.status, 422, "{r:?}");
     assert_eq!(r.json()["code"], "confirmation_required");
-    assert!(r.json()["warning"].as_str().unwrap().contains("may already have happened"));
-    let r = post(format!("/api/operations/{UNKNOWN}/retry"), r#"{"confirm":"joes-bikes_service_ticket_messages_2_v9"}"#).await;
+    assert!(
+        r.json()["warning"]
+            .as_str()
+            .unwrap()
+            .contains("may already have happened")
+    );
+    let r = post(
+        format!("/api/operations/{UNKNOWN}/retry"),
+        r#"{"confirm":"joes-bikes_service_ticket_messages_2_v9"}"#,
+    )
+    .await;
     assert_eq!(r.status, 422, "a different key is no confirmation: {r:?}");
     assert_eq!(state(&db, UNKNOWN).await, OperationState::Unknown);
     // The confirmation page offers Reconcile first.
     let page = http(addr, "GET", &format!("/ops/{UNKNOWN}/retry"), &[ALICE], "").await;
-    assert!(page.body.contains("may already have happened") && page.body.contains("Reconcile first"), "{}", page.body);
+    assert!(
+        page.body.contains("may already have happened") && page.body.contains("Reconcile first"),
+        "{}",
+        page.body
+    );
 
     // Reconcile it instead: the test lookup finds it.
     let r = post(format!("/api/operations/{UNKNOWN}/reconcile"), "").await;
@@ -249,21 +353,53 @@ async fn actions(backend: Backend) {
     assert_eq!(state(&db, UNKNOWN).await, OperationState::Succeeded);
 
     // No reconciliation registered for stripe: a clear 409, nothing audited.
-    let r = post(format!("/api/operations/{OTHER_SHOP_UNKNOWN}/reconcile"), "").await;
-    assert_eq!((r.status, r.json()["code"].as_str()), (409, Some("no_reconciler")), "{r:?}");
+    let r = post(
+        format!("/api/operations/{OTHER_SHOP_UNKNOWN}/reconcile"),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (409, Some("no_reconciler")),
+        "{r:?}"
+    );
 
     // The typed confirmation lets the other unknown one through.
-    let r = post(format!("/api/operations/{OTHER_SHOP_UNKNOWN}/retry"), r#"{"confirm":"ann-cycles_transactions_3_v1"}"#).await;
+    let r = post(
+        format!("/api/operations/{OTHER_SHOP_UNKNOWN}/retry"),
+        r#"{"confirm":"ann-cycles_transactions_3_v1"}"#,
+    )
+    .await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["next"], "ann-cycles_transactions_3_v2");
 
     // A succeeded row needs force (and the typed key).
-    let r = post(format!("/api/operations/{SUCCEEDED}/retry"), r#"{"confirm":"joes-bikes_transactions_4_v1"}"#).await;
-    assert_eq!((r.status, r.json()["code"].as_str()), (422, Some("force_required")), "{r:?}");
-    let r = post(format!("/api/operations/{SUCCEEDED}/retry"), r#"{"force":true}"#).await;
-    assert_eq!((r.status, r.json()["code"].as_str()), (422, Some("confirmation_required")), "{r:?}");
+    let r = post(
+        format!("/api/operations/{SUCCEEDED}/retry"),
+        r#"{"confirm":"joes-bikes_transactions_4_v1"}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (422, Some("force_required")),
+        "{r:?}"
+    );
+    let r = post(
+        format!("/api/operations/{SUCCEEDED}/retry"),
+        r#"{"force":true}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (422, Some("confirmation_required")),
+        "{r:?}"
+    );
     assert_eq!(state(&db, SUCCEEDED).await, OperationState::Succeeded);
-    let r = post(format!("/api/operations/{SUCCEEDED}/retry"), r#"{"force":true,"confirm":"joes-bikes_transactions_4_v1"}"#).await;
+    let r = post(
+        format!("/api/operations/{SUCCEEDED}/retry"),
+        r#"{"force":true,"confirm":"joes-bikes_transactions_4_v1"}"#,
+    )
+    .await;
     assert_eq!(r.status, 200, "{r:?}");
 
     // A live lease is refused by the store, and the refusal is audited.
@@ -271,12 +407,18 @@ async fn actions(backend: Backend) {
     assert_eq!(r.status, 409, "{r:?}");
     assert_eq!(state(&db, LIVE_SENDING).await, OperationState::Sending);
     // Unknown keys and bad keys.
-    let r = post("/api/operations/joes-bikes_transactions_999_v1/retry".into(), "{}").await;
+    let r = post(
+        "/api/operations/joes-bikes_transactions_999_v1/retry".into(),
+        "{}",
+    )
+    .await;
     assert_eq!(r.status, 404, "{r:?}");
     let r = post("/api/operations/Not-A-Key/retry".into(), "{}").await;
     assert_eq!(r.status, 400, "{r:?}");
 
-    let audit = http(addr, "GET", "/api/audit", &[ALICE, csrf], "").await.json();
+    let audit = http(addr, "GET", "/api/audit", &[ALICE, csrf], "")
+        .await
+        .json();
     let got: Vec<(String, String, String, String)> = audit
         .as_array()
         .unwrap()
@@ -284,10 +426,17 @@ async fn actions(backend: Backend) {
         .rev()
         .map(|r| {
             let s = |f: &str| r[f].as_str().unwrap_or("-").to_owned();
-            (s("action"), s("key"), format!("{}→{}", s("state_before"), s("state_after")), s("outcome"))
+            (
+                s("action"),
+                s("key"),
+                format!("{}→{}", s("state_before"), s("state_after")),
+                s("outcome"),
+            )
         })
         .collect();
-    let row = |a: &str, k: &str, t: &str, o: &str| (a.to_owned(), k.to_owned(), t.to_owned(), o.to_owned());
+    let row = |a: &str, k: &str, t: &str, o: &str| {
+        (a.to_owned(), k.to_owned(), t.to_owned(), o.to_owned())
+    };
     assert_eq!(
         got,
         vec![
@@ -300,7 +449,11 @@ async fn actions(backend: Backend) {
     );
     // The operation's page shows its own audit rows.
     let page = http(addr, "GET", &format!("/ops/{UNKNOWN}"), &[ALICE], "").await;
-    assert!(page.body.contains("found by the test lookup") && page.body.contains("applied"), "{}", page.body);
+    assert!(
+        page.body.contains("found by the test lookup") && page.body.contains("applied"),
+        "{}",
+        page.body
+    );
 }
 
 #[tokio::test]
@@ -314,7 +467,9 @@ async fn actions_postgres() {
 }
 
 async fn privacy_and_inbound(backend: Backend) {
-    let Some(db) = open(backend, "console_privacy").await else { return };
+    let Some(db) = open(backend, "console_privacy").await else {
+        return;
+    };
     let now = SystemTime::now();
     seed(&*db.store, now).await;
     let addr = start(&db).await;
@@ -329,14 +484,33 @@ async fn privacy_and_inbound(backend: Backend) {
     ] {
         let r = http(addr, "GET", &path, &[ALICE], "").await;
         assert_eq!(r.status, 200, "{path}");
-        assert!(!r.body.contains(BODY_SECRET), "{path} leaks the body: {}", r.body);
+        assert!(
+            !r.body.contains(BODY_SECRET),
+            "{path} leaks the body: {}",
+            r.body
+        );
     }
-    let t = http(addr, "GET", &format!("/api/operations/{SUCCEEDED}"), &[ALICE], "").await.json();
+    let t = http(
+        addr,
+        "GET",
+        &format!("/api/operations/{SUCCEEDED}"),
+        &[ALICE],
+        "",
+    )
+    .await
+    .json();
     assert_eq!(t["operation"]["provider_id"], "pi_42");
     assert!(t["operation"]["first_sent_at"].is_string());
     assert_eq!(t["attempts"].as_array().unwrap().len(), 1);
-    let page = http(addr, "GET", &format!("/ops/{FAILED}"), &[ALICE], "").await.body;
-    assert!(page.contains("ch_declined") && page.contains("card declined") && page.contains("first attempt"), "{page}");
+    let page = http(addr, "GET", &format!("/ops/{FAILED}"), &[ALICE], "")
+        .await
+        .body;
+    assert!(
+        page.contains("ch_declined")
+            && page.contains("card declined")
+            && page.contains("first attempt"),
+        "{page}"
+    );
 
     // Inbound: one request holds a record right now, one died holding one.
     use idem::inbound::{BeginRequest, ClientKey, InboundStore, Scope};
@@ -346,22 +520,47 @@ async fn privacy_and_inbound(backend: Backend) {
     };
     for (k, lease, at) in [
         ("live-request-1", Duration::from_secs(600), now),
-        ("dead-request-2", Duration::from_secs(5), now - Duration::from_secs(60)),
+        (
+            "dead-request-2",
+            Duration::from_secs(5),
+            now - Duration::from_secs(60),
+        ),
     ] {
-        let scope = Scope { actor: "shop-7".into(), endpoint: "orders.create".into(), key: ClientKey::new(k).unwrap() };
+        let scope = Scope {
+            actor: "shop-7".into(),
+            endpoint: "orders.create".into(),
+            key: ClientKey::new(k).unwrap(),
+        };
         let fp = idem::Fingerprint::builder().body(k.as_bytes()).finish();
         inbound
-            .begin(&BeginRequest { scope: &scope, fingerprint: &fp, ttl: Duration::from_secs(3600), lease_for: lease }, at)
+            .begin(
+                &BeginRequest {
+                    scope: &scope,
+                    fingerprint: &fp,
+                    ttl: Duration::from_secs(3600),
+                    lease_for: lease,
+                },
+                at,
+            )
             .await
             .unwrap();
     }
     let r = http(addr, "GET", "/api/inbound", &[ALICE], "").await.json();
     let items = r["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{r}");
-    assert_eq!((items[0]["key"].as_str(), items[0]["stuck"].as_bool()), (Some("dead-request-2"), Some(true)));
-    assert_eq!((items[1]["key"].as_str(), items[1]["stuck"].as_bool()), (Some("live-request-1"), Some(false)));
+    assert_eq!(
+        (items[0]["key"].as_str(), items[0]["stuck"].as_bool()),
+        (Some("dead-request-2"), Some(true))
+    );
+    assert_eq!(
+        (items[1]["key"].as_str(), items[1]["stuck"].as_bool()),
+        (Some("live-request-1"), Some(false))
+    );
     let page = http(addr, "GET", "/inbound", &[ALICE], "").await.body;
-    assert!(page.contains("dead-request-2") && page.contains("stuck") && page.contains("orders.create"), "{page}");
+    assert!(
+        page.contains("dead-request-2") && page.contains("stuck") && page.contains("orders.create"),
+        "{page}"
+    );
 }
 
 #[tokio::test]
@@ -377,32 +576,72 @@ async fn privacy_and_inbound_postgres() {
 /// `idem serve`'s own login, over plain HTTP.
 #[tokio::test]
 async fn serve_login_refuses_strangers() {
-    let Some(db) = open(Backend::Sqlite, "serve_login").await else { return };
+    let Some(db) = open(Backend::Sqlite, "serve_login").await else {
+        return;
+    };
     seed(&*db.store, SystemTime::now()).await;
-    let account = idem_console::login::SingleOperator::new("olga", "correct horse", Role::Operator).unwrap();
+    let account =
+        idem_console::login::SingleOperator::new("olga", "correct horse", Role::Operator).unwrap();
     assert!(idem_console::login::SingleOperator::new("olga", "short", Role::Operator).is_err());
     let addr = serve(idem_console::login::app(db.ledger.clone(), account)).await;
     let html = ("accept", "text/html");
     let r = http(addr, "GET", "/", &[html], "").await;
-    assert_eq!(r.status, 303, "a browser without a session is sent to the login: {r:?}");
+    assert_eq!(
+        r.status, 303,
+        "a browser without a session is sent to the login: {r:?}"
+    );
     assert_eq!(r.header("location").as_deref(), Some("/login"));
-    assert_eq!(http(addr, "GET", "/api/operations", &[], "").await.status, 401);
+    assert_eq!(
+        http(addr, "GET", "/api/operations", &[], "").await.status,
+        401
+    );
     let form = ("content-type", "application/x-www-form-urlencoded");
-    let r = http(addr, "POST", "/login", &[form], "name=olga&password=wrong+horse").await;
+    let r = http(
+        addr,
+        "POST",
+        "/login",
+        &[form],
+        "name=olga&password=wrong+horse",
+    )
+    .await;
     assert_eq!(r.status, 401);
     assert!(r.header("set-cookie").is_none());
-    let r = http(addr, "GET", "/", &[("cookie", "idem_console_session=forged")], "").await;
+    let r = http(
+        addr,
+        "GET",
+        "/",
+        &[("cookie", "idem_console_session=forged")],
+        "",
+    )
+    .await;
     assert_eq!(r.status, 401, "a made-up session is nobody");
-    let r = http(addr, "POST", "/login", &[form], "name=olga&password=correct+horse").await;
+    let r = http(
+        addr,
+        "POST",
+        "/login",
+        &[form],
+        "name=olga&password=correct+horse",
+    )
+    .await;
     assert_eq!(r.status, 303, "{r:?}");
     let cookie = r.header("set-cookie").unwrap();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let cookie = cookie.split(';').next().unwrap().to_owned();
     let r = http(addr, "GET", "/", &[("cookie", &cookie)], "").await;
     assert_eq!(r.status, 200);
     assert!(r.body.contains(FAILED) && r.body.contains("olga"));
     // Signed in, but a POST without the token is still refused.
-    let r = http(addr, "POST", &format!("/ops/{FAILED}/retry"), &[("cookie", &cookie), form], &format!("confirm={FAILED}")).await;
+    let r = http(
+        addr,
+        "POST",
+        &format!("/ops/{FAILED}/retry"),
+        &[("cookie", &cookie), form],
+        &format!("confirm={FAILED}"),
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert_eq!(state(&db, FAILED).await, OperationState::Failed);
 }

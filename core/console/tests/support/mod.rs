@@ -100,7 +100,9 @@ pub async fn seed(store: &dyn LedgerStore, now: SystemTime) {
     let earlier = now - hour;
     let failed = Completion::Failed {
         status: 402,
-        body: Bytes::from(format!("{{\"id\":\"ch_declined\",\"detail\":\"{BODY_SECRET}\"}}")),
+        body: Bytes::from(format!(
+            "{{\"id\":\"ch_declined\",\"detail\":\"{BODY_SECRET}\"}}"
+        )),
         note: "card declined".into(),
     };
     let unknown = || Completion::Unknown {
@@ -109,14 +111,32 @@ pub async fn seed(store: &dyn LedgerStore, now: SystemTime) {
     };
     seed_one(store, FAILED, "stripe", Some(failed), hour, earlier).await;
     seed_one(store, UNKNOWN, "twilio", Some(unknown()), hour, earlier).await;
-    seed_one(store, OTHER_SHOP_UNKNOWN, "stripe", Some(unknown()), hour, earlier).await;
+    seed_one(
+        store,
+        OTHER_SHOP_UNKNOWN,
+        "stripe",
+        Some(unknown()),
+        hour,
+        earlier,
+    )
+    .await;
     let ok = Completion::Succeeded {
         status: 200,
-        body: Bytes::from(format!("{{\"id\":\"pi_42\",\"client_secret\":\"{BODY_SECRET}\"}}")),
+        body: Bytes::from(format!(
+            "{{\"id\":\"pi_42\",\"client_secret\":\"{BODY_SECRET}\"}}"
+        )),
     };
     seed_one(store, SUCCEEDED, "stripe", Some(ok), hour, earlier).await;
     // A worker died holding this one: its lease ran out 59 minutes ago.
-    seed_one(store, STALE_SENDING, "meta", None, Duration::from_secs(60), earlier).await;
+    seed_one(
+        store,
+        STALE_SENDING,
+        "meta",
+        None,
+        Duration::from_secs(60),
+        earlier,
+    )
+    .await;
     // A worker is sending this one right now.
     seed_one(store, LIVE_SENDING, "meta", None, hour, now).await;
     let old = Completion::Failed {
@@ -124,7 +144,15 @@ pub async fn seed(store: &dyn LedgerStore, now: SystemTime) {
         body: Bytes::from_static(b"{}"),
         note: "invalid phone".into(),
     };
-    seed_one(store, OLD_FAILED, "stripe", Some(old), hour, now - 10 * 86_400 * Duration::from_secs(1)).await;
+    seed_one(
+        store,
+        OLD_FAILED,
+        "stripe",
+        Some(old),
+        hour,
+        now - 10 * 86_400 * Duration::from_secs(1),
+    )
+    .await;
 }
 
 /// A reconciliation for `twilio` that finds every message (and settles the
@@ -185,7 +213,9 @@ impl Reply {
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
         })
     }
     pub fn json(&self) -> serde_json::Value {
@@ -213,7 +243,10 @@ pub async fn http(
     let raw = String::from_utf8_lossy(&raw).into_owned();
     let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(rest)
     } else {
         rest.to_owned()
