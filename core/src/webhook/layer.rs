@@ -2,6 +2,7 @@
 //! an inner service that is the handler.
 
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,7 +12,7 @@ use futures::future::BoxFuture;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt as _;
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -38,6 +39,10 @@ pub struct WebhookTx<Db: sqlx::Database> {
     slot: Arc<Mutex<Option<sqlx::Transaction<'static, Db>>>>,
 }
 
+/// A locked [`WebhookTx`]: dereferences to the transaction.
+pub type TxGuard<Db> =
+    OwnedMappedMutexGuard<Option<sqlx::Transaction<'static, Db>>, sqlx::Transaction<'static, Db>>;
+
 impl<Db: sqlx::Database> Clone for WebhookTx<Db> {
     fn clone(&self) -> Self {
         Self {
@@ -54,17 +59,19 @@ impl<Db: sqlx::Database> fmt::Debug for WebhookTx<Db> {
 
 impl<Db: sqlx::Database> WebhookTx<Db> {
     /// Locks the transaction for a few statements. Drop the guard before
-    /// answering.
+    /// answering. The future owns what it needs (no borrow of `self`), so
+    /// it is `Send` in any handler.
     ///
     /// # Errors
     ///
     /// [`HandlerError`] when the layer has already taken the transaction
     /// back (the request was answered).
-    pub async fn lock(
-        &self,
-    ) -> Result<MappedMutexGuard<'_, sqlx::Transaction<'static, Db>>, HandlerError> {
-        MutexGuard::try_map(self.slot.lock().await, Option::as_mut)
-            .map_err(|_| HandlerError::new("the webhook transaction is closed"))
+    pub fn lock(&self) -> impl Future<Output = Result<TxGuard<Db>, HandlerError>> + Send + 'static {
+        let slot = Arc::clone(&self.slot);
+        async move {
+            OwnedMutexGuard::try_map(slot.lock_owned().await, Option::as_mut)
+                .map_err(|_| HandlerError::new("the webhook transaction is closed"))
+        }
     }
 }
 

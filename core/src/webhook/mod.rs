@@ -79,7 +79,7 @@ pub use inbound::{
     LedgerLink, LinkOutcome, TWILIO_KEY_PARAM, Verifier, WebhookConfigError, WebhookEvent,
     event_handler, handle_webhook,
 };
-pub use layer::{WebhookLayer, WebhookService, WebhookTx};
+pub use layer::{TxGuard, WebhookLayer, WebhookService, WebhookTx};
 pub use outbound::{
     AttemptReport, Enqueued, KEY_TABLE, OPERATION, PROVIDER, ReceiverClassifier, WebhookError,
     WebhookSender, WebhookSenderBuilder, delivery_key, event_id_from_key,
