@@ -140,6 +140,13 @@ pub enum StoreError {
     /// Applying the shipped migrations failed.
     #[error("ledger migration failed: {0}")]
     Migration(String),
+    /// A schema name given to [`PgStore::connect_in_schema`](crate::ledger::PgStore::connect_in_schema)
+    /// is not a plain lowercase identifier. Nothing was connected.
+    #[error("invalid schema name {name:?}: use lowercase letters, digits and _ (at most 63 bytes)")]
+    InvalidSchemaName {
+        /// The refused name (cut to 64 characters).
+        name: String,
+    },
 }
 
 impl StoreError {

@@ -1,7 +1,9 @@
 //! The PostgreSQL store: many workers on many machines.
 
+use std::str::FromStr;
+
 use sqlx::Connection;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::migrate::{self, Migration};
 use crate::error::StoreError;
@@ -32,15 +34,71 @@ impl PgStore {
     /// [`StoreError::Unavailable`] when the server cannot be reached;
     /// [`StoreError::Migration`] when the schema cannot be applied.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(StoreError::from_sqlx)?;
+        Self::connect_with(options).await
+    }
+
+    /// Connects with `options` and applies the shipped migrations.
+    ///
+    /// # Errors
+    ///
+    /// As [`PgStore::connect`].
+    pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
         let store = Self { pool };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Connects to `url` and keeps every idem table (ledger, inbound
+    /// records, webhooks, the migration list) in the PostgreSQL schema
+    /// `schema`, created if missing, for platforms that keep such tables
+    /// apart (for example `control_plane`). Every pooled connection gets
+    /// `search_path` set to that schema alone.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), idem::StoreError> {
+    /// let store = idem::ledger::PgStore::connect_in_schema(
+    ///     "postgres://postgres:postgres@127.0.0.1/app",
+    ///     "control_plane",
+    /// )
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidSchemaName`] unless `schema` is a plain
+    /// lowercase identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes); otherwise
+    /// as [`PgStore::connect`].
+    pub async fn connect_in_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
+        let plain = !schema.is_empty()
+            && schema.len() <= 63
+            && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !plain || schema.starts_with("pg_") {
+            return Err(StoreError::InvalidSchemaName {
+                name: schema.chars().take(64).collect(),
+            });
+        }
+        let options = PgConnectOptions::from_str(url).map_err(StoreError::from_sqlx)?;
+        // The schema must exist before the pool's connections use it.
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        conn.close().await.map_err(StoreError::from_sqlx)?;
+        Self::connect_with(options.options([("search_path", schema)])).await
     }
 
     /// Wraps an existing pool (the application's own). Call
