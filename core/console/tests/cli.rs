@@ -159,6 +159,36 @@ async fn list_show_retry_sweep() {
         .await
         .unwrap();
     assert!(swept.contains("swept 1 "), "{swept}");
+    // The sweep compacts: the old row stays (so a redelivered job is still
+    // answered from the ledger), its body is gone.
+    let old = db.store.get(&key(k_old)).await.unwrap().unwrap();
+    assert!(
+        old.compacted_at.is_some() && old.response_body.is_none(),
+        "{old:?}"
+    );
+    assert_eq!(old.state, OperationState::Succeeded);
+    let again = run(&db, "sweep --older-than-days 7 --batch 1", now)
+        .await
+        .unwrap();
+    assert!(
+        again.contains("swept 0 "),
+        "a compacted row is not swept twice: {again}"
+    );
+    assert!(db.store.get(&key(k_unknown)).await.unwrap().is_some());
+
+    // Deleting outright is a separate command that must be asked for.
+    let refused = run(&db, "forget --older-than-days 7", now)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("--yes-delete-rows"),
+        "{refused}"
+    );
+    assert!(db.store.get(&key(k_old)).await.unwrap().is_some());
+    let forgot = run(&db, "forget --older-than-days 7 --yes-delete-rows", now)
+        .await
+        .unwrap();
+    assert!(forgot.contains("deleted 1 "), "{forgot}");
     assert!(db.store.get(&key(k_old)).await.unwrap().is_none());
     assert!(db.store.get(&key(k_unknown)).await.unwrap().is_some());
 
@@ -179,12 +209,14 @@ async fn list_show_retry_sweep() {
     assert_eq!(
         actions,
         [
+            ("forget", "ok"),
+            ("sweep", "ok"),
             ("sweep", "ok"),
             ("retry", "ok"),
             ("retry", "ok"),
             ("retry", "ok")
         ],
-        "3 retries and a sweep, nothing for the refusals: {v}"
+        "3 retries, two sweeps and a forget; nothing for the refusals: {v}"
     );
 }
 
