@@ -309,6 +309,7 @@ async fn call<S: InboundStore>(
 ) -> Answer {
     let req = Request::post("/orders")
         .header("idempotency-key", key)
+        .extension(idem::inbound::Actor::new("alice"))
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap();
     let r = with_idempotency(store, config, req, |_req: Request<Bytes>| async move {

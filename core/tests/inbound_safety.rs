@@ -413,6 +413,17 @@ fn slow_app<S: InboundStore>(
     (router, calls)
 }
 
+/// Waits until the handler has started `n` times.
+async fn started(calls: &AtomicUsize, n: usize) {
+    for _ in 0..500 {
+        if calls.load(Ordering::SeqCst) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the handler did not start");
+}
+
 fn short_lease(name: &str) -> EndpointConfigBuilder {
     EndpointConfig::builder(name.to_owned())
         .lease(Duration::from_secs(1))
@@ -426,6 +437,7 @@ async fn long_handler_keeps_its_key<S: InboundStore + Clone>(store: S) {
         let app = app.clone();
         async move { send(&app, req(Method::POST, b"k9", Some("alice"), &[], "")).await }
     });
+    started(&calls, 1).await;
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let dup = send(&app, req(Method::POST, b"k9", Some("alice"), &[], "")).await;
@@ -454,7 +466,8 @@ async fn crashed_holder_frees_the_key_within_the_lease<S: InboundStore + Clone>(
         let app = app.clone();
         async move { send(&app, req(Method::POST, b"k10", Some("alice"), &[], "")).await }
     });
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    started(&calls, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // The holder dies: its future is dropped, its heartbeat stops, nothing
     // is written.
     holder.abort();
@@ -473,12 +486,12 @@ async fn retry_after_is_the_lease_left<S: InboundStore + Clone>(store: S) {
     let cfg = EndpointConfig::builder("ra")
         .lease(Duration::from_secs(4))
         .heartbeat(Duration::from_secs(1));
-    let (app, _) = slow_app(store, cfg, Duration::from_secs(2));
+    let (app, calls) = slow_app(store, cfg, Duration::from_secs(2));
     let first = tokio::spawn({
         let app = app.clone();
         async move { send(&app, req(Method::POST, b"k11", Some("alice"), &[], "")).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    started(&calls, 1).await;
     let dup = send(&app, req(Method::POST, b"k11", Some("alice"), &[], "")).await;
     let ra = dup.retry_after();
     assert!((1..=4).contains(&ra), "{ra}");

@@ -11,6 +11,7 @@ use idem::inbound::{EndpointConfig, with_idempotency_tx};
 fn post(key: &str, body: &'static str) -> Request<Full<Bytes>> {
     Request::post("/orders")
         .header("idempotency-key", key)
+        .extension(idem::inbound::Actor::new("alice"))
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .unwrap()
 }
