@@ -252,7 +252,7 @@ macro_rules! webhook_suite {
                 let clock = ManualClock::starting_now();
                 let config = stripe_config(&clock);
                 // A slow handler, so the deliveries really overlap.
-                let probe = Arc::new(Probe { delay: Some(Duration::from_millis(300)), ..Probe::default() });
+                let probe = Arc::new(Probe { delay: Some(Duration::from_millis(500)), ..Probe::default() });
                 let h = handler(&probe);
                 let body = stripe_event("evt_c", "charge.succeeded", serde_json::json!({"id": "ch_c"}));
                 // Open the pool's connections first (PostgreSQL's SCRAM
@@ -315,11 +315,17 @@ macro_rules! webhook_suite {
                         handle_webhook(&store, &config, stripe_request(&body, STRIPE_SECRET, clock.now()), &h).await
                     })
                 };
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                assert_eq!(probe.runs.load(Ordering::SeqCst), 1, "no second run while the first runs");
                 if STRICT_IN_FLIGHT {
-                    assert!(second.is_finished(), "PostgreSQL answers at once");
+                    // PostgreSQL answers while the first run is still held.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while !second.is_finished() && std::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    assert!(second.is_finished(), "PostgreSQL answers without waiting for the first run");
+                } else {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                 }
+                assert_eq!(probe.runs.load(Ordering::SeqCst), 1, "no second run while the first runs");
                 probe.gate.as_ref().unwrap().notify_one();
                 let first = first.await.unwrap();
                 assert_eq!(first.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -498,6 +504,74 @@ macro_rules! webhook_suite {
                 let op = store.get(&key("joes-bikes_service_ticket_messages_78_v1")).await.unwrap().unwrap();
                 assert_eq!(op.state, OperationState::Succeeded);
                 assert!(op.note.unwrap().contains("SM0123456789abcdef0123456789abcdef:delivered"));
+            }
+
+            #[tokio::test]
+            async fn meta_events_dedupe_on_the_body_and_ids_live_for_the_replay_window() {
+                let (store, _guard) = open!("webhook_meta_window");
+                let clock = ManualClock::starting_now();
+                let config = InboundWebhook::builder("meta", Verifier::meta("appsecret"))
+                    .replay_window(Duration::from_secs(3600))
+                    .clock(Arc::new(clock.clone()))
+                    .build()
+                    .unwrap();
+                let probe = Arc::new(Probe::default());
+                let h = handler(&probe);
+                let body = Bytes::from_static(br#"{"object":"page","entry":[{"id":"1","changes":[]}]}"#);
+                let deliver = |body: Bytes| {
+                    Request::post("/meta")
+                        .header("x-hub-signature-256", signature::meta_sign("appsecret", &body))
+                        .body(Full::new(body))
+                        .unwrap()
+                };
+                assert_eq!(handle_webhook(&store, &config, deliver(body.clone()), &h).await.status(), StatusCode::OK);
+                let dup = handle_webhook(&store, &config, deliver(body.clone()), &h).await;
+                assert!(is_duplicate(&dup));
+                assert_eq!(probe.runs.load(Ordering::SeqCst), 1);
+                // Inside the window nothing is purged; after it, the id goes.
+                clock.advance(Duration::from_secs(3599));
+                assert_eq!(store.purge_events(config.purge_before(clock.now()), 100).await.unwrap(), 0);
+                assert!(is_duplicate(&handle_webhook(&store, &config, deliver(body.clone()), &h).await));
+                clock.advance(Duration::from_secs(2));
+                assert_eq!(store.purge_events(config.purge_before(clock.now()), 100).await.unwrap(), 1);
+                assert!(store.event("meta", &effects(&store).await[0]).await.unwrap().is_none());
+            }
+
+            #[tokio::test]
+            async fn a_run_that_outlives_its_lease_cannot_commit() {
+                if !STRICT_IN_FLIGHT {
+                    // SQLite: the first run holds the only write lock, so no
+                    // second run can start while it lives.
+                    return;
+                }
+                let (store, _guard) = open!("webhook_lease_fence");
+                let clock = ManualClock::starting_now();
+                let config = InboundWebhook::builder("stripe-main", Verifier::stripe([STRIPE_SECRET]))
+                    .lease(Duration::from_secs(30))
+                    .clock(Arc::new(clock.clone()))
+                    .build()
+                    .unwrap();
+                let slow = Arc::new(Probe { gate: Some(Notify::new()), ..Probe::default() });
+                let h = handler(&slow);
+                let body = stripe_event("evt_l", "charge.succeeded", serde_json::json!({"id": "ch_l"}));
+                let first = {
+                    let (store, config, h, body, clock) = (store.clone(), config.clone(), h.clone(), body.clone(), clock.clone());
+                    tokio::spawn(async move {
+                        handle_webhook(&store, &config, stripe_request(&body, STRIPE_SECRET, clock.now()), &h).await
+                    })
+                };
+                slow.started.notified().await;
+                // The first run is taken for dead once its lease ran out.
+                clock.advance(Duration::from_secs(31));
+                let h2 = handler(&Arc::new(Probe::default()));
+                let second = handle_webhook(&store, &config, stripe_request(&body, STRIPE_SECRET, clock.now()), &h2).await;
+                assert_eq!(second.status(), StatusCode::OK);
+                slow.gate.as_ref().unwrap().notify_one();
+                let first = first.await.unwrap();
+                assert_eq!(first.status(), StatusCode::SERVICE_UNAVAILABLE, "its mark is fenced off");
+                assert_eq!(effects(&store).await, vec!["evt_l".to_owned()], "only one run's writes committed");
+                let rec = store.event("stripe-main", "evt_l").await.unwrap().unwrap();
+                assert_eq!((rec.state, rec.runs), (EventState::Processed, 2));
             }
 
             #[tokio::test]
