@@ -46,7 +46,8 @@ pub use auth::{Authorize, Principal, Role};
 pub use error::ConsoleError;
 pub use ledger::{
     AttentionFilter, DEFAULT_PER_PAGE, Ledger, MAX_PER_PAGE, Page, ReconcileOutcome, RetryOutcome,
-    RetryRequest, SweepOutcome, Timeline, succeeded_warning, unknown_warning,
+    RetryRequest, SweepOutcome, Timeline, needs_typed_confirmation, succeeded_warning,
+    unknown_warning,
 };
 pub use view::{AuditEntry, InboundView, OperationView, TimelineEvent, provider_id};
 pub use web::{CSRF_FIELD, CSRF_HEADER, parse_age, parse_states};
