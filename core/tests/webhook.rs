@@ -632,6 +632,20 @@ macro_rules! webhook_suite {
                 let op = store.get(&ledger_key).await.unwrap().unwrap();
                 assert_eq!(op.state, OperationState::Succeeded);
                 assert_eq!(op.claims, 2);
+
+                // Delivery records are kept (24 h here); once purged, a
+                // re-enqueue makes a new record, which the ledger row answers
+                // without a request.
+                let day = Duration::from_secs(24 * 3600);
+                assert_eq!(store.purge_deliveries(clock.now() - day, 100).await.unwrap(), 0);
+                clock.advance(day);
+                assert_eq!(store.purge_deliveries(clock.now() - day, 100).await.unwrap(), 1);
+                assert!(sender.attempts("evt_out_1").await.unwrap().is_empty());
+                assert!(sender.enqueue("evt_out_1", "acme", payload.clone()).await.unwrap().created);
+                let reports = sender.deliver_due(10).await.unwrap();
+                assert_eq!(reports[0].state, idem::webhook::DeliveryState::Delivered);
+                assert_eq!(sender.attempts("evt_out_1").await.unwrap()[0].outcome, "ledger");
+                assert_eq!(server.received_requests().await.unwrap().len(), 2, "nothing sent again");
             }
 
             #[tokio::test]
