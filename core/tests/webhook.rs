@@ -649,6 +649,30 @@ macro_rules! webhook_suite {
             }
 
             #[tokio::test]
+            async fn two_workers_make_one_attempt() {
+                use wiremock::matchers::method;
+                use wiremock::{Mock, MockServer, ResponseTemplate};
+                let (store, _guard) = open!("webhook_two_workers");
+                let server = MockServer::start().await;
+                Mock::given(method("POST"))
+                    .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(200)))
+                    .mount(&server)
+                    .await;
+                let clock = ManualClock::starting_now();
+                let make = || {
+                    let executor = Executor::builder(store.clone()).clock(clock.clone()).build();
+                    WebhookSender::builder(store.clone(), executor).build().unwrap()
+                };
+                let (a, b) = (make(), make());
+                a.upsert_endpoint("acme", &server.uri(), &[WebhookSecret::generate()]).await.unwrap();
+                a.enqueue("evt_w", "acme", Bytes::from_static(b"{}")).await.unwrap();
+                b.enqueue("evt_w", "acme", Bytes::from_static(b"{}")).await.unwrap();
+                let (ra, rb) = tokio::join!(a.deliver_due(10), b.deliver_due(10));
+                assert_eq!(ra.unwrap().len() + rb.unwrap().len(), 1);
+                assert_eq!(server.received_requests().await.unwrap().len(), 1);
+            }
+
+            #[tokio::test]
             async fn an_endpoint_that_keeps_failing_is_disabled_and_visible() {
                 use wiremock::matchers::method;
                 use wiremock::{Mock, MockServer, ResponseTemplate};
