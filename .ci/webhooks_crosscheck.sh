@@ -8,7 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${IDEM_WEBHOOK_VENV:-${TMPDIR:-/tmp}/idem-webhooks-venv}"
-if [ ! -x "$venv/bin/python" ]; then
+if [ ! -x "$venv/bin/python" ] && ! python3 -m venv "$venv"; then
+  # Debian without python3-venv: install it, then retry once.
+  if command -v apt-get >/dev/null; then
+    apt-get install -y -qq python3-venv >/dev/null
+  fi
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check "standardwebhooks>=1.0" "stripe>=7"
