@@ -82,7 +82,7 @@ run_store() {
   local cases
   cases=$(sed -n 's/^ *\([0-9][0-9]*\) generated.*/\1/p' "$out" | tail -n 1)
   local failures
-  failures=$(sed -n 's/.* found \([0-9][0-9]*\) unique failures.*/\1/p' "$out" | tail -n 1)
+  failures=$(sed -n 's/.* found \([0-9][0-9]*\) unique failure.*/\1/p' "$out" | tail -n 1)
   if [ "$rc" -ne 0 ] || [ -z "$cases" ]; then
     echo "schemathesis on $store: exit $rc; the full output:"
     cat "$out"

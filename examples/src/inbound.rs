@@ -136,8 +136,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
+        let rejected = |r: Response| (Extension(Rejection), r).into_response();
+        let value = match Json::<Value>::from_request(req, state).await {
+            Ok(Json(v)) => v,
             Err(e) => {
                 let (kind, title) = match &e {
                     JsonRejection::MissingJsonContentType(_) => (
@@ -152,11 +153,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                     }
                     _ => ("body-unreadable", "The body could not be read"),
                 };
-                let detail = e.body_text();
-                let r = problem(e.status(), kind, title, &detail);
-                Err((Extension(Rejection), r).into_response())
+                return Err(rejected(problem(e.status(), kind, title, &e.body_text())));
             }
+        };
+        // Every body here is a JSON object: serde would also read a struct
+        // from an array, which the document does not allow.
+        let shape = |detail: &str| {
+            rejected(problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "json-shape",
+                "The body does not have the documented shape",
+                detail,
+            ))
+        };
+        if !value.is_object() {
+            return Err(shape("The body must be a JSON object."));
         }
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|e| shape(&e.to_string()))
     }
 }
 

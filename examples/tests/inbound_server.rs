@@ -286,6 +286,12 @@ async fn scenario(server: Server) {
         shape.header("content-type"),
         Some("application/problem+json")
     );
+    // An array is not an object, though serde would read a struct from it.
+    for path in ["/orders", "/api-keys", "/deployments"] {
+        let arr = post(addr, path, "alice", b"array-1", "[]").await;
+        assert_eq!(arr.status, 422, "{path}: {arr:?}");
+        assert_eq!(arr.header("content-type"), Some("application/problem+json"));
+    }
     // ... and the corrected request with that key creates the order.
     let ok = post(addr, "/orders", "alice", b"fix-2", r#"{"item":"ok"}"#).await;
     assert_eq!(ok.status, 201, "{ok:?}");
