@@ -46,7 +46,7 @@ fn layout(ctx: &Ctx, title: &str, body: Markup) -> Markup {
                 header {
                     strong { "idem console" }
                     nav aria-label="Main" {
-                        a href={ (base) "/" } { "Needs attention" } " · "
+                        a href=(ctx.home()) { "Needs attention" } " · "
                         a href={ (base) "/inbound" } { "Inbound in flight" } " · "
                         a href={ (base) "/audit" } { "Audit log" }
                     }
@@ -84,7 +84,7 @@ pub(crate) fn error_page(ctx: &Ctx, e: &ConsoleError) -> Markup {
         "Refused",
         html! {
             div.error role="alert" { p { (e.to_string()) } }
-            p { a href={ (ctx.base) "/" } { "Back to the operations needing attention" } }
+            p { a href=(ctx.home()) { "Back to the operations needing attention" } }
         },
     )
 }
@@ -117,7 +117,7 @@ pub(crate) fn attention(
                 ));
             }
         }
-        format!("{base}/?{}", parts.join("&"))
+        format!("{}?{}", ctx.home(), parts.join("&"))
     };
     let states: Vec<&str> = f.effective_states().iter().map(|s| s.as_str()).collect();
     layout(
@@ -125,7 +125,7 @@ pub(crate) fn attention(
         "Operations needing attention",
         html! {
             p { "Failed and unknown operations, and sending ones whose worker's lease ran out. Newest change first." }
-            form.filters method="get" action={ (base) "/" } aria-label="Filter operations" {
+            form.filters method="get" action=(ctx.home()) aria-label="Filter operations" {
                 label for="f-state" { "State"
                     select id="f-state" name="state" {
                         option value="" selected[selected(&q.state, "")] { "all needing attention" }

@@ -42,6 +42,16 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The listing's address: the mount path itself (axum's `nest` serves
+    /// a nested `/` at `/console`, not `/console/`), or `/` at the root.
+    pub(crate) fn home(&self) -> String {
+        if self.base.is_empty() {
+            "/".to_owned()
+        } else {
+            self.base.clone()
+        }
+    }
+
     fn new(c: &Inner, who: Principal) -> Self {
         Self {
             token: c.csrf.token(&who),

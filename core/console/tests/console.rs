@@ -650,3 +650,37 @@ async fn serve_login_refuses_strangers() {
     assert_eq!(r.status, 403);
     assert_eq!(state(&db, FAILED).await, OperationState::Failed);
 }
+
+/// Mounted under a prefix, the pages link and post under it.
+#[tokio::test]
+async fn mounted_under_a_path() {
+    let Some(db) = open(Backend::Sqlite, "mounted").await else {
+        return;
+    };
+    seed(&*db.store, SystemTime::now()).await;
+    let console = Console::new(db.ledger.clone(), hook).base_path("/console/");
+    let addr = serve(axum::Router::new().nest("/console", console.router())).await;
+    let home = http(addr, "GET", "/console", &[ALICE], "").await;
+    assert_eq!(home.status, 200, "{home:?}");
+    assert!(
+        home.body
+            .contains(&format!("href=\"/console/ops/{FAILED}\"")),
+        "{}",
+        home.body
+    );
+    assert!(
+        home.body.contains("action=\"/console\""),
+        "the filter form stays in the console"
+    );
+    let op = http(addr, "GET", &format!("/console/ops/{FAILED}"), &[ALICE], "").await;
+    assert_eq!(op.status, 200);
+    assert!(
+        op.body
+            .contains(&format!("action=\"/console/ops/{FAILED}/retry\"")),
+        "{}",
+        op.body
+    );
+    assert!(op.body.contains("href=\"/console\""), "the nav leads home");
+    let api = http(addr, "GET", "/console/api/csrf", &[ALICE], "").await;
+    assert_eq!(api.status, 200, "the API is under the prefix too");
+}
