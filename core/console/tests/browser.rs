@@ -9,11 +9,13 @@
 //! `--ignored`. Without chromedriver they skip loudly, except under CI, where
 //! they fail.
 //!
-//! Screenshots go to `IDEM_SCREENSHOT_DIR` (default: a folder in the system's
+//! `CHROMEDRIVER` and `CHROMIUM` name the programs when they are not on
+//! `PATH` / in `/usr/bin`. Screenshots go to `IDEM_SCREENSHOT_DIR` (default: a folder in the system's
 //! temporary directory), one subfolder per database.
 
 mod support;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -30,7 +32,7 @@ const PASSWORD: &str = "correct horse battery";
 
 fn find_chromedriver() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("CHROMEDRIVER") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -40,7 +42,7 @@ fn find_chromedriver() -> Option<PathBuf> {
 
 fn find_chromium() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("CHROMIUM") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .iter()
@@ -58,7 +60,10 @@ fn browser_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
                 "CI is set but chromedriver/chromium are missing ({missing:?}): \
                  .ci/browser.sh installs Debian's chromium and chromium-driver"
             );
-            eprintln!(
+            // Straight to the process's stderr, past the test harness's
+            // capture: a skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n!!!!! SKIPPED browser test `{test}`: chromedriver or chromium not found \
                  ({missing:?}).\n!!!!! apt-get install chromium chromium-driver, or run .ci/browser.sh.\n"
             );
