@@ -102,8 +102,8 @@ declare -A DYLINT_PATTERN=(
 # Lines that must each appear in a fixture's dylint output (several findings in one fixture).
 declare -A DYLINT_ALSO=(
     [worker-hyper-client]='direct HTTP call `hyper::client::conn::http1::handshake'
-    [worker-oneshot]='src/lib.rs:19:|src/lib.rs:27:'
-    [leaky-adapter]='`leaky_adapter::reqwest` hands out|`leaky_adapter::Adapter::client` hands out|`leaky_adapter::Http` hands out|HTTP client value of type `reqwest::.*|worker/src/lib.rs:15:'
+    [worker-oneshot]='src/lib.rs:18:|src/lib.rs:28:'
+    [leaky-adapter]='`leaky_adapter::reqwest` hands out|`leaky_adapter::Adapter::client` hands out|`leaky_adapter::Http` hands out|HTTP client value of type `reqwest::.*|worker/src/lib.rs:13:'
 )
 
 fixture_manifest() { echo "$FIXTURES/$1/Cargo.toml"; }
