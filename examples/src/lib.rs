@@ -2,7 +2,6 @@
 
 pub mod demo;
 pub mod inbound;
-pub mod operator;
 
 /// The root README's Rust snippets, compiled as doctests.
 #[cfg(doctest)]

@@ -76,7 +76,6 @@ async fn http(
     headers: &[(&str, &[u8])],
     body: &str,
 ) -> Answer {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -93,7 +92,13 @@ async fn http(
     }
     req.extend_from_slice(b"\r\n");
     req.extend_from_slice(body.as_bytes());
-    stream.write_all(&req).await.unwrap();
+    raw_http(addr, &req).await
+}
+
+/// Sends `req` as is, on its own connection.
+async fn raw_http(addr: &str, req: &[u8]) -> Answer {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(req).await.unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8_lossy(&raw);
@@ -158,13 +163,30 @@ async fn stats(addr: &str) -> Value {
 async fn scenario(server: Server) {
     let addr = server.addr.as_str();
 
-    // Duplicate POST: identical replay, one order.
+    // Duplicate POST: identical replay, one order. The Bearer scheme is
+    // matched in any case.
     let a = post(addr, "/orders", "alice", b"order-1", r#"{"item":"bike"}"#).await;
     assert_eq!(a.status, 201, "{a:?}");
     assert_eq!(a.header("idempotency-key"), Some("order-1"));
     let b = post(addr, "/orders", "alice", b"order-1", r#"{"item":"bike"}"#).await;
     assert_eq!(b.status, 201);
     assert!(b.replayed());
+    for scheme in ["bearer", "BEARER"] {
+        let auth = format!("{scheme} alice");
+        let r = http(
+            addr,
+            "POST",
+            "/orders",
+            &[
+                ("authorization", auth.as_bytes()),
+                ("idempotency-key", b"order-1"),
+            ],
+            r#"{"item":"bike"}"#,
+        )
+        .await;
+        assert!(r.replayed(), "{scheme}: {r:?}");
+        assert_eq!(r.body, a.body);
+    }
     assert_eq!(b.body, a.body);
     assert_eq!(b.header("location"), a.header("location"));
     assert_eq!(stats(addr).await["orders"], 1);
@@ -210,6 +232,110 @@ async fn scenario(server: Server) {
     assert!(k2.replayed());
     assert_eq!(k1.json()["secret"], k2.json()["secret"]);
     assert_eq!(stats(addr).await["api_keys"], 1);
+
+    // 1. No usable identity: 401 problem+json, never alice's answer (her
+    // minted secret least of all), whatever the credential looks like.
+    let secret = k1.json()["secret"].as_str().unwrap().to_owned();
+    for auth in [
+        None,
+        Some(&b"Bearer"[..]),
+        Some(b"Bearer "),
+        Some(b"Basic YWxpY2U6eA=="),
+        Some(b"Bearer Alice"),
+        Some(b"Bearer alice bob"),
+        Some(b"Token alice"),
+    ] {
+        let mut headers = vec![("idempotency-key", &b"mint-1"[..])];
+        if let Some(a) = auth {
+            headers.push(("authorization", a));
+        }
+        let r = http(addr, "POST", "/api-keys", &headers, "{}").await;
+        assert_eq!(r.status, 401, "{auth:?}: {r:?}");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        assert_eq!(r.json()["type"], "urn:idem:problem:actor-missing");
+        assert!(!r.body.contains(&secret));
+    }
+    assert_eq!(stats(addr).await["api_keys"], 1);
+
+    // 2. A 415 (no Content-Type) is not stored: the corrected retry with the
+    // same key and body runs once.
+    let body = r#"{"item":"lamp"}"#;
+    let no_type = format!(
+        "POST /orders HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer alice\r\n\
+         idempotency-key: fix-1\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let u = raw_http(addr, no_type.as_bytes()).await;
+    assert_eq!(u.status, 415, "{u:?}");
+    assert_eq!(u.header("content-type"), Some("application/problem+json"));
+    let orders_before = stats(addr).await["orders"].as_u64().unwrap();
+    let fixed = post(addr, "/orders", "alice", b"fix-1", body).await;
+    assert_eq!(fixed.status, 201, "{fixed:?}");
+    assert!(!fixed.replayed());
+    assert_eq!(stats(addr).await["orders"], orders_before + 1);
+    // JSON rejections are problem+json and not stored either.
+    let bad = post(addr, "/orders", "alice", b"fix-2", "{").await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.header("content-type"), Some("application/problem+json"));
+    // The 400 was not stored, so the same key with another body runs
+    // (and is refused by the extractor, again not stored) ...
+    let shape = post(addr, "/orders", "alice", b"fix-2", r#"{"item":5}"#).await;
+    assert_eq!(shape.status, 422, "{shape:?}");
+    assert_eq!(
+        shape.header("content-type"),
+        Some("application/problem+json")
+    );
+    // ... and the corrected request with that key creates the order.
+    let ok = post(addr, "/orders", "alice", b"fix-2", r#"{"item":"ok"}"#).await;
+    assert_eq!(ok.status, 201, "{ok:?}");
+    assert!(!ok.replayed());
+
+    // 3. A wrong method does not burn the key; 4. its 405 is problem+json
+    // with Allow, and so is the 404.
+    for method in ["PUT", "DELETE", "PATCH", "QUERY"] {
+        let w = http(
+            addr,
+            method,
+            "/orders",
+            &[
+                ("authorization", b"Bearer alice"),
+                ("idempotency-key", b"method-1"),
+            ],
+            "{}",
+        )
+        .await;
+        assert_eq!(w.status, 405, "{method}: {w:?}");
+        assert_eq!(w.header("allow"), Some("POST"));
+        assert_eq!(w.header("content-type"), Some("application/problem+json"));
+    }
+    let right = post(addr, "/orders", "alice", b"method-1", "{}").await;
+    assert_eq!(right.status, 201, "{right:?}");
+    assert!(!right.replayed());
+    let missing = http(addr, "GET", "/nowhere", &[], "").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(
+        missing.header("content-type"),
+        Some("application/problem+json")
+    );
+    // hyper's own refusal of a head it cannot parse, as documented: a bare
+    // 400 with an empty body.
+    let control = raw_http(
+        addr,
+        b"POST /orders HTTP/1.1\r\nhost: x\r\nx-bad: a\x01b\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(control.status, 400);
+    assert_eq!(control.body, "");
+
+    // 6. The key echo is a valid structured field; parameters are ignored.
+    let q = post(addr, "/orders", "alice", br#""q\"1";x=1"#, "{}").await;
+    assert_eq!(q.status, 201);
+    assert_eq!(q.header("idempotency-key"), Some(r#""q\"1""#));
+    let q2 = post(addr, "/orders", "alice", br#""q\"1""#, "{}").await;
+    assert!(q2.replayed());
+    let uuid = post(addr, "/orders", "alice", b"8e03978e-40d5", "{}").await;
+    assert_eq!(uuid.header("idempotency-key"), Some("\"8e03978e-40d5\""));
 
     // 100 concurrent identical deployments: one side effect; the rest wait
     // and replay, or get 409.
@@ -257,8 +383,24 @@ async fn scenario(server: Server) {
         doc["components"]["parameters"]["Idempotency-Key"]["in"],
         "header"
     );
-    for status in ["400", "409", "422", "503"] {
+    for status in ["400", "401", "409", "413", "415", "422", "503"] {
         assert!(op["responses"][status].is_object(), "{status} documented");
+    }
+    let key = &doc["components"]["parameters"]["Idempotency-Key"]["schema"];
+    assert_eq!(key["maxLength"], 255);
+    assert_eq!(
+        op["responses"]["409"]["headers"]["Retry-After"]["$ref"],
+        "#/components/headers/Retry-After"
+    );
+    assert!(doc["components"]["headers"]["Retry-After"].is_object());
+    // Every error response declares problem+json.
+    for (status, r) in op["responses"].as_object().unwrap() {
+        if !status.starts_with('2') {
+            assert!(
+                r["content"]["application/problem+json"].is_object(),
+                "{status}"
+            );
+        }
     }
 }
 

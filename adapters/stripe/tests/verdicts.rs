@@ -382,14 +382,12 @@ async fn same_key_for_another_account_is_key_reuse(exec: Executor) {
 }
 
 #[tokio::test]
-#[ignore = "needs the core fingerprint change"]
 async fn same_key_for_another_account_is_key_reuse_sqlite() {
     let (exec, _clock, _dir) = sqlite().await;
     same_key_for_another_account_is_key_reuse(exec).await;
 }
 
 #[tokio::test]
-#[ignore = "needs the core fingerprint change"]
 async fn same_key_for_another_account_is_key_reuse_postgres() {
     let Some((exec, _clock)) = pg("stripe other account").await else {
         return;

@@ -83,7 +83,8 @@ pub enum Command {
         #[arg(long)]
         confirm: Option<String>,
     },
-    /// Run the store's sweep of old terminal rows.
+    /// Compact old terminal rows: drop their stored bodies, keep the rows
+    /// (key, state, fingerprint, provider id, successor).
     Sweep {
         /// Rows unchanged for more than this many days.
         #[arg(long, default_value_t = 7)]
@@ -91,6 +92,19 @@ pub enum Command {
         /// Rows per batch.
         #[arg(long, default_value_t = 1000)]
         batch: u32,
+    },
+    /// Delete old terminal rows outright. A job redelivered with a deleted
+    /// key sends again: only for keys whose jobs can never come back.
+    Forget {
+        /// Rows unchanged for more than this many days.
+        #[arg(long)]
+        older_than_days: u64,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: u32,
+        /// Required: says you know a retry of a deleted key sends again.
+        #[arg(long)]
+        yes_delete_rows: bool,
     },
     /// The console's audit log, newest first.
     Audit {
@@ -261,8 +275,31 @@ pub async fn execute(ledger: &Ledger, cli: &Cli, now: SystemTime) -> Result<Stri
             }
             let _ = writeln!(
                 out,
-                "swept {} terminal row(s) older than {older_than_days} day(s)",
-                o.removed
+                "swept {} terminal row(s) older than {older_than_days} day(s): bodies dropped, rows kept",
+                o.rows
+            );
+        }
+        Command::Forget {
+            older_than_days,
+            batch,
+            yes_delete_rows,
+        } => {
+            if !yes_delete_rows {
+                return Err(CliError::Usage(
+                    "forget deletes rows outright, and a job redelivered with a deleted key sends \
+                     again; pass --yes-delete-rows if its jobs can never come back (`sweep` keeps the rows)"
+                        .into(),
+                ));
+            }
+            let age = Duration::from_secs(older_than_days.saturating_mul(86_400));
+            let o = ledger.forget(&actor(cli), age, *batch, now).await?;
+            if cli.json {
+                return Ok(json(&o));
+            }
+            let _ = writeln!(
+                out,
+                "deleted {} terminal row(s) older than {older_than_days} day(s)",
+                o.rows
             );
         }
         Command::Audit { key: k, limit } => {

@@ -214,6 +214,8 @@ fn details(op: &OperationView) -> Markup {
             dt { "Lease until" } dd { (opt(op.lease_expires_at.as_deref())) }
             dt { "Provider status" } dd { (opt(op.response_status.map(|s| s.to_string()).as_deref())) }
             dt { "Provider id" } dd { (opt(op.provider_id.as_deref())) }
+            dt { "May have taken effect since" } dd { (opt(op.maybe_applied_at.as_deref())) }
+            dt { "Compacted" } dd { (opt(op.compacted_at.as_deref())) }
             dt { "Stored body" } dd { @match op.response_body_len { Some(n) => { (n) " bytes (not shown)" }, None => "–" } }
             dt { "Note" } dd { (opt(op.note.as_deref())) }
             dt { "Checkpoint" } dd { (opt(op.checkpoint.as_deref())) }
@@ -279,7 +281,7 @@ pub(crate) fn operation(ctx: &Ctx, t: &Timeline) -> Markup {
 pub(crate) fn retry_confirm(ctx: &Ctx, t: &Timeline, error: Option<&ConsoleError>) -> Markup {
     let op = &t.operation;
     let next = format!("v{}", u64::from(op.attempt) + 1);
-    let typed = matches!(op.state.as_str(), "unknown" | "succeeded");
+    let typed = op.confirm_by_typing;
     layout(
         ctx,
         &format!("Retry {}?", op.key),
@@ -287,7 +289,7 @@ pub(crate) fn retry_confirm(ctx: &Ctx, t: &Timeline, error: Option<&ConsoleError
             @if let Some(e) = error { div.error role="alert" { p { (e.to_string()) } } }
             (details(op))
             @match op.state.as_str() {
-                "unknown" => div.warning role="alert" {
+                _ if typed && op.state != "succeeded" => div.warning role="alert" {
                     p { strong { "This write may already have happened." } }
                     p { "The request was sent to " (op.provider) " and its answer was lost. Retrying sends it again under a new key ("
                         (next) "), so the customer may get it twice." }

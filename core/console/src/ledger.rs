@@ -196,11 +196,11 @@ pub struct ReconcileOutcome {
     pub note: String,
 }
 
-/// A sweep that ran.
+/// A sweep (or a forget) that ran.
 #[derive(Debug, Clone, Serialize)]
 pub struct SweepOutcome {
-    /// How many rows the store's purge removed.
-    pub removed: u64,
+    /// How many rows were compacted (sweep) or deleted (forget).
+    pub rows: u64,
     /// Rows last changed before this time were eligible (RFC 3339).
     pub cutoff: String,
 }
@@ -213,6 +213,19 @@ pub fn unknown_warning(op: &Operation) -> String {
          Reconcile with {} first unless you have checked there.",
         op.key, op.provider, op.provider
     )
+}
+
+/// Whether retrying `op` needs its key typed again because the write may
+/// already have happened: `unknown` rows, `sending` rows whose worker died,
+/// and any other row the ledger marks as possibly applied
+/// ([`Operation::may_have_taken_effect`]), except `succeeded` ones (which
+/// need force and the typed key) and `failed` ones (the provider refused).
+pub fn needs_typed_confirmation(op: &Operation) -> bool {
+    match op.state {
+        OperationState::Unknown | OperationState::Sending => true,
+        OperationState::Succeeded | OperationState::Failed | OperationState::Superseded => false,
+        _ => op.may_have_taken_effect(),
+    }
 }
 
 /// The warning shown before retrying a `succeeded` operation.
@@ -495,7 +508,7 @@ impl Ledger {
         let before = self.get(key).await?;
         let typed = request.confirm.as_deref().map(str::trim) == Some(key.as_str());
         let warning = match before.state {
-            OperationState::Unknown => {
+            _ if needs_typed_confirmation(&before) => {
                 let warning = unknown_warning(&before);
                 if !typed {
                     return Err(ConsoleError::ConfirmationRequired {
@@ -632,14 +645,14 @@ impl Ledger {
         })
     }
 
-    /// Runs the store's sweep ([`LedgerStore::purge`]) over terminal rows last
-    /// changed more than `older_than` ago, `batch` rows at a time, and audits
-    /// it.
+    /// Runs the store's sweep ([`LedgerStore::purge`]): compacts terminal
+    /// rows last changed more than `older_than` ago (their bodies are
+    /// dropped, the rows kept), `batch` rows at a time, and audits it.
     ///
     /// # Errors
     ///
-    /// [`ConsoleError::Store`] when the store fails (what was removed before
-    /// stays removed).
+    /// [`ConsoleError::Store`] when the store fails (what was compacted
+    /// before stays compacted).
     pub async fn sweep(
         &self,
         actor: &str,
@@ -647,15 +660,52 @@ impl Ledger {
         batch: u32,
         now: SystemTime,
     ) -> Result<SweepOutcome, ConsoleError> {
+        self.batches(actor, "sweep", older_than, batch, now, false)
+            .await
+    }
+
+    /// Deletes terminal rows last changed more than `older_than` ago,
+    /// outright ([`LedgerStore::forget`]), and audits it. A job redelivered
+    /// with a deleted key sends again: only for keys whose jobs can never
+    /// come back.
+    ///
+    /// # Errors
+    ///
+    /// [`ConsoleError::Store`] when the store fails or cannot delete.
+    pub async fn forget(
+        &self,
+        actor: &str,
+        older_than: Duration,
+        batch: u32,
+        now: SystemTime,
+    ) -> Result<SweepOutcome, ConsoleError> {
+        self.batches(actor, "forget", older_than, batch, now, true)
+            .await
+    }
+
+    async fn batches(
+        &self,
+        actor: &str,
+        action: &str,
+        older_than: Duration,
+        batch: u32,
+        now: SystemTime,
+        delete: bool,
+    ) -> Result<SweepOutcome, ConsoleError> {
         let cut = now
             .checked_sub(older_than)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let batch = batch.max(1);
-        let mut removed = 0;
+        let mut rows = 0;
         let result = loop {
-            match self.store.purge(cut, batch).await {
+            let step = if delete {
+                self.store.forget(cut, batch).await
+            } else {
+                self.store.purge(cut, batch).await
+            };
+            match step {
                 Ok(n) => {
-                    removed += n;
+                    rows += n;
                     if n < u64::from(batch) {
                         break Ok(());
                     }
@@ -664,21 +714,13 @@ impl Ledger {
             }
         };
         let cutoff = millis(to_millis(cut));
-        let detail = format!("{removed} row(s) last changed before {cutoff}");
+        let verb = if delete { "deleted" } else { "compacted" };
+        let detail = format!("{rows} row(s) {verb}, last changed before {cutoff}");
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.record(
-            now,
-            actor,
-            "sweep",
-            None,
-            None,
-            None,
-            outcome,
-            Some(&detail),
-        )
-        .await?;
+        self.record(now, actor, action, None, None, None, outcome, Some(&detail))
+            .await?;
         result?;
-        Ok(SweepOutcome { removed, cutoff })
+        Ok(SweepOutcome { rows, cutoff })
     }
 
     /// Inbound records in flight, stuck ones (lease run out) included,

@@ -96,12 +96,24 @@ pub struct OperationView {
     pub checkpoint: Option<String>,
     /// The key that replaced this one.
     pub superseded_by: Option<String>,
+    /// The earliest time an attempt may have taken effect at the provider,
+    /// while nothing has settled it.
+    pub maybe_applied_at: Option<String>,
+    /// When the sweep dropped the stored body (the row itself is kept).
+    pub compacted_at: Option<String>,
     /// Whether an operator may retry it (not superseded, no live lease).
     pub retryable: bool,
+    /// Whether a retry needs the key typed again (the write may already
+    /// have happened, or it succeeded).
+    pub confirm_by_typing: bool,
     #[serde(skip)]
     created_ms: i64,
     #[serde(skip)]
     first_sent_ms: Option<i64>,
+    #[serde(skip)]
+    maybe_applied_ms: Option<i64>,
+    #[serde(skip)]
+    compacted_ms: Option<i64>,
 }
 
 impl OperationView {
@@ -126,7 +138,12 @@ impl OperationView {
             lease_expires_at: op.lease_expires_at.map(time),
             response_status: op.response_status,
             response_body_len: op.response_body.as_ref().map(|b| b.len()),
-            provider_id: op.response_body.as_deref().and_then(provider_id),
+            provider_id: op
+                .provider_id
+                .clone()
+                .or_else(|| op.response_body.as_deref().and_then(provider_id)),
+            maybe_applied_at: op.maybe_applied_at.map(time),
+            compacted_at: op.compacted_at.map(time),
             note: op.note.clone(),
             checkpoint: op.checkpoint.clone(),
             superseded_by: op.superseded_by.as_ref().map(ToString::to_string),
@@ -135,8 +152,12 @@ impl OperationView {
                 OperationState::Sending => lease_expired,
                 _ => true,
             },
+            confirm_by_typing: crate::ledger::needs_typed_confirmation(op)
+                || op.state == OperationState::Succeeded,
             created_ms: to_millis(op.created_at),
             first_sent_ms: op.first_sent_at.map(to_millis),
+            maybe_applied_ms: op.maybe_applied_at.map(to_millis),
+            compacted_ms: op.compacted_at.map(to_millis),
         }
     }
 
@@ -152,6 +173,20 @@ impl OperationView {
                 at: at.clone(),
                 at_ms: ms,
                 what: "first attempt: claimed for sending".to_owned(),
+            });
+        }
+        if let (Some(at), Some(ms)) = (&self.maybe_applied_at, self.maybe_applied_ms) {
+            events.push(TimelineEvent {
+                at: at.clone(),
+                at_ms: ms,
+                what: "may have taken effect at the provider from here on".to_owned(),
+            });
+        }
+        if let (Some(at), Some(ms)) = (&self.compacted_at, self.compacted_ms) {
+            events.push(TimelineEvent {
+                at: at.clone(),
+                at_ms: ms,
+                what: "compacted by the sweep: stored body dropped, row kept".to_owned(),
             });
         }
         let mut last = format!("now {}", self.state);

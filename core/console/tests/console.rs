@@ -402,8 +402,13 @@ async fn actions(backend: Backend) {
     .await;
     assert_eq!(r.status, 200, "{r:?}");
 
-    // A live lease is refused by the store, and the refusal is audited.
-    let r = post(format!("/api/operations/{LIVE_SENDING}/retry"), "{}").await;
+    // A sending row needs the typed key too; with it, the live lease is
+    // refused by the store, and the refusal is audited.
+    let r = post(
+        format!("/api/operations/{LIVE_SENDING}/retry"),
+        r#"{"confirm":"joes-bikes_social_posts_6_v1"}"#,
+    )
+    .await;
     assert_eq!(r.status, 409, "{r:?}");
     assert_eq!(state(&db, LIVE_SENDING).await, OperationState::Sending);
     // Unknown keys and bad keys.

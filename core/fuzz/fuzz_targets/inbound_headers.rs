@@ -4,8 +4,9 @@
 //! `Idempotency-Key` value (when present), a `Prefer` value, a method, a
 //! target, and a body. Checked:
 //! * parsing never panics; an accepted key is 1 to 255 visible ASCII bytes;
-//! * an accepted key round-trips through its quoted (RFC 8941) form, and
-//!   through the bare form it is echoed in unless it starts with `"`;
+//! * an accepted key round-trips through its quoted (RFC 8941) form, with
+//!   and without parameters, and through its echo, which is always an
+//!   sf-token or an sf-string;
 //! * a header map with the key twice is refused as repeated;
 //! * `Prefer: wait` never panics;
 //! * fingerprints are deterministic, versioned, and framed: moving bytes
@@ -45,20 +46,42 @@ fuzz_target!(|data: &[u8]| {
         assert!(text.bytes().all(|b| b.is_ascii_graphic()));
         let requoted = ClientKey::parse_bytes(&quoted(text)).expect("quoted form parses");
         assert_eq!(&requoted, key);
-        if !text.starts_with('"') {
-            let echoed = ClientKey::parse(&key.to_header_value()).expect("echoed form parses");
-            assert_eq!(&echoed, key);
-        }
+        let mut with_params = quoted(text);
+        with_params.extend_from_slice(b";x=1;y");
+        assert_eq!(
+            &ClientKey::parse_bytes(&with_params).expect("parameters are ignored"),
+            key
+        );
+        let echo = key.to_header_value();
+        let echo = echo.as_bytes();
+        let token = echo
+            .first()
+            .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'*')
+            && echo
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(b));
+        assert!(
+            token || echo == quoted(text).as_slice(),
+            "echo is a token or the sf-string"
+        );
+        let echoed = ClientKey::parse_bytes(echo).expect("echoed form parses");
+        assert_eq!(&echoed, key);
     }
 
     if let Ok(value) = HeaderValue::from_bytes(raw_key) {
         let mut headers = HeaderMap::new();
         headers.append(&IDEMPOTENCY_KEY, value.clone());
         let from_map = ClientKey::from_headers(&headers);
-        assert_eq!(from_map.as_ref().ok().cloned().flatten(), parsed.as_ref().ok().cloned());
+        assert_eq!(
+            from_map.as_ref().ok().cloned().flatten(),
+            parsed.as_ref().ok().cloned()
+        );
         if let Some(second) = second.and_then(|s| HeaderValue::from_bytes(s).ok()) {
             headers.append(&IDEMPOTENCY_KEY, second);
-            assert!(ClientKey::from_headers(&headers).is_err(), "a repeated key is refused");
+            assert!(
+                ClientKey::from_headers(&headers).is_err(),
+                "a repeated key is refused"
+            );
         }
     }
 
@@ -70,7 +93,13 @@ fuzz_target!(|data: &[u8]| {
 
     let method = String::from_utf8_lossy(method);
     let target = String::from_utf8_lossy(target);
-    let fp = |t: &str, b: &[u8]| Fingerprint::builder().method(&method).target(t).body(b).finish();
+    let fp = |t: &str, b: &[u8]| {
+        Fingerprint::builder()
+            .method(&method)
+            .target(t)
+            .body(b)
+            .finish()
+    };
     let a = fp(&target, body);
     assert_eq!(a, fp(&target, body), "deterministic");
     assert_eq!(a.version(), Some(1));

@@ -12,7 +12,7 @@
 //!
 //! let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
 //! let at = UNIX_EPOCH + Duration::from_secs(1_614_265_330);
-//! let header = standard_sign(&[secret.clone()], "msg_p5jXN8AQM9LWM0D4loKWxJek", at, br#"{"test": 2432232314}"#);
+//! let header = standard_sign(std::slice::from_ref(&secret), "msg_p5jXN8AQM9LWM0D4loKWxJek", at, br#"{"test": 2432232314}"#);
 //! assert_eq!(header, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
 //! standard_verify(&[secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", &header,
 //!     br#"{"test": 2432232314}"#, at, Duration::from_secs(300))?;
@@ -416,7 +416,7 @@ mod tests {
         let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let body = br#"{"test": 2432232314}"#;
         let header = standard_sign(
-            &[secret.clone()],
+            std::slice::from_ref(&secret),
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             at(1_614_265_330),
             body,
@@ -425,7 +425,7 @@ mod tests {
         let tol = Duration::from_secs(300);
         assert!(
             standard_verify(
-                &[secret.clone()],
+                std::slice::from_ref(&secret),
                 "msg_p5jXN8AQM9LWM0D4loKWxJek",
                 "1614265330",
                 &header,
@@ -437,7 +437,7 @@ mod tests {
         );
         assert_eq!(
             standard_verify(
-                &[secret.clone()],
+                std::slice::from_ref(&secret),
                 "msg_other",
                 "1614265330",
                 &header,
