@@ -329,17 +329,12 @@ async fn a_ledger_blip_after_the_answer_loses_nothing(backend: &str) {
         .unwrap_err();
     w.store.fail_completes.store(0, Ordering::SeqCst);
     match &err {
-        ExecError::AnswerNotRecorded {
-            key: got,
-            status,
-            succeeded,
-            provider_id,
-            ..
-        } => {
+        ExecError::AnswerNotRecorded { key: got, answer } => {
             assert_eq!(got, &k);
-            assert_eq!(status.as_u16(), 201);
-            assert!(*succeeded);
-            assert_eq!(provider_id.as_deref(), Some("SM1"));
+            assert_eq!(answer.status.as_u16(), 201);
+            assert!(answer.succeeded);
+            assert_eq!(answer.provider_id.as_deref(), Some("SM1"));
+            assert!(answer.error.is_unavailable());
         }
         other => panic!("expected AnswerNotRecorded, got {other}"),
     }
@@ -380,7 +375,10 @@ async fn a_late_success_is_kept(backend: &str) {
     // marks the row unknown.
     let started = std::time::Instant::now();
     while server.received_requests().await.unwrap().is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(10), "request never arrived");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "request never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     w.clock.advance(Duration::from_secs(3600));
