@@ -250,22 +250,15 @@ pub enum ExecError {
     /// store is back, or the operator console). The row stays `sending` and
     /// becomes `unknown` when its lease runs out.
     #[error(
-        "the provider answered {key} with HTTP {status} but the ledger could not record it \
-         ({error}); do not resend: settle the key with this answer"
+        "the provider answered {key} with HTTP {} but the ledger could not record it \
+         ({}); do not resend: settle the key with this answer", answer.status, answer.error
     )]
     AnswerNotRecorded {
         /// The key.
         key: IdempotencyKey,
-        /// The provider's HTTP status.
-        status: StatusCode,
-        /// Whether the provider accepted the request (else it rejected it).
-        succeeded: bool,
-        /// The provider's id for the object, when the answer names one.
-        provider_id: Option<String>,
-        /// The provider's body. Not shown by `Display`.
-        body: Bytes,
-        /// Why the write failed.
-        error: Box<StoreError>,
+        /// The provider's answer and the store's error (boxed, to keep
+        /// `Result<_, ExecError>` small).
+        answer: Box<UnrecordedAnswer>,
     },
     /// The operation was settled long ago and the sweep has since dropped
     /// its stored answer; the key is remembered, so nothing is sent again.
@@ -281,6 +274,22 @@ pub enum ExecError {
     /// The ledger failed. When this happens before sending, nothing was sent.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The definitive answer carried by [`ExecError::AnswerNotRecorded`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct UnrecordedAnswer {
+    /// The provider's HTTP status.
+    pub status: StatusCode,
+    /// Whether the provider accepted the request (else it rejected it).
+    pub succeeded: bool,
+    /// The provider's id for the object, when the answer names one.
+    pub provider_id: Option<String>,
+    /// The provider's body. Not shown by `Display`.
+    pub body: Bytes,
+    /// Why the write failed.
+    pub error: StoreError,
 }
 
 impl ExecError {

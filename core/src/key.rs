@@ -156,7 +156,7 @@ impl IdempotencyKey {
         frame(b"turn", &turn.to_be_bytes());
         frame(b"tool", tool_name.as_bytes());
         match call {
-            ToolCall::Id(id) if id.is_empty() => {
+            ToolCall::Id("") => {
                 return Err(KeyError::Empty { part: KeyPart::Row });
             }
             ToolCall::Id(id) => frame(b"call-id", id.as_bytes()),

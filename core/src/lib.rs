@@ -14,7 +14,7 @@ pub mod testing;
 pub mod webhook;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{ExecError, KeyError, KeyPart, ReadError, StoreError};
+pub use error::{ExecError, KeyError, KeyPart, ReadError, StoreError, UnrecordedAnswer};
 pub use executor::{Delivered, Executor, OutboundRequest, Provider, ReadResponse, SafetyClass};
 pub use fingerprint::Fingerprint;
 pub use inbound::{EndpointConfig, IdempotencyLayer, with_idempotency};

@@ -329,17 +329,12 @@ async fn a_ledger_blip_after_the_answer_loses_nothing(backend: &str) {
         .unwrap_err();
     w.store.fail_completes.store(0, Ordering::SeqCst);
     match &err {
-        ExecError::AnswerNotRecorded {
-            key: got,
-            status,
-            succeeded,
-            provider_id,
-            ..
-        } => {
+        ExecError::AnswerNotRecorded { key: got, answer } => {
             assert_eq!(got, &k);
-            assert_eq!(status.as_u16(), 201);
-            assert!(*succeeded);
-            assert_eq!(provider_id.as_deref(), Some("SM1"));
+            assert_eq!(answer.status.as_u16(), 201);
+            assert!(answer.succeeded);
+            assert_eq!(answer.provider_id.as_deref(), Some("SM1"));
+            assert!(answer.error.is_unavailable());
         }
         other => panic!("expected AnswerNotRecorded, got {other}"),
     }
@@ -355,10 +350,16 @@ async fn a_late_success_is_kept(backend: &str) {
     let Some(w) = world(backend, "a_late_success_is_kept").await else {
         return;
     };
+    // The answer takes 2 s; the attempt may take 10 s.
+    let patient = Provider::new("twilio", SafetyClass::LocalOnly, StatusClassifier).with_retry(
+        fast()
+            .with_attempt_timeout(Duration::from_secs(10))
+            .with_total_timeout(Duration::from_secs(20)),
+    );
     let server = provider_answering(
         ResponseTemplate::new(201)
             .set_body_string(r#"{"sid":"SM9"}"#)
-            .set_delay(Duration::from_millis(150)),
+            .set_delay(Duration::from_secs(2)),
         1,
     )
     .await;
@@ -366,13 +367,21 @@ async fn a_late_success_is_kept(backend: &str) {
     let exec = w.exec.clone();
     let (k2, base) = (k.clone(), server.uri());
     let task = tokio::spawn(async move {
-        exec.execute(&twilio_like(), &k2, "messages.create", charge(&base, &k2))
+        exec.execute(&patient, &k2, "messages.create", charge(&base, &k2))
             .await
     });
-    // While the answer is on its way the clock steps past the lease, and
-    // another worker notices and marks the row unknown.
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    w.clock.advance(Duration::from_secs(600));
+    // Once the request is at the provider and while its answer is on the
+    // way, the clock steps past the lease, and another worker notices and
+    // marks the row unknown.
+    let started = std::time::Instant::now();
+    while server.received_requests().await.unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "request never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    w.clock.advance(Duration::from_secs(3600));
     assert!(
         w.store
             .expire_lease(&k, w.clock.now_for_test())

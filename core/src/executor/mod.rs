@@ -902,11 +902,13 @@ impl Claim {
         );
         ExecError::AnswerNotRecorded {
             key,
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-            succeeded: matches!(completion, Completion::Succeeded { .. }),
-            provider_id,
-            body,
-            error: Box::new(error),
+            answer: Box::new(crate::error::UnrecordedAnswer {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                succeeded: matches!(completion, Completion::Succeeded { .. }),
+                provider_id,
+                body,
+                error,
+            }),
         }
     }
 }
