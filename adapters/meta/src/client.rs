@@ -741,6 +741,9 @@ impl MetaClient {
                         });
                     }
                     tokio::time::sleep(self.inner.container_poll).await;
+                    // Polls can outlast the lease: keep it, or stop here
+                    // (another worker has taken the operation over).
+                    claim.renew().await.map_err(Error::from_exec)?;
                 }
             }
         }
