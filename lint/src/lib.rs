@@ -360,14 +360,25 @@ impl IdemLint {
         );
     }
 
-    /// A leak from an allowed crate's public API.
-    fn report_leak(&mut self, cx: &LateContext<'_>, span: Span, item: DefId, what: DefId) {
+    /// A leak from an allowed crate's public API: `item` (a local item, or `None` for a
+    /// `pub use`) hands out `what`.
+    fn report_leak(&mut self, cx: &LateContext<'_>, span: Span, item: Option<DefId>, what: DefId) {
         let tcx = cx.tcx;
-        let message = format!(
-            "`{}` hands out `{}` from an allowed crate's public API: code outside the adapters can send with it, past the ledger",
-            tcx.def_path_str(item),
+        let what_path = if what.index == CRATE_DEF_INDEX {
+            tcx.crate_name(what.krate).to_string()
+        } else {
             tcx.def_path_str(what)
-        );
+        };
+        let message = match item {
+            Some(item) => format!(
+                "`{}::{}` hands out `{what_path}` from an allowed crate's public API: code outside the adapters can send with it, past the ledger",
+                tcx.crate_name(LOCAL_CRATE),
+                tcx.def_path_str(item),
+            ),
+            None => format!(
+                "`pub use` re-exports `{what_path}` from an allowed crate's public API: code outside the adapters can send with it, past the ledger"
+            ),
+        };
         self.emit(
             cx,
             HTTP_CLIENT_LEAK,
@@ -482,7 +493,7 @@ impl<'tcx> LateLintPass<'tcx> for IdemLint {
                             .policy
                             .is_denied_crate(tcx.crate_name(target.krate).as_str());
                     if whole_crate || self.denied_def(tcx, target) {
-                        self.report_leak(cx, item.span, id.to_def_id(), target);
+                        self.report_leak(cx, item.span, None, target);
                         break;
                     }
                 }
@@ -498,7 +509,7 @@ impl<'tcx> LateLintPass<'tcx> for IdemLint {
                     self.report_leak(
                         cx,
                         ret_span(sig.decl.output, item.span),
-                        id.to_def_id(),
+                        Some(id.to_def_id()),
                         what,
                     );
                 }
@@ -508,7 +519,7 @@ impl<'tcx> LateLintPass<'tcx> for IdemLint {
             | ItemKind::Static(_, _, ty, _) => {
                 let t = tcx.type_of(id).instantiate_identity().skip_normalization();
                 if let Some(what) = self.denied_in_ty(tcx, t, 0) {
-                    self.report_leak(cx, ty.span, id.to_def_id(), what);
+                    self.report_leak(cx, ty.span, Some(id.to_def_id()), what);
                 }
             }
             _ => {}
@@ -538,7 +549,7 @@ impl<'tcx> LateLintPass<'tcx> for IdemLint {
                     self.report_leak(
                         cx,
                         ret_span(sig.decl.output, item.span),
-                        id.to_def_id(),
+                        Some(id.to_def_id()),
                         what,
                     );
                 }
@@ -562,7 +573,7 @@ impl<'tcx> LateLintPass<'tcx> for IdemLint {
                 }
                 let t = tcx.type_of(id).instantiate_identity().skip_normalization();
                 if let Some(what) = self.denied_in_ty(tcx, t, 0) {
-                    self.report_leak(cx, ty.span, id.to_def_id(), what);
+                    self.report_leak(cx, ty.span, Some(id.to_def_id()), what);
                 }
             }
             _ => {}
@@ -581,7 +592,7 @@ impl<'tcx> LateLintPass<'tcx> for IdemLint {
             .instantiate_identity()
             .skip_normalization();
         if let Some(what) = self.denied_in_ty(tcx, t, 0) {
-            self.report_leak(cx, field.ty.span, field.def_id.to_def_id(), what);
+            self.report_leak(cx, field.ty.span, Some(field.def_id.to_def_id()), what);
         }
     }
 }
