@@ -44,6 +44,7 @@ type S = Option<OperationState>;
 pub(crate) struct Transition {
     pub(crate) from: S,
     pub(crate) event: fn(Event) -> bool,
+    pub(crate) name: &'static str,
     pub(crate) to: S,
     pub(crate) who: &'static [Who],
     pub(crate) guard: &'static str,
@@ -56,10 +57,11 @@ const SW: &[Who] = &[Who::Sweeper];
 const FO: &[Who] = &[Who::Sweeper, Who::Operator];
 
 macro_rules! t {
-    ($from:expr, $event:pat, $to:expr, $who:expr, $guard:expr) => {
+    ($from:expr, $event:pat, $name:expr, $to:expr, $who:expr, $guard:expr) => {
         Transition {
             from: $from,
             event: |e| matches!(e, $event),
+            name: $name,
             to: $to,
             who: $who,
             guard: $guard,
@@ -70,48 +72,70 @@ macro_rules! t {
 /// The table. A call that matches no row (a lost claim race, a fenced
 /// completion) changes nothing; that is always allowed and not listed.
 pub(crate) const TABLE: &[Transition] = &[
-    t!(None, Event::Begin, Some(Pending), W, "new key"),
-    t!(None, Event::BeginClaimed, Some(Sending), W, "new key; claims = 1, first_sent_at = now"),
-    t!(Some(Pending), Event::Claim { .. }, Some(Sending), W,
-        "maybe_applied_at unset, or the caller allows unknown"),
-    t!(Some(Unknown), Event::Claim { allow_unknown: true }, Some(Sending), W,
-        "caller decided a resend with the same key is safe"),
-    t!(Some(Sending), Event::ExpireLease, Some(Unknown), R,
-        "lease_expires_at <= now; token kept; maybe_applied_at set"),
-    t!(Some(Sending), Event::Renew | Event::Checkpoint, Some(Sending), W, "token matches"),
-    t!(Some(Sending), Event::CompleteSucceeded, Some(Succeeded), W, "token matches"),
-    t!(Some(Unknown), Event::CompleteSucceeded, Some(Succeeded), W,
-        "token kept since expiry (no newer claim)"),
-    t!(Some(Pending), Event::CompleteSucceeded, Some(Succeeded), W,
-        "token kept since a NotApplied resolution (no newer claim)"),
-    t!(Some(Sending), Event::CompleteFailed, Some(Failed), W, "token matches"),
-    t!(Some(Unknown), Event::CompleteFailed, Some(Failed), W, "token kept since expiry"),
-    t!(Some(Pending), Event::CompleteFailed, Some(Failed), W,
-        "token kept since a NotApplied resolution"),
-    t!(Some(Sending), Event::CompleteUnknown, Some(Unknown), W, "token matches"),
-    t!(Some(Unknown), Event::CompleteUnknown, Some(Unknown), W, "token kept since expiry"),
-    t!(Some(Sending), Event::CompleteNotSent, Some(Pending), W, "maybe_applied_at unset"),
-    t!(Some(Sending), Event::CompleteNotSent, Some(Unknown), W, "maybe_applied_at set"),
-    t!(Some(Unknown), Event::CompleteNotSent, Some(Unknown), W,
-        "token kept since expiry; maybe_applied_at set by the expiry"),
-    t!(Some(Unknown), Event::ResolveSucceeded, Some(Succeeded), R, "found at the provider"),
-    t!(Some(Sending), Event::ResolveSucceeded, Some(Succeeded), R,
-        "lease expired; found at the provider"),
-    t!(Some(Unknown), Event::ResolveNotApplied, Some(Pending), R,
-        "positive proof of no effect; clears maybe_applied_at; token kept"),
-    t!(Some(Sending), Event::ResolveNotApplied, Some(Pending), R,
-        "lease expired; positive proof of no effect"),
-    t!(Some(Pending), Event::Bump { .. }, Some(Superseded), O, "names its successor"),
-    t!(Some(Failed), Event::Bump { .. }, Some(Superseded), O, "names its successor"),
-    t!(Some(Unknown), Event::Bump { .. }, Some(Superseded), O, "names its successor"),
-    t!(Some(Sending), Event::Bump { .. }, Some(Superseded), O, "lease expired"),
-    t!(Some(Succeeded), Event::Bump { force: true }, Some(Superseded), O, "force"),
-    t!(Some(Succeeded), Event::Purge, Some(Succeeded), SW, "updated_at < cutoff; body dropped"),
-    t!(Some(Failed), Event::Purge, Some(Failed), SW, "updated_at < cutoff; body dropped"),
-    t!(Some(Superseded), Event::Purge, Some(Superseded), SW, "updated_at < cutoff; body dropped"),
-    t!(Some(Succeeded), Event::Forget, None, FO, "explicit deletion: a retry sends again"),
-    t!(Some(Failed), Event::Forget, None, FO, "explicit deletion"),
-    t!(Some(Superseded), Event::Forget, None, FO, "explicit deletion"),
+    t!(None, Event::Begin, "begin", Some(Pending), W,
+        "the key is new"),
+    t!(None, Event::BeginClaimed, "begin_claimed", Some(Sending), W,
+        "the key is new; claims = 1, first_sent_at = now, new lease token"),
+    t!(Some(Pending), Event::Claim { .. }, "claim", Some(Sending), W,
+        "maybe_applied_at unset, or the caller allows unknown; claims + 1; first_sent_at kept or set; new token"),
+    t!(Some(Unknown), Event::Claim { allow_unknown: true }, "claim (pending or unknown)", Some(Sending), W,
+        "the caller decided a resend with the same key is safe (native key inside its window, idempotent verb, or after reconciliation)"),
+    t!(Some(Sending), Event::ExpireLease, "expire_lease", Some(Unknown), R,
+        "lease_expires_at <= now; the token is kept; maybe_applied_at = earliest of (kept, first_sent_at, now)"),
+    t!(Some(Sending), Event::Renew | Event::Checkpoint, "renew, checkpoint", Some(Sending), W,
+        "the token matches"),
+    t!(Some(Sending), Event::CompleteSucceeded, "complete(Succeeded)", Some(Succeeded), W,
+        "the token matches; maybe_applied_at set"),
+    t!(Some(Unknown), Event::CompleteSucceeded, "complete(Succeeded)", Some(Succeeded), W,
+        "the token was kept since the expiry (no newer claim): a late answer"),
+    t!(Some(Pending), Event::CompleteSucceeded, "complete(Succeeded)", Some(Succeeded), W,
+        "the token was kept since a NotApplied resolution (no newer claim): a late answer"),
+    t!(Some(Sending), Event::CompleteFailed, "complete(Failed)", Some(Failed), W,
+        "the token matches"),
+    t!(Some(Unknown), Event::CompleteFailed, "complete(Failed)", Some(Failed), W,
+        "the token was kept since the expiry"),
+    t!(Some(Pending), Event::CompleteFailed, "complete(Failed)", Some(Failed), W,
+        "the token was kept since a NotApplied resolution"),
+    t!(Some(Sending), Event::CompleteUnknown, "complete(Unknown)", Some(Unknown), W,
+        "the token matches; maybe_applied_at set"),
+    t!(Some(Unknown), Event::CompleteUnknown, "complete(Unknown)", Some(Unknown), W,
+        "the token was kept since the expiry"),
+    t!(Some(Sending), Event::CompleteNotSent, "complete(NotSent)", Some(Pending), W,
+        "the token matches; maybe_applied_at unset"),
+    t!(Some(Sending), Event::CompleteNotSent, "complete(NotSent)", Some(Unknown), W,
+        "the token matches; maybe_applied_at set (an earlier attempt may have taken effect)"),
+    t!(Some(Unknown), Event::CompleteNotSent, "complete(NotSent)", Some(Unknown), W,
+        "the token was kept since the expiry (which set maybe_applied_at)"),
+    t!(Some(Unknown), Event::ResolveSucceeded, "resolve(Succeeded)", Some(Succeeded), R,
+        "found at the provider; the token is dropped"),
+    t!(Some(Sending), Event::ResolveSucceeded, "resolve(Succeeded)", Some(Succeeded), R,
+        "the lease expired; found at the provider"),
+    t!(Some(Unknown), Event::ResolveNotApplied, "resolve(NotApplied)", Some(Pending), R,
+        "positive proof of no effect; clears maybe_applied_at; the token is kept"),
+    t!(Some(Sending), Event::ResolveNotApplied, "resolve(NotApplied)", Some(Pending), R,
+        "the lease expired; positive proof of no effect"),
+    t!(Some(Pending), Event::Bump { .. }, "bump", Some(Superseded), O,
+        "superseded_by = the next attempt's key"),
+    t!(Some(Failed), Event::Bump { .. }, "bump", Some(Superseded), O,
+        "superseded_by = the next attempt's key"),
+    t!(Some(Unknown), Event::Bump { .. }, "bump", Some(Superseded), O,
+        "superseded_by = the next attempt's key"),
+    t!(Some(Sending), Event::Bump { .. }, "bump", Some(Superseded), O,
+        "the lease expired"),
+    t!(Some(Succeeded), Event::Bump { force: true }, "bump (force)", Some(Superseded), O,
+        "forced: repeats a completed side effect under the new key"),
+    t!(Some(Succeeded), Event::Purge, "purge", Some(Succeeded), SW,
+        "updated_at < cutoff, not yet compacted: body dropped, compacted_at set"),
+    t!(Some(Failed), Event::Purge, "purge", Some(Failed), SW,
+        "updated_at < cutoff, not yet compacted: body dropped, compacted_at set"),
+    t!(Some(Superseded), Event::Purge, "purge", Some(Superseded), SW,
+        "updated_at < cutoff, not yet compacted: body dropped, compacted_at set"),
+    t!(Some(Succeeded), Event::Forget, "forget", None, FO,
+        "updated_at < cutoff; explicit deletion: a retry of the key sends again"),
+    t!(Some(Failed), Event::Forget, "forget", None, FO,
+        "updated_at < cutoff; explicit deletion"),
+    t!(Some(Superseded), Event::Forget, "forget", None, FO,
+        "updated_at < cutoff; explicit deletion"),
 ];
 
 /// Checks one observed change (`before` → `after`) made by `event` at `now`.
@@ -206,4 +230,48 @@ pub(crate) fn check(
         return Err("I5: the successor changed".to_owned());
     }
     Ok(())
+}
+
+fn state_cell(s: S) -> String {
+    s.map_or_else(|| "(no row)".to_owned(), |s| format!("`{s}`"))
+}
+
+fn who_cell(who: &[Who]) -> String {
+    who.iter()
+        .map(|w| match w {
+            Who::Worker => "executor/worker",
+            Who::Sweeper => "sweeper",
+            Who::Reconciliation => "reconciliation",
+            Who::Operator => "operator",
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The table line of `t` as written in adr/0002-ledger-states.md.
+pub(crate) fn adr_line(t: &Transition) -> String {
+    format!(
+        "| {} | `{}` | {} | {} | {} |",
+        state_cell(t.from),
+        t.name,
+        t.guard,
+        state_cell(t.to),
+        who_cell(t.who)
+    )
+}
+
+#[test]
+fn the_adr_states_the_table_the_simulator_checks() {
+    let adr = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../adr/0002-ledger-states.md"
+    ))
+    .expect("adr/0002-ledger-states.md");
+    let lines: Vec<&str> = adr.lines().filter(|l| l.starts_with("| ")).collect();
+    for t in TABLE {
+        let line = adr_line(t);
+        assert!(lines.contains(&line.as_str()), "the ADR lacks: {line}");
+    }
+    let rows = lines.iter().filter(|l| l.contains("| `") && l.matches(" | ").count() == 4).count();
+    assert_eq!(rows, TABLE.len(), "the ADR's transition table has rows the simulator does not check");
 }

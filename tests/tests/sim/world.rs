@@ -182,7 +182,7 @@ impl Shared {
             let mut script = lock(&self.script);
             if let Some(pos) = script.iter().position(|(s, _)| *s == site) {
                 let (_, fault) = script.remove(pos).expect("position is valid");
-                self.count(&format!("{fault:?}"));
+                self.count(&fault_name(site, fault));
                 return Some(fault);
             }
         }
@@ -197,8 +197,16 @@ impl Shared {
             return None;
         }
         let fault = choices[self.below(choices.len() as u64) as usize];
-        self.count(&format!("{fault:?}"));
+        self.count(&fault_name(site, fault));
         Some(fault)
+    }
+}
+
+fn fault_name(site: Site, fault: Fault) -> String {
+    match site {
+        Site::StoreBefore(what) => format!("store {what}: {fault:?} (before)"),
+        Site::StoreAfter(what) => format!("store {what}: {fault:?} (after)"),
+        Site::Provider => format!("provider: {fault:?}"),
     }
 }
 
