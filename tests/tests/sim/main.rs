@@ -185,6 +185,15 @@ impl World {
     /// one key) and records their outcomes.
     async fn run_batch(&mut self, batch: &[usize]) {
         let results = futures::future::join_all(batch.iter().map(|&i| self.attempt(i))).await;
+        {
+            let mut outage = self.shared.outage.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, left)) = outage.as_mut() {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    *outage = None;
+                }
+            }
+        }
         for (&i, result) in batch.iter().zip(results) {
             self.ops += 1;
             let Some((out, ctx)) = result else { continue };
@@ -410,7 +419,15 @@ impl World {
             72..=79 => self.advance(Duration::from_secs(40 + self.shared.below(160)), "clock: past a lease"),
             80..=82 => self.advance(Duration::from_secs(3600 * (1 + self.shared.below(6))), "clock: hours"),
             83..=84 => self.advance(Duration::from_secs(25 * 3600), "clock: past the 24 h window"),
-            85..=91 => self.reconcile_one().await,
+            85..=88 => self.reconcile_one().await,
+            89..=91 => {
+                // An outage: every write is refused (or rate limited) for a
+                // few batches, as when a provider or the network is down.
+                let fault = if self.shared.chance(0.6) { world::Fault::Refused } else { world::Fault::RateLimited };
+                let batches = 1 + self.shared.below(4) as u32;
+                self.shared.count(&format!("outage starts: {fault:?}"));
+                *self.shared.outage.lock().unwrap_or_else(|e| e.into_inner()) = Some((fault, batches));
+            }
             92..=95 => self.bump_one().await,
             _ => self.sweep().await,
         }

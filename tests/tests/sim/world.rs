@@ -130,6 +130,8 @@ pub(crate) struct Shared {
     pub(crate) violations: Mutex<Vec<String>>,
     pub(crate) touched: Mutex<BTreeSet<String>>,
     pub(crate) truth: Mutex<Truth>,
+    /// A provider outage: every write gets this fault for the next batches.
+    pub(crate) outage: Mutex<Option<(Fault, u32)>>,
     /// The lease the executor takes (claim budget + margin), for late answers.
     pub(crate) lease: Duration,
 }
@@ -147,6 +149,7 @@ impl Shared {
             violations: Mutex::new(Vec::new()),
             touched: Mutex::new(BTreeSet::new()),
             truth: Mutex::new(Truth::default()),
+            outage: Mutex::new(None),
             lease,
         })
     }
@@ -188,6 +191,12 @@ impl Shared {
         }
         if !self.faults_on.load(Ordering::Relaxed) {
             return None;
+        }
+        if site == Site::Provider {
+            if let Some((fault, _)) = *lock(&self.outage) {
+                self.count(&format!("provider outage: {fault:?}"));
+                return Some(fault);
+            }
         }
         let rate = match site {
             Site::Provider => self.rates.provider,
