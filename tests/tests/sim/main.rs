@@ -701,3 +701,4 @@ fn regression_seeds() {
 }
 
 mod scenarios;
+
