@@ -49,7 +49,9 @@ enum Final {
     Succeeded(String),
     Failed,
     Unknown,
-    AnswerNotRecorded,
+    /// `AnswerNotRecorded`; `true` when the store was unavailable (else the
+    /// write was refused, for example fenced).
+    AnswerNotRecorded(bool),
     Compacted,
 }
 
@@ -166,10 +168,19 @@ impl World {
                     stripe_out(&self.shared, &key, result.map(|r| r.object.id.to_string()))
                 }
                 Kind::Twilio => {
-                    let to = if job.n % 17 == 6 { "+15550000013".to_owned() } else { format!("+1555{:07}", job.n) };
-                    let msg = CreateMessage::from_number(to, "+15559870000", format!("job {}", job.n));
+                    let to = if job.n % 17 == 6 {
+                        "+15550000013".to_owned()
+                    } else {
+                        format!("+1555{:07}", job.n)
+                    };
+                    let msg =
+                        CreateMessage::from_number(to, "+15559870000", format!("job {}", job.n));
                     let result = self.twilio.messages().create(&key, &msg).await;
-                    twilio_out(&self.shared, &key, result.map(|s| s.message.sid.as_str().to_owned()))
+                    twilio_out(
+                        &self.shared,
+                        &key,
+                        result.map(|s| s.message.sid.as_str().to_owned()),
+                    )
                 }
             }
         };
@@ -201,9 +212,12 @@ impl World {
             self.check_answer(&key, &out, &ctx).await;
             match out {
                 Out::Final(f) => {
-                    if let (Some(Final::Succeeded(a)), Final::Succeeded(b)) = (&self.jobs[i].done, &f) {
+                    if let (Some(Final::Succeeded(a)), Final::Succeeded(b)) =
+                        (&self.jobs[i].done, &f)
+                    {
                         if a != b {
-                            self.shared.violation(format!("{key}: answered {a} earlier and {b} now"));
+                            self.shared
+                                .violation(format!("{key}: answered {a} earlier and {b} now"));
                         }
                     }
                     self.jobs[i].done = Some(f);
@@ -221,14 +235,46 @@ impl World {
     /// surfaced as `AnswerNotRecorded`.
     async fn check_answer(&self, key: &IdempotencyKey, out: &Out, ctx: &WorkerCtx) {
         self.shared.checked();
-        let answers = ctx.answers.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some((status, id)) = answers.last().cloned() else { return };
-        if matches!(out, Out::Final(Final::AnswerNotRecorded)) {
+        let answers = ctx
+            .answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some((status, id)) = answers.last().cloned() else {
+            return;
+        };
+        let row = self.store.inner.get(key).await.ok().flatten();
+        if let Out::Final(Final::AnswerNotRecorded(unavailable)) = out {
+            // Surfacing is right only after the bounded write retries, or
+            // when a newer claim, a settlement or a bump came in between:
+            // a late answer with no newer claim is recorded.
+            let failures = ctx.failed_completions.load(Ordering::SeqCst);
+            let state = row.as_ref().map(|r| r.state);
+            if *unavailable && failures < 2 {
+                self.shared.violation(format!(
+                    "I4: {key}: one failed completion write lost the answer (HTTP {status})"
+                ));
+            }
+            let newer_claim = row
+                .as_ref()
+                .is_none_or(|r| u64::from(r.claims) != ctx.claimed_as.load(Ordering::SeqCst));
+            if !*unavailable
+                && !newer_claim
+                && matches!(
+                    state,
+                    Some(OperationState::Unknown | OperationState::Pending)
+                )
+            {
+                self.shared.violation(format!(
+                    "I4: {key}: a definitive answer (HTTP {status}) was refused though no newer claim came (row {state:?})"
+                ));
+            }
             return;
         }
-        let row = self.store.inner.get(key).await.ok().flatten();
         let recorded = row.as_ref().is_some_and(|r| match r.state {
-            OperationState::Succeeded => status < 300 && (id.is_none() || r.provider_id == id || r.compacted_at.is_some()),
+            OperationState::Succeeded => {
+                status < 300 && (id.is_none() || r.provider_id == id || r.compacted_at.is_some())
+            }
             OperationState::Failed => status >= 400,
             OperationState::Superseded => true,
             _ => false,
@@ -267,8 +313,12 @@ impl World {
             let r = WORKER.scope(ctx.clone(), self.stripe.reconcile(&key));
             let r = tokio::select! { biased; r = r => Some(r), () = ctx.crash.notified() => None };
             if let Some(Err(e)) = r {
-                if e.key().is_none() && !matches!(e, idem_stripe::Error::Store(ref s) if s.is_unavailable()) {
-                    self.shared.violation(format!("I3: reconcile of {key} failed without naming it: {e}"));
+                if e.key().is_none()
+                    && !matches!(e, idem_stripe::Error::Store(ref s) if s.is_unavailable())
+                {
+                    self.shared.violation(format!(
+                        "I3: reconcile of {key} failed without naming it: {e}"
+                    ));
                 }
             }
             return;
@@ -278,7 +328,11 @@ impl World {
             (
                 truth.effects.get(key.as_str()).copied().unwrap_or(0),
                 truth.inflight.get(key.as_str()).copied().unwrap_or(0),
-                truth.objects.get(key.as_str()).and_then(|o| o.first()).map(|(_, v)| v.clone()),
+                truth
+                    .objects
+                    .get(key.as_str())
+                    .and_then(|o| o.first())
+                    .map(|(_, v)| v.clone()),
             )
         };
         let resolution = match (effects, inflight, object) {
@@ -298,7 +352,12 @@ impl World {
     /// An operator bumps a failed or unknown row to its next attempt.
     async fn bump_one(&mut self) {
         let candidates: Vec<usize> = (0..self.jobs.len())
-            .filter(|&i| matches!(self.jobs[i].done, Some(Final::Failed) | Some(Final::Unknown)))
+            .filter(|&i| {
+                matches!(
+                    self.jobs[i].done,
+                    Some(Final::Failed) | Some(Final::Unknown)
+                )
+            })
             .collect();
         if candidates.is_empty() {
             return;
@@ -329,9 +388,15 @@ impl World {
     /// is not pending, failed or gone), I5 (superseded chains), on the keys
     /// touched since the last check.
     async fn check_touched(&self) {
-        let touched: Vec<String> = std::mem::take(&mut *self.shared.touched.lock().unwrap_or_else(|e| e.into_inner()))
-            .into_iter()
-            .collect();
+        let touched: Vec<String> = std::mem::take(
+            &mut *self
+                .shared
+                .touched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+        .into_iter()
+        .collect();
         for key in touched {
             self.check_key(&key).await;
         }
@@ -339,7 +404,9 @@ impl World {
 
     async fn check_key(&self, key: &str) {
         self.shared.checked();
-        let Ok(k) = key.parse::<IdempotencyKey>() else { return };
+        let Ok(k) = key.parse::<IdempotencyKey>() else {
+            return;
+        };
         let (effects, inflight) = {
             let truth = self.shared.truth.lock().unwrap_or_else(|e| e.into_inner());
             (
@@ -365,23 +432,37 @@ impl World {
         let mut chain = Vec::new();
         let mut cursor = Some(first_attempt(&k));
         while let Some(c) = cursor {
-            let Ok(Some(r)) = self.store.inner.get(&c).await else { break };
+            let Ok(Some(r)) = self.store.inner.get(&c).await else {
+                break;
+            };
             cursor = r.superseded_by.clone();
-            if r.state == OperationState::Superseded && r.superseded_by.as_ref() != c.next_attempt().ok().as_ref() {
-                self.shared.violation(format!("I5: {c} is superseded but names {:?}", r.superseded_by));
+            if r.state == OperationState::Superseded
+                && r.superseded_by.as_ref() != c.next_attempt().ok().as_ref()
+            {
+                self.shared.violation(format!(
+                    "I5: {c} is superseded but names {:?}",
+                    r.superseded_by
+                ));
             }
             chain.push(r);
             if chain.len() > 64 {
                 break;
             }
         }
-        let live = chain.iter().filter(|r| r.state != OperationState::Superseded).count();
+        let live = chain
+            .iter()
+            .filter(|r| r.state != OperationState::Superseded)
+            .count();
         if live > 1 {
-            self.shared.violation(format!("I5: the chain of {key} has {live} live attempts"));
+            self.shared
+                .violation(format!("I5: the chain of {key} has {live} live attempts"));
         }
         if let Some((last, rest)) = chain.split_last() {
-            if rest.iter().any(|r| r.state != OperationState::Superseded) || last.superseded_by.is_some() && last.state != OperationState::Superseded {
-                self.shared.violation(format!("I5: the chain of {key} is inconsistent"));
+            if rest.iter().any(|r| r.state != OperationState::Superseded)
+                || last.superseded_by.is_some() && last.state != OperationState::Superseded
+            {
+                self.shared
+                    .violation(format!("I5: the chain of {key} is inconsistent"));
             }
         }
     }
@@ -392,10 +473,16 @@ impl World {
         let size = 1 + self.shared.below(3) as usize;
         let mut batch = Vec::new();
         for _ in 0..size {
-            let open: Vec<usize> = (0..self.jobs.len()).filter(|&i| self.jobs[i].done.is_none()).collect();
+            let open: Vec<usize> = (0..self.jobs.len())
+                .filter(|&i| self.jobs[i].done.is_none())
+                .collect();
             let r = self.shared.below(100);
             let i = if r < 40 || self.jobs.is_empty() {
-                let kind = if self.shared.chance(0.5) { Kind::Stripe } else { Kind::Twilio };
+                let kind = if self.shared.chance(0.5) {
+                    Kind::Stripe
+                } else {
+                    Kind::Twilio
+                };
                 self.add_job(kind)
             } else if r < 85 && !open.is_empty() {
                 open[self.shared.below(open.len() as u64) as usize]
@@ -415,18 +502,35 @@ impl World {
                 let batch = self.pick_batch();
                 self.run_batch(&batch).await;
             }
-            60..=71 => self.advance(Duration::from_millis(self.shared.below(10_000)), "clock: seconds"),
-            72..=79 => self.advance(Duration::from_secs(40 + self.shared.below(160)), "clock: past a lease"),
-            80..=82 => self.advance(Duration::from_secs(3600 * (1 + self.shared.below(6))), "clock: hours"),
-            83..=84 => self.advance(Duration::from_secs(25 * 3600), "clock: past the 24 h window"),
+            60..=71 => self.advance(
+                Duration::from_millis(self.shared.below(10_000)),
+                "clock: seconds",
+            ),
+            72..=79 => self.advance(
+                Duration::from_secs(40 + self.shared.below(160)),
+                "clock: past a lease",
+            ),
+            80..=82 => self.advance(
+                Duration::from_secs(3600 * (1 + self.shared.below(6))),
+                "clock: hours",
+            ),
+            83..=84 => self.advance(
+                Duration::from_secs(25 * 3600),
+                "clock: past the 24 h window",
+            ),
             85..=88 => self.reconcile_one().await,
             89..=91 => {
                 // An outage: every write is refused (or rate limited) for a
                 // few batches, as when a provider or the network is down.
-                let fault = if self.shared.chance(0.6) { world::Fault::Refused } else { world::Fault::RateLimited };
+                let fault = if self.shared.chance(0.6) {
+                    world::Fault::Refused
+                } else {
+                    world::Fault::RateLimited
+                };
                 let batches = 1 + self.shared.below(4) as u32;
                 self.shared.count(&format!("outage starts: {fault:?}"));
-                *self.shared.outage.lock().unwrap_or_else(|e| e.into_inner()) = Some((fault, batches));
+                *self.shared.outage.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((fault, batches));
             }
             92..=95 => self.bump_one().await,
             _ => self.sweep().await,
@@ -448,7 +552,9 @@ impl World {
                     self.jobs[i].done = None;
                 }
             }
-            let open: Vec<usize> = (0..self.jobs.len()).filter(|&i| self.jobs[i].done.is_none()).collect();
+            let open: Vec<usize> = (0..self.jobs.len())
+                .filter(|&i| self.jobs[i].done.is_none())
+                .collect();
             if open.is_empty() {
                 break;
             }
@@ -471,11 +577,23 @@ impl World {
                 .copied()
                 .unwrap_or(0);
             match (&job.done, row.as_ref().map(|r| r.state)) {
-                (None, state) => self.shared.violation(format!("I3: {key} never settled (row {state:?})")),
+                (None, state) => self
+                    .shared
+                    .violation(format!("I3: {key} never settled (row {state:?})")),
                 (Some(Final::Succeeded(_)), Some(OperationState::Succeeded)) if effects == 1 => {}
                 (Some(Final::Failed), Some(OperationState::Failed)) if effects == 0 => {}
-                (Some(Final::Unknown), Some(OperationState::Unknown | OperationState::Sending)) => {}
-                (Some(Final::AnswerNotRecorded | Final::Compacted | Final::Succeeded(_) | Final::Failed | Final::Unknown), Some(_)) => {
+                (Some(Final::Unknown), Some(OperationState::Unknown | OperationState::Sending)) => {
+                }
+                (
+                    Some(
+                        Final::AnswerNotRecorded(_)
+                        | Final::Compacted
+                        | Final::Succeeded(_)
+                        | Final::Failed
+                        | Final::Unknown,
+                    ),
+                    Some(_),
+                ) => {
                     // Settled by someone else since (a replay, a late answer,
                     // reconciliation): the row must agree with the provider.
                     let state = row.as_ref().map(|r| r.state);
@@ -494,7 +612,9 @@ impl World {
                         ));
                     }
                 }
-                (done, state) => self.shared.violation(format!("I3: {key} ended {done:?} with row {state:?}")),
+                (done, state) => self
+                    .shared
+                    .violation(format!("I3: {key} ended {done:?} with row {state:?}")),
             }
         }
         self.check_touched().await;
@@ -509,14 +629,18 @@ fn first_attempt(key: &IdempotencyKey) -> IdempotencyKey {
 
 fn exec_out(shared: &Shared, key: &IdempotencyKey, e: &ExecError) -> Out {
     match e {
-        ExecError::AnswerNotRecorded { key: k, .. } if k == key => Out::Final(Final::AnswerNotRecorded),
+        ExecError::AnswerNotRecorded { key: k, error, .. } if k == key => {
+            Out::Final(Final::AnswerNotRecorded(error.is_unavailable()))
+        }
         ExecError::Compacted { key: k, .. } if k == key => Out::Final(Final::Compacted),
         ExecError::OutcomeUnknown { key: k, .. } if k == key => Out::Final(Final::Unknown),
         ExecError::Superseded { by, .. } => Out::Superseded(by.clone()),
         e if e.is_retryable() => Out::Retry,
         ExecError::Store(idem::StoreError::LeaseLost { .. }) => Out::Retry,
         e => {
-            shared.violation(format!("I3: {key} ended with {e} (neither settled nor an unknown naming the key)"));
+            shared.violation(format!(
+                "I3: {key} ended with {e} (neither settled nor an unknown naming the key)"
+            ));
             Out::Retry
         }
     }
@@ -527,12 +651,19 @@ fn stripe_out(shared: &Shared, key: &IdempotencyKey, r: Result<String, idem_stri
     match r {
         Ok(id) => Out::Final(Final::Succeeded(id)),
         Err(E::Api { .. }) => Out::Final(Final::Failed),
-        Err(E::OutcomeUnknown { key: k, .. } | E::NotFound { key: k, .. } | E::Undetermined { key: k, .. } | E::Reconcile { key: k, .. }) if &k == key => {
-            Out::Final(Final::Unknown)
-        }
+        Err(
+            E::OutcomeUnknown { key: k, .. }
+            | E::NotFound { key: k, .. }
+            | E::Undetermined { key: k, .. }
+            | E::Reconcile { key: k, .. },
+        ) if &k == key => Out::Final(Final::Unknown),
         Err(E::NotSent { .. } | E::InFlight { .. }) => Out::Retry,
         Err(E::Superseded { by, .. }) => Out::Superseded(by),
-        Err(E::Store(e)) if e.is_unavailable() || matches!(e, idem::StoreError::LeaseLost { .. }) => Out::Retry,
+        Err(E::Store(e))
+            if e.is_unavailable() || matches!(e, idem::StoreError::LeaseLost { .. }) =>
+        {
+            Out::Retry
+        }
         Err(E::Executor(e)) => exec_out(shared, key, &e),
         Err(e) => {
             shared.violation(format!("I3: {key} ended with {e} ({e:?})"));
@@ -571,23 +702,45 @@ impl Report {
         self.runs += 1;
         self.ops += world.ops;
         self.checks += world.shared.checks.load(Ordering::Relaxed);
-        for (k, v) in world.shared.faults.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (k, v) in world
+            .shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             *self.faults.entry(k.clone()).or_default() += v;
         }
     }
 }
 
-async fn run_world(seed: u64, store: StoreKind, inner: Arc<dyn LedgerStore>, ops: u64, rates: Rates) -> Result<World, String> {
+async fn run_world(
+    seed: u64,
+    store: StoreKind,
+    inner: Arc<dyn LedgerStore>,
+    ops: u64,
+    rates: Rates,
+) -> Result<World, String> {
     let mut world = World::new(seed, inner, rates);
     while world.ops < ops {
         world.step().await;
-        let violations = world.shared.violations.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let violations = world
+            .shared
+            .violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if !violations.is_empty() {
             return Err(failure(seed, store, ops, &violations));
         }
     }
     world.quiesce().await;
-    let violations = world.shared.violations.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let violations = world
+        .shared
+        .violations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     if violations.is_empty() {
         Ok(world)
     } else {
@@ -599,8 +752,16 @@ fn failure(seed: u64, store: StoreKind, ops: u64, violations: &[String]) -> Stri
     let shown: Vec<&String> = violations.iter().take(5).collect();
     format!(
         "simulation seed {seed} ({store:?} store) broke an invariant:\n  {}\nreproduce: IDEM_SIM_SEED={seed} IDEM_SIM_OPS={ops} cargo test -p idem-tests --test sim{}",
-        shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  "),
-        if store == StoreKind::Memory { "" } else { " (real-store runs are not bit-for-bit deterministic)" }
+        shown
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n  "),
+        if store == StoreKind::Memory {
+            ""
+        } else {
+            " (real-store runs are not bit-for-bit deterministic)"
+        }
     )
 }
 
@@ -631,11 +792,20 @@ fn paused_runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn simulation() {
-    let total = env_u64("IDEM_SIM_OPS").unwrap_or(if idem::testing::in_ci() { 100_000 } else { 20_000 });
-    let master = env_u64("IDEM_SIM_SEED").unwrap_or_else(|| {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7)
+    let total = env_u64("IDEM_SIM_OPS").unwrap_or(if idem::testing::in_ci() {
+        100_000
+    } else {
+        20_000
     });
-    println!("simulation: seed {master}, {total} operations (IDEM_SIM_SEED={master} IDEM_SIM_OPS={total} reproduces)");
+    let master = env_u64("IDEM_SIM_SEED").unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7)
+    });
+    println!(
+        "simulation: seed {master}, {total} operations (IDEM_SIM_SEED={master} IDEM_SIM_OPS={total} reproduces)"
+    );
     let started = std::time::Instant::now();
     let mut report = Report::default();
     let mut run = 0u64;
@@ -644,7 +814,13 @@ fn simulation() {
         let ops = RUN_OPS.min(total - report.ops);
         let rt = paused_runtime();
         let world = rt
-            .block_on(run_world(seed, StoreKind::Memory, Arc::new(MemoryStore::new()), ops, RATES))
+            .block_on(run_world(
+                seed,
+                StoreKind::Memory,
+                Arc::new(MemoryStore::new()),
+                ops,
+                RATES,
+            ))
             .unwrap_or_else(|e| panic!("{e}"));
         report.add(&world);
         run += 1;
@@ -652,20 +828,35 @@ fn simulation() {
     let memory_ops = report.ops;
     let memory_secs = started.elapsed().as_secs_f64();
     // A share on the real stores (not paused: their I/O needs real time).
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let (sqlite, _dir) = idem::testing::sqlite_store().await;
         let seed = master.wrapping_add(1_000_003);
-        let world = run_world(seed, StoreKind::Sqlite, Arc::new(sqlite), REAL_OPS, REAL_RATES)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let world = run_world(
+            seed,
+            StoreKind::Sqlite,
+            Arc::new(sqlite),
+            REAL_OPS,
+            REAL_RATES,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         report.add(&world);
         match idem::testing::pg_store("sim").await {
             Some(pg) => {
                 let seed = master.wrapping_add(2_000_003);
-                let world = run_world(seed, StoreKind::Postgres, Arc::new(pg), REAL_OPS, REAL_RATES)
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
+                let world = run_world(
+                    seed,
+                    StoreKind::Postgres,
+                    Arc::new(pg),
+                    REAL_OPS,
+                    REAL_RATES,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
                 report.add(&world);
             }
             None => println!("simulation: PostgreSQL run skipped (no server; required under CI)"),
@@ -695,10 +886,15 @@ const REGRESSION_SEEDS: &[u64] = &[1, 2, 3, 42];
 fn regression_seeds() {
     for &seed in REGRESSION_SEEDS {
         let rt = paused_runtime();
-        rt.block_on(run_world(seed, StoreKind::Memory, Arc::new(MemoryStore::new()), RUN_OPS, RATES))
-            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(run_world(
+            seed,
+            StoreKind::Memory,
+            Arc::new(MemoryStore::new()),
+            RUN_OPS,
+            RATES,
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
 mod scenarios;
-

@@ -59,7 +59,12 @@ async fn state(world: &World, i: usize) -> Option<OperationState> {
 }
 
 /// Every scenario on the in-memory store and on the real stores.
-fn on_each_store(scenario: fn(Arc<dyn LedgerStore>, StoreKind) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) {
+fn on_each_store(
+    scenario: fn(
+        Arc<dyn LedgerStore>,
+        StoreKind,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+) {
     paused_runtime().block_on(scenario(Arc::new(MemoryStore::new()), StoreKind::Memory));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -83,20 +88,42 @@ fn scenario_1_a_failed_resend_keeps_possibly_applied() {
         Box::pin(async move {
             let mut w = World::new(11, store, QUIET);
             let job = w.add_job(Kind::Stripe);
-            script(&w, &[(Site::Provider, Fault::LostResponse), (Site::Provider, Fault::RateLimited), (Site::Provider, Fault::RateLimited)]);
+            script(
+                &w,
+                &[
+                    (Site::Provider, Fault::LostResponse),
+                    (Site::Provider, Fault::RateLimited),
+                    (Site::Provider, Fault::RateLimited),
+                ],
+            );
             w.run_batch(&[job]).await;
             assert_eq!(w.jobs[job].done, Some(Final::Unknown), "{kind:?}");
             w.shared.clock.advance(Duration::from_secs(3600));
-            script(&w, &[(Site::Provider, Fault::Refused), (Site::Provider, Fault::Refused), (Site::Provider, Fault::Refused)]);
+            script(
+                &w,
+                &[
+                    (Site::Provider, Fault::Refused),
+                    (Site::Provider, Fault::Refused),
+                    (Site::Provider, Fault::Refused),
+                ],
+            );
             w.jobs[job].done = None;
             w.run_batch(&[job]).await;
-            assert_eq!(state(&w, job).await, Some(OperationState::Unknown), "{kind:?}: not pending");
+            assert_eq!(
+                state(&w, job).await,
+                Some(OperationState::Unknown),
+                "{kind:?}: not pending"
+            );
             w.shared.clock.advance(Duration::from_secs(25 * 3600));
             w.jobs[job].done = None;
             w.run_batch(&[job]).await;
             w.check_touched().await;
             assert_eq!(effects(&w, job), 1, "{kind:?}: one PaymentIntent");
-            assert!(matches!(w.jobs[job].done, Some(Final::Succeeded(_))), "{kind:?}: found by search: {:?}", w.jobs[job].done);
+            assert!(
+                matches!(w.jobs[job].done, Some(Final::Succeeded(_))),
+                "{kind:?}: found by search: {:?}",
+                w.jobs[job].done
+            );
             assert_eq!(violations(&w), Vec::<String>::new(), "{kind:?}");
         })
     });
@@ -113,16 +140,28 @@ fn scenario_3_a_ledger_blip_after_the_answer_keeps_it() {
             let once = w.add_job(Kind::Twilio);
             script(&w, &[(Site::StoreBefore("complete"), Fault::StoreFail)]);
             w.run_batch(&[once]).await;
-            assert!(matches!(w.jobs[once].done, Some(Final::Succeeded(_))), "{kind:?}: {:?}", w.jobs[once].done);
+            assert!(
+                matches!(w.jobs[once].done, Some(Final::Succeeded(_))),
+                "{kind:?}: {:?}",
+                w.jobs[once].done
+            );
             assert_eq!(state(&w, once).await, Some(OperationState::Succeeded));
             let always = w.add_job(Kind::Twilio);
             script(&w, &[(Site::StoreBefore("complete"), Fault::StoreFail); 5]);
             w.run_batch(&[always]).await;
-            assert_eq!(w.jobs[always].done, Some(Final::AnswerNotRecorded), "{kind:?}");
+            assert_eq!(
+                w.jobs[always].done,
+                Some(Final::AnswerNotRecorded(true)),
+                "{kind:?}"
+            );
             w.shared.clock.advance(Duration::from_secs(300));
             w.jobs[always].done = None;
             w.run_batch(&[always]).await;
-            assert_eq!(w.jobs[always].done, Some(Final::Unknown), "{kind:?}: not resent");
+            assert_eq!(
+                w.jobs[always].done,
+                Some(Final::Unknown),
+                "{kind:?}: not resent"
+            );
             assert_eq!(effects(&w, always), 1, "{kind:?}: one message");
             w.check_touched().await;
             assert_eq!(violations(&w), Vec::<String>::new(), "{kind:?}");
@@ -140,7 +179,11 @@ fn scenario_4_a_late_success_is_kept() {
             let job = w.add_job(Kind::Twilio);
             script(&w, &[(Site::Provider, Fault::LateAnswer)]);
             w.run_batch(&[job]).await;
-            assert!(matches!(w.jobs[job].done, Some(Final::Succeeded(_))), "{kind:?}: {:?}", w.jobs[job].done);
+            assert!(
+                matches!(w.jobs[job].done, Some(Final::Succeeded(_))),
+                "{kind:?}: {:?}",
+                w.jobs[job].done
+            );
             assert_eq!(state(&w, job).await, Some(OperationState::Succeeded));
             // The same with the expiry noticed by a second worker first.
             let other = w.add_job(Kind::Twilio);
@@ -148,7 +191,11 @@ fn scenario_4_a_late_success_is_kept() {
             w.run_batch(&[other, other]).await;
             w.check_touched().await;
             assert_eq!(effects(&w, other), 1, "{kind:?}");
-            assert_eq!(state(&w, other).await, Some(OperationState::Succeeded), "{kind:?}");
+            assert_eq!(
+                state(&w, other).await,
+                Some(OperationState::Succeeded),
+                "{kind:?}"
+            );
             assert_eq!(violations(&w), Vec::<String>::new(), "{kind:?}");
         })
     });
@@ -163,10 +210,17 @@ fn scenario_6_the_sweep_remembers() {
             let mut w = World::new(19, store, QUIET);
             let job = w.add_job(Kind::Twilio);
             w.run_batch(&[job]).await;
-            assert!(matches!(w.jobs[job].done, Some(Final::Succeeded(_))), "{kind:?}");
+            assert!(
+                matches!(w.jobs[job].done, Some(Final::Succeeded(_))),
+                "{kind:?}"
+            );
             w.shared.clock.advance(Duration::from_secs(8 * 86_400));
             let before = w.now() - Duration::from_secs(7 * 86_400);
-            assert_eq!(w.store.purge(before, 100).await.expect("sweep"), 1, "{kind:?}");
+            assert_eq!(
+                w.store.purge(before, 100).await.expect("sweep"),
+                1,
+                "{kind:?}"
+            );
             w.run_batch(&[job]).await;
             w.check_touched().await;
             assert_eq!(effects(&w, job), 1, "{kind:?}: one text");

@@ -72,70 +72,264 @@ macro_rules! t {
 /// The table. A call that matches no row (a lost claim race, a fenced
 /// completion) changes nothing; that is always allowed and not listed.
 pub(crate) const TABLE: &[Transition] = &[
-    t!(None, Event::Begin, "begin", Some(Pending), W,
-        "the key is new"),
-    t!(None, Event::BeginClaimed, "begin_claimed", Some(Sending), W,
-        "the key is new; claims = 1, first_sent_at = now, new lease token"),
-    t!(Some(Pending), Event::Claim { .. }, "claim", Some(Sending), W,
-        "maybe_applied_at unset, or the caller allows unknown; claims + 1; first_sent_at kept or set; new token"),
-    t!(Some(Unknown), Event::Claim { allow_unknown: true }, "claim (pending or unknown)", Some(Sending), W,
-        "the caller decided a resend with the same key is safe (native key inside its window, idempotent verb, or after reconciliation)"),
-    t!(Some(Sending), Event::ExpireLease, "expire_lease", Some(Unknown), R,
-        "lease_expires_at <= now; the token is kept; maybe_applied_at = earliest of (kept, first_sent_at, now)"),
-    t!(Some(Sending), Event::Renew | Event::Checkpoint, "renew, checkpoint", Some(Sending), W,
-        "the token matches"),
-    t!(Some(Sending), Event::CompleteSucceeded, "complete(Succeeded)", Some(Succeeded), W,
-        "the token matches; maybe_applied_at set"),
-    t!(Some(Unknown), Event::CompleteSucceeded, "complete(Succeeded)", Some(Succeeded), W,
-        "the token was kept since the expiry (no newer claim): a late answer"),
-    t!(Some(Pending), Event::CompleteSucceeded, "complete(Succeeded)", Some(Succeeded), W,
-        "the token was kept since a NotApplied resolution (no newer claim): a late answer"),
-    t!(Some(Sending), Event::CompleteFailed, "complete(Failed)", Some(Failed), W,
-        "the token matches"),
-    t!(Some(Unknown), Event::CompleteFailed, "complete(Failed)", Some(Failed), W,
-        "the token was kept since the expiry"),
-    t!(Some(Pending), Event::CompleteFailed, "complete(Failed)", Some(Failed), W,
-        "the token was kept since a NotApplied resolution"),
-    t!(Some(Sending), Event::CompleteUnknown, "complete(Unknown)", Some(Unknown), W,
-        "the token matches; maybe_applied_at set"),
-    t!(Some(Unknown), Event::CompleteUnknown, "complete(Unknown)", Some(Unknown), W,
-        "the token was kept since the expiry"),
-    t!(Some(Sending), Event::CompleteNotSent, "complete(NotSent)", Some(Pending), W,
-        "the token matches; maybe_applied_at unset"),
-    t!(Some(Sending), Event::CompleteNotSent, "complete(NotSent)", Some(Unknown), W,
-        "the token matches; maybe_applied_at set (an earlier attempt may have taken effect)"),
-    t!(Some(Unknown), Event::CompleteNotSent, "complete(NotSent)", Some(Unknown), W,
-        "the token was kept since the expiry (which set maybe_applied_at)"),
-    t!(Some(Unknown), Event::ResolveSucceeded, "resolve(Succeeded)", Some(Succeeded), R,
-        "found at the provider; the token is dropped"),
-    t!(Some(Sending), Event::ResolveSucceeded, "resolve(Succeeded)", Some(Succeeded), R,
-        "the lease expired; found at the provider"),
-    t!(Some(Unknown), Event::ResolveNotApplied, "resolve(NotApplied)", Some(Pending), R,
-        "positive proof of no effect; clears maybe_applied_at; the token is kept"),
-    t!(Some(Sending), Event::ResolveNotApplied, "resolve(NotApplied)", Some(Pending), R,
-        "the lease expired; positive proof of no effect"),
-    t!(Some(Pending), Event::Bump { .. }, "bump", Some(Superseded), O,
-        "superseded_by = the next attempt's key"),
-    t!(Some(Failed), Event::Bump { .. }, "bump", Some(Superseded), O,
-        "superseded_by = the next attempt's key"),
-    t!(Some(Unknown), Event::Bump { .. }, "bump", Some(Superseded), O,
-        "superseded_by = the next attempt's key"),
-    t!(Some(Sending), Event::Bump { .. }, "bump", Some(Superseded), O,
-        "the lease expired"),
-    t!(Some(Succeeded), Event::Bump { force: true }, "bump (force)", Some(Superseded), O,
-        "forced: repeats a completed side effect under the new key"),
-    t!(Some(Succeeded), Event::Purge, "purge", Some(Succeeded), SW,
-        "updated_at < cutoff, not yet compacted: body dropped, compacted_at set"),
-    t!(Some(Failed), Event::Purge, "purge", Some(Failed), SW,
-        "updated_at < cutoff, not yet compacted: body dropped, compacted_at set"),
-    t!(Some(Superseded), Event::Purge, "purge", Some(Superseded), SW,
-        "updated_at < cutoff, not yet compacted: body dropped, compacted_at set"),
-    t!(Some(Succeeded), Event::Forget, "forget", None, FO,
-        "updated_at < cutoff; explicit deletion: a retry of the key sends again"),
-    t!(Some(Failed), Event::Forget, "forget", None, FO,
-        "updated_at < cutoff; explicit deletion"),
-    t!(Some(Superseded), Event::Forget, "forget", None, FO,
-        "updated_at < cutoff; explicit deletion"),
+    t!(
+        None,
+        Event::Begin,
+        "begin",
+        Some(Pending),
+        W,
+        "the key is new"
+    ),
+    t!(
+        None,
+        Event::BeginClaimed,
+        "begin_claimed",
+        Some(Sending),
+        W,
+        "the key is new; claims = 1, first_sent_at = now, new lease token"
+    ),
+    t!(
+        Some(Pending),
+        Event::Claim { .. },
+        "claim",
+        Some(Sending),
+        W,
+        "maybe_applied_at unset, or the caller allows unknown; claims + 1; first_sent_at kept or set; new token"
+    ),
+    t!(
+        Some(Unknown),
+        Event::Claim {
+            allow_unknown: true
+        },
+        "claim (pending or unknown)",
+        Some(Sending),
+        W,
+        "the caller decided a resend with the same key is safe (native key inside its window, idempotent verb, or after reconciliation)"
+    ),
+    t!(
+        Some(Sending),
+        Event::ExpireLease,
+        "expire_lease",
+        Some(Unknown),
+        R,
+        "lease_expires_at <= now; the token is kept; maybe_applied_at = earliest of (kept, first_sent_at, now)"
+    ),
+    t!(
+        Some(Sending),
+        Event::Renew | Event::Checkpoint,
+        "renew, checkpoint",
+        Some(Sending),
+        W,
+        "the token matches"
+    ),
+    t!(
+        Some(Sending),
+        Event::CompleteSucceeded,
+        "complete(Succeeded)",
+        Some(Succeeded),
+        W,
+        "the token matches; maybe_applied_at set"
+    ),
+    t!(
+        Some(Unknown),
+        Event::CompleteSucceeded,
+        "complete(Succeeded)",
+        Some(Succeeded),
+        W,
+        "the token was kept since the expiry (no newer claim): a late answer"
+    ),
+    t!(
+        Some(Pending),
+        Event::CompleteSucceeded,
+        "complete(Succeeded)",
+        Some(Succeeded),
+        W,
+        "the token was kept since a NotApplied resolution (no newer claim): a late answer"
+    ),
+    t!(
+        Some(Sending),
+        Event::CompleteFailed,
+        "complete(Failed)",
+        Some(Failed),
+        W,
+        "the token matches"
+    ),
+    t!(
+        Some(Unknown),
+        Event::CompleteFailed,
+        "complete(Failed)",
+        Some(Failed),
+        W,
+        "the token was kept since the expiry"
+    ),
+    t!(
+        Some(Pending),
+        Event::CompleteFailed,
+        "complete(Failed)",
+        Some(Failed),
+        W,
+        "the token was kept since a NotApplied resolution"
+    ),
+    t!(
+        Some(Sending),
+        Event::CompleteUnknown,
+        "complete(Unknown)",
+        Some(Unknown),
+        W,
+        "the token matches; maybe_applied_at set"
+    ),
+    t!(
+        Some(Unknown),
+        Event::CompleteUnknown,
+        "complete(Unknown)",
+        Some(Unknown),
+        W,
+        "the token was kept since the expiry"
+    ),
+    t!(
+        Some(Sending),
+        Event::CompleteNotSent,
+        "complete(NotSent)",
+        Some(Pending),
+        W,
+        "the token matches; maybe_applied_at unset"
+    ),
+    t!(
+        Some(Sending),
+        Event::CompleteNotSent,
+        "complete(NotSent)",
+        Some(Unknown),
+        W,
+        "the token matches; maybe_applied_at set (an earlier attempt may have taken effect)"
+    ),
+    t!(
+        Some(Unknown),
+        Event::CompleteNotSent,
+        "complete(NotSent)",
+        Some(Unknown),
+        W,
+        "the token was kept since the expiry (which set maybe_applied_at)"
+    ),
+    t!(
+        Some(Unknown),
+        Event::ResolveSucceeded,
+        "resolve(Succeeded)",
+        Some(Succeeded),
+        R,
+        "found at the provider; the token is dropped"
+    ),
+    t!(
+        Some(Sending),
+        Event::ResolveSucceeded,
+        "resolve(Succeeded)",
+        Some(Succeeded),
+        R,
+        "the lease expired; found at the provider"
+    ),
+    t!(
+        Some(Unknown),
+        Event::ResolveNotApplied,
+        "resolve(NotApplied)",
+        Some(Pending),
+        R,
+        "positive proof of no effect; clears maybe_applied_at; the token is kept"
+    ),
+    t!(
+        Some(Sending),
+        Event::ResolveNotApplied,
+        "resolve(NotApplied)",
+        Some(Pending),
+        R,
+        "the lease expired; positive proof of no effect"
+    ),
+    t!(
+        Some(Pending),
+        Event::Bump { .. },
+        "bump",
+        Some(Superseded),
+        O,
+        "superseded_by = the next attempt's key"
+    ),
+    t!(
+        Some(Failed),
+        Event::Bump { .. },
+        "bump",
+        Some(Superseded),
+        O,
+        "superseded_by = the next attempt's key"
+    ),
+    t!(
+        Some(Unknown),
+        Event::Bump { .. },
+        "bump",
+        Some(Superseded),
+        O,
+        "superseded_by = the next attempt's key"
+    ),
+    t!(
+        Some(Sending),
+        Event::Bump { .. },
+        "bump",
+        Some(Superseded),
+        O,
+        "the lease expired"
+    ),
+    t!(
+        Some(Succeeded),
+        Event::Bump { force: true },
+        "bump (force)",
+        Some(Superseded),
+        O,
+        "forced: repeats a completed side effect under the new key"
+    ),
+    t!(
+        Some(Succeeded),
+        Event::Purge,
+        "purge",
+        Some(Succeeded),
+        SW,
+        "updated_at < cutoff, not yet compacted: body dropped, compacted_at set"
+    ),
+    t!(
+        Some(Failed),
+        Event::Purge,
+        "purge",
+        Some(Failed),
+        SW,
+        "updated_at < cutoff, not yet compacted: body dropped, compacted_at set"
+    ),
+    t!(
+        Some(Superseded),
+        Event::Purge,
+        "purge",
+        Some(Superseded),
+        SW,
+        "updated_at < cutoff, not yet compacted: body dropped, compacted_at set"
+    ),
+    t!(
+        Some(Succeeded),
+        Event::Forget,
+        "forget",
+        None,
+        FO,
+        "updated_at < cutoff; explicit deletion: a retry of the key sends again"
+    ),
+    t!(
+        Some(Failed),
+        Event::Forget,
+        "forget",
+        None,
+        FO,
+        "updated_at < cutoff; explicit deletion"
+    ),
+    t!(
+        Some(Superseded),
+        Event::Forget,
+        "forget",
+        None,
+        FO,
+        "updated_at < cutoff; explicit deletion"
+    ),
 ];
 
 /// Checks one observed change (`before` → `after`) made by `event` at `now`.
@@ -162,9 +356,19 @@ pub(crate) fn check(
     let (Some(b), Some(a)) = (before, after) else {
         return Ok(());
     };
-    if (&b.key, &b.provider, &b.operation, &b.fingerprint, b.created_at)
-        != (&a.key, &a.provider, &a.operation, &a.fingerprint, a.created_at)
-    {
+    if (
+        &b.key,
+        &b.provider,
+        &b.operation,
+        &b.fingerprint,
+        b.created_at,
+    ) != (
+        &a.key,
+        &a.provider,
+        &a.operation,
+        &a.fingerprint,
+        a.created_at,
+    ) {
         return Err("identity columns changed".to_owned());
     }
     if b.first_sent_at.is_some() && a.first_sent_at != b.first_sent_at {
@@ -188,7 +392,10 @@ pub(crate) fn check(
             | Event::CompleteUnknown
             | Event::CompleteNotSent
     );
-    if settles_by_worker && matches!(to, Some(Unknown) | Some(Succeeded)) && a.maybe_applied_at.is_none() {
+    if settles_by_worker
+        && matches!(to, Some(Unknown) | Some(Succeeded))
+        && a.maybe_applied_at.is_none()
+    {
         return Err(format!("I2: {to:?} row without maybe_applied_at"));
     }
     if b.compacted_at.is_some() && a.compacted_at != b.compacted_at {
@@ -272,6 +479,13 @@ fn the_adr_states_the_table_the_simulator_checks() {
         let line = adr_line(t);
         assert!(lines.contains(&line.as_str()), "the ADR lacks: {line}");
     }
-    let rows = lines.iter().filter(|l| l.contains("| `") && l.matches(" | ").count() == 4).count();
-    assert_eq!(rows, TABLE.len(), "the ADR's transition table has rows the simulator does not check");
+    let rows = lines
+        .iter()
+        .filter(|l| l.contains("| `") && l.matches(" | ").count() == 4)
+        .count();
+    assert_eq!(
+        rows,
+        TABLE.len(),
+        "the ADR's transition table has rows the simulator does not check"
+    );
 }

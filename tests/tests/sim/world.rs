@@ -11,9 +11,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Extensions;
-use idem::ledger::{
-    Begin, ClaimFrom, Completion, Lease, ListFilter, NewOperation, Resolution,
-};
+use idem::ledger::{Begin, ClaimFrom, Completion, Lease, ListFilter, NewOperation, Resolution};
 use idem::{Clock, IdempotencyKey, LedgerStore, ManualClock, Operation, StoreError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -50,6 +48,9 @@ pub(crate) enum Fault {
     StoreAckLost,
     /// The worker crashes at this await point.
     Crash,
+    /// The worker stalls here (a paused VM, a GC pause): the clock moves
+    /// past its lease before the statement runs or returns.
+    Stall,
     /// A real connection refused (nothing reaches the provider).
     Refused,
     /// 429 with no effect.
@@ -82,6 +83,10 @@ pub(crate) struct WorkerCtx {
     pub(crate) crash: Notify,
     /// Definitive answers (2xx or a 4xx rejection) delivered to it.
     pub(crate) answers: Mutex<Vec<(u16, Option<String>)>>,
+    /// Injected failures of its completion writes.
+    pub(crate) failed_completions: AtomicU64,
+    /// The row's claim count right after this worker's own claim.
+    pub(crate) claimed_as: AtomicU64,
 }
 
 impl WorkerCtx {
@@ -91,6 +96,8 @@ impl WorkerCtx {
             crashed: AtomicBool::new(false),
             crash: Notify::new(),
             answers: Mutex::new(Vec::new()),
+            failed_completions: AtomicU64::new(0),
+            claimed_as: AtomicU64::new(0),
         })
     }
 }
@@ -137,7 +144,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(seed: u64, clock: Arc<ManualClock>, rates: Rates, lease: Duration) -> Arc<Self> {
+    pub(crate) fn new(
+        seed: u64,
+        clock: Arc<ManualClock>,
+        rates: Rates,
+        lease: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             clock,
@@ -246,8 +258,13 @@ pub(crate) struct FaultStore {
     serial: Arc<tokio::sync::Mutex<()>>,
 }
 
-const STORE_FAULTS: &[Fault] = &[Fault::StoreFail, Fault::StoreFail, Fault::Crash];
-const AFTER_FAULTS: &[Fault] = &[Fault::StoreAckLost, Fault::Crash];
+const STORE_FAULTS: &[Fault] = &[
+    Fault::StoreFail,
+    Fault::StoreFail,
+    Fault::Crash,
+    Fault::Stall,
+];
+const AFTER_FAULTS: &[Fault] = &[Fault::StoreAckLost, Fault::Crash, Fault::Stall];
 
 fn unavailable(what: &str) -> StoreError {
     StoreError::Unavailable {
@@ -274,12 +291,39 @@ impl FaultStore {
                 }
                 None => Err(unavailable(what)),
             },
-            Some(_) => Err(unavailable(what)),
+            Some(Fault::Stall) => {
+                self.stall().await;
+                Ok(())
+            }
+            Some(_) => {
+                self.failed_write(what);
+                Err(unavailable(what))
+            }
             None => Ok(()),
         }
     }
 
-    async fn after<T>(&self, what: &'static str, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    async fn stall(&self) {
+        self.shared
+            .clock
+            .advance(self.shared.lease + Duration::from_secs(1));
+        tokio::task::yield_now().await;
+    }
+
+    /// Counts an injected failure of the completion write for the worker.
+    fn failed_write(&self, what: &str) {
+        if what == "complete" {
+            if let Some(ctx) = current_worker() {
+                ctx.failed_completions.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    async fn after<T>(
+        &self,
+        what: &'static str,
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         match self.shared.fault(Site::StoreAfter(what), AFTER_FAULTS) {
             Some(Fault::Crash) => match current_worker() {
                 Some(ctx) => {
@@ -288,18 +332,34 @@ impl FaultStore {
                 }
                 None => Err(unavailable(what)),
             },
-            Some(_) => Err(unavailable(what)),
+            Some(Fault::Stall) => {
+                self.stall().await;
+                result
+            }
+            Some(_) => {
+                self.failed_write(what);
+                Err(unavailable(what))
+            }
             None => result,
         }
     }
 
-    fn observe(&self, event: Event, before: Option<&Operation>, after: Option<&Operation>, now: SystemTime) {
+    fn observe(
+        &self,
+        event: Event,
+        before: Option<&Operation>,
+        after: Option<&Operation>,
+        now: SystemTime,
+    ) {
         self.shared.checked();
         if let Some(op) = before.or(after) {
             lock(&self.shared.touched).insert(op.key.as_str().to_owned());
         }
         if let Err(e) = table::check(event, before, after, now) {
-            let key = before.or(after).map(|o| o.key.to_string()).unwrap_or_default();
+            let key = before
+                .or(after)
+                .map(|o| o.key.to_string())
+                .unwrap_or_default();
             self.shared.violation(format!(
                 "{e} (key {key}; before {before:?}; after {after:?})"
             ));
@@ -324,7 +384,15 @@ impl FaultStore {
             let before = self.inner.get(key).await.ok().flatten();
             let result = call.await;
             let after = self.inner.get(key).await.ok().flatten();
-            self.observe(event(&result), before.as_ref(), after.as_ref(), now);
+            let event = event(&result);
+            if let (Event::Claim { .. } | Event::BeginClaimed, Some(a), Some(ctx)) =
+                (event, after.as_ref(), current_worker())
+            {
+                if before.as_ref() != Some(a) && a.state == idem::OperationState::Sending {
+                    ctx.claimed_as.store(u64::from(a.claims), Ordering::SeqCst);
+                }
+            }
+            self.observe(event, before.as_ref(), after.as_ref(), now);
             result
         };
         self.after(what, result).await
@@ -378,8 +446,14 @@ fn completion_event(c: &Completion) -> Event {
 #[async_trait]
 impl LedgerStore for FaultStore {
     async fn begin(&self, op: &NewOperation, now: SystemTime) -> Result<Operation, StoreError> {
-        self.one("begin", &op.key, now, |_| Event::Begin, self.inner.begin(op, now))
-            .await
+        self.one(
+            "begin",
+            &op.key,
+            now,
+            |_| Event::Begin,
+            self.inner.begin(op, now),
+        )
+        .await
     }
 
     async fn begin_claimed(
@@ -422,12 +496,27 @@ impl LedgerStore for FaultStore {
         .await
     }
 
-    async fn expire_lease(&self, key: &IdempotencyKey, now: SystemTime) -> Result<bool, StoreError> {
-        self.one("expire_lease", key, now, |_| Event::ExpireLease, self.inner.expire_lease(key, now))
-            .await
+    async fn expire_lease(
+        &self,
+        key: &IdempotencyKey,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        self.one(
+            "expire_lease",
+            key,
+            now,
+            |_| Event::ExpireLease,
+            self.inner.expire_lease(key, now),
+        )
+        .await
     }
 
-    async fn checkpoint(&self, lease: &Lease, value: &str, now: SystemTime) -> Result<(), StoreError> {
+    async fn checkpoint(
+        &self,
+        lease: &Lease,
+        value: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
         self.one(
             "checkpoint",
             &lease.key,
@@ -438,9 +527,20 @@ impl LedgerStore for FaultStore {
         .await
     }
 
-    async fn renew(&self, lease: &Lease, lease_for: Duration, now: SystemTime) -> Result<Lease, StoreError> {
-        self.one("renew", &lease.key, now, |_| Event::Renew, self.inner.renew(lease, lease_for, now))
-            .await
+    async fn renew(
+        &self,
+        lease: &Lease,
+        lease_for: Duration,
+        now: SystemTime,
+    ) -> Result<Lease, StoreError> {
+        self.one(
+            "renew",
+            &lease.key,
+            now,
+            |_| Event::Renew,
+            self.inner.renew(lease, lease_for, now),
+        )
+        .await
     }
 
     async fn complete(
@@ -470,13 +570,30 @@ impl LedgerStore for FaultStore {
             Resolution::Succeeded { .. } => Event::ResolveSucceeded,
             _ => Event::ResolveNotApplied,
         };
-        self.one("resolve", key, now, |_| event, self.inner.resolve(key, resolution, now))
-            .await
+        self.one(
+            "resolve",
+            key,
+            now,
+            |_| event,
+            self.inner.resolve(key, resolution, now),
+        )
+        .await
     }
 
-    async fn bump(&self, key: &IdempotencyKey, force: bool, now: SystemTime) -> Result<IdempotencyKey, StoreError> {
-        self.one("bump", key, now, |_| Event::Bump { force }, self.inner.bump(key, force, now))
-            .await
+    async fn bump(
+        &self,
+        key: &IdempotencyKey,
+        force: bool,
+        now: SystemTime,
+    ) -> Result<IdempotencyKey, StoreError> {
+        self.one(
+            "bump",
+            key,
+            now,
+            |_| Event::Bump { force },
+            self.inner.bump(key, force, now),
+        )
+        .await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Operation>, StoreError> {
@@ -493,8 +610,13 @@ impl LedgerStore for FaultStore {
 
     async fn forget(&self, before: SystemTime, batch: u32) -> Result<u64, StoreError> {
         let now = self.shared.now();
-        self.many("forget", Event::Forget, now, self.inner.forget(before, batch))
-            .await
+        self.many(
+            "forget",
+            Event::Forget,
+            now,
+            self.inner.forget(before, batch),
+        )
+        .await
     }
 }
 
@@ -519,7 +641,11 @@ fn refused_error() -> reqwest::Error {
             .enable_all()
             .build()
             .expect("helper runtime");
-        (rt, reqwest::Client::new(), format!("http://127.0.0.1:{port}/"))
+        (
+            rt,
+            reqwest::Client::new(),
+            format!("http://127.0.0.1:{port}/"),
+        )
     });
     let sends: Vec<_> = (0..256).map(|_| client.post(url.as_str()).send()).collect();
     let batch = rt.spawn(futures::future::join_all(sends));
@@ -663,7 +789,10 @@ impl SimProviders {
             || form.get("To").is_some_and(|t| t.ends_with("0013"));
         let (status, body) = if host == "stripe.sim" {
             if reject {
-                (400, json!({"error": {"type": "invalid_request_error", "code": "parameter_invalid_integer", "message": "Invalid amount."}}))
+                (
+                    400,
+                    json!({"error": {"type": "invalid_request_error", "code": "parameter_invalid_integer", "message": "Invalid amount."}}),
+                )
             } else {
                 let id = format!("pi_sim{n:08}");
                 let pi = json!({
@@ -679,7 +808,10 @@ impl SimProviders {
                 (200, pi)
             }
         } else if reject {
-            (400, json!({"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}))
+            (
+                400,
+                json!({"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}),
+            )
         } else {
             let message = json!({
                 "sid": format!("SM{n:032x}"), "status": "queued",
@@ -693,8 +825,13 @@ impl SimProviders {
             let count = truth.effects.entry(key.to_owned()).or_default();
             *count += 1;
             if *count > 1 {
-                let what = if host == "stripe.sim" { "PaymentIntent" } else { "message" };
-                self.shared.violation(format!("I1: a second {what} for key {key}"));
+                let what = if host == "stripe.sim" {
+                    "PaymentIntent"
+                } else {
+                    "message"
+                };
+                self.shared
+                    .violation(format!("I1: a second {what} for key {key}"));
             }
             let lag = Duration::from_millis(self.shared.below(90_000));
             truth
@@ -757,7 +894,10 @@ impl Middleware for SimProviders {
             // I1, Stripe: nothing is sent after the key window for a key that
             // may have taken effect, unless reconciliation settled it.
             if let Ok(Some(row)) = self.inner.get(&key.parse().expect("a key")).await {
-                if row.maybe_applied_at.is_some_and(|t| now >= t + STRIPE_WINDOW) {
+                if row
+                    .maybe_applied_at
+                    .is_some_and(|t| now >= t + STRIPE_WINDOW)
+                {
                     self.shared.violation(format!(
                         "I1: a Stripe request for {key} was sent after the 24 h window of an attempt that may have taken effect"
                     ));
@@ -780,7 +920,10 @@ impl Middleware for SimProviders {
                 }
                 None => {
                     let (status, body) = if fault == Some(Fault::ServerError) {
-                        (500, json!({"error": {"type": "api_error", "message": "An unknown error occurred."}}))
+                        (
+                            500,
+                            json!({"error": {"type": "api_error", "message": "An unknown error occurred."}}),
+                        )
                     } else {
                         self.apply(&host, &key, &form)
                     };
@@ -792,16 +935,23 @@ impl Middleware for SimProviders {
                 }
             }
         } else if fault == Some(Fault::ServerError) {
-            (500, json!({"code": 20500, "message": "Internal Server Error", "status": 500}))
+            (
+                500,
+                json!({"code": 20500, "message": "Internal Server Error", "status": 500}),
+            )
         } else {
             self.apply(&host, &key, &form)
         };
         match fault {
             Some(Fault::LostResponse) => {
-                return Err(reqwest_middleware::Error::middleware(Wire("connection reset by peer")));
+                return Err(reqwest_middleware::Error::middleware(Wire(
+                    "connection reset by peer",
+                )));
             }
             Some(Fault::Truncated) => {
-                return Err(reqwest_middleware::Error::middleware(Wire("response body broke off")));
+                return Err(reqwest_middleware::Error::middleware(Wire(
+                    "response body broke off",
+                )));
             }
             Some(Fault::CrashAfterEffect) => {
                 if let Some(ctx) = &ctx {
@@ -809,7 +959,9 @@ impl Middleware for SimProviders {
                 }
             }
             Some(Fault::LateAnswer) => {
-                self.shared.clock.advance(self.shared.lease + Duration::from_secs(1));
+                self.shared
+                    .clock
+                    .advance(self.shared.lease + Duration::from_secs(1));
                 tokio::task::yield_now().await;
             }
             Some(Fault::Interleave) => {
@@ -819,7 +971,8 @@ impl Middleware for SimProviders {
             }
             _ => {}
         }
-        let definitive = (200..300).contains(&status) || (400..500).contains(&status) && status != 429;
+        let definitive =
+            (200..300).contains(&status) || (400..500).contains(&status) && status != 429;
         if definitive {
             if let Some(ctx) = &ctx {
                 let id = body
