@@ -59,12 +59,10 @@ async fn state(world: &World, i: usize) -> Option<OperationState> {
 }
 
 /// Every scenario on the in-memory store and on the real stores.
-fn on_each_store(
-    scenario: fn(
-        Arc<dyn LedgerStore>,
-        StoreKind,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
-) {
+type Scenario =
+    fn(Arc<dyn LedgerStore>, StoreKind) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+fn on_each_store(scenario: Scenario) {
     paused_runtime().block_on(scenario(Arc::new(MemoryStore::new()), StoreKind::Memory));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
