@@ -882,8 +882,9 @@ fn simulation() {
 /// reverted one at a time, seed 1 catches: `COMPLETE` downgrading to pending
 /// (I2), `EXPIRE` dropping the token (I4, late answer), `purge` deleting
 /// (transition table), no completion-write retry (I4); seed 2 catches a
-/// definitive answer surfaced as a plain store error (I4).
-const REGRESSION_SEEDS: &[u64] = &[1, 2, 3, 42];
+/// definitive answer surfaced as a plain store error (I4); seed 5 catches
+/// Stripe reconciliation reading "no object found" as "not applied" (I2).
+const REGRESSION_SEEDS: &[u64] = &[1, 2, 5, 42];
 
 #[test]
 fn regression_seeds() {
