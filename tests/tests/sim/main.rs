@@ -902,3 +902,39 @@ fn regression_seeds() {
 }
 
 mod scenarios;
+
+/// A seed replays exactly on `MemoryStore`: the same faults, the same checks.
+#[test]
+fn a_seed_replays_exactly() {
+    let once = || {
+        let world = paused_runtime()
+            .block_on(run_world(
+                77,
+                StoreKind::Memory,
+                Arc::new(MemoryStore::new()),
+                1_000,
+                RATES,
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let faults = world
+            .shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let truth = world
+            .shared
+            .truth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .effects
+            .clone();
+        (
+            world.ops,
+            world.shared.checks.load(Ordering::Relaxed),
+            faults,
+            truth,
+        )
+    };
+    assert_eq!(once(), once());
+}
