@@ -1,7 +1,7 @@
 //! One conformance suite for every ledger store. Each case is a function over
 //! `Arc<dyn LedgerStore>`; the macro at the bottom runs every case against
-//! SQLite and against PostgreSQL (which skips loudly outside CI when no
-//! server is reachable, and fails under CI).
+//! SQLite, against PostgreSQL (which skips loudly outside CI when no
+//! server is reachable, and fails under CI) and against the in-memory store.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -789,6 +789,14 @@ macro_rules! conformance {
                 async fn $case() {
                     let Some(store) = idem::testing::pg_store(stringify!($case)).await else { return };
                     super::$case(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(std::sync::Arc::new(idem::ledger::MemoryStore::new())).await;
                 }
             )*
         }

@@ -11,9 +11,10 @@
 //! any of pending/failed/unknown ──operator bump──▶ superseded  (v<n+1> starts as pending)
 //! ```
 //!
-//! Two stores implement [`LedgerStore`]: [`SqliteStore`] (embedded default)
-//! and [`PgStore`] (many workers on many machines). Both run the same
-//! conformance suite.
+//! Two stores implement [`LedgerStore`] for production: [`SqliteStore`]
+//! (embedded default) and [`PgStore`] (many workers on many machines).
+//! [`MemoryStore`] keeps the same semantics in memory, for fast tests. All
+//! three run the same conformance suite.
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,6 +27,7 @@ use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
 use crate::key::IdempotencyKey;
 
+mod memory;
 pub(crate) mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -34,6 +36,8 @@ mod sql;
 mod sqlite;
 
 pub(crate) use sql::provider_id_of;
+
+pub use memory::MemoryStore;
 
 #[cfg(feature = "postgres")]
 pub use postgres::PgStore;
