@@ -345,7 +345,7 @@ dylint_step() {
         fi
         if [[ $rc -ne 0 ]] && ((${#missing[@]} == 0)) \
             && grep -q 'http_call_outside_adapter\|http_client_leak' "$LOGS/dy-$name"; then
-            ok "dylint rejects $name: $(grep -c '^error: \(direct HTTP call\|HTTP client value\|`.*` hands out\)' "$LOGS/dy-$name") diagnostics"
+            ok "dylint rejects $name: $(grep -c '^error: \(direct HTTP call\|HTTP client value\|`.*` hands out\|`pub use` re-exports\)' "$LOGS/dy-$name") diagnostics"
         else
             grep -E -A8 '^error' "$LOGS/dy-$name" | head -40 | sed 's/^/    | /'
             printf '    | missing: %s\n' "${missing[@]}"
@@ -362,7 +362,7 @@ dylint_step() {
     rc=$?
     if [[ $rc -eq 124 ]]; then
         skip "the dylint check of leaky-adapter's worker ran out of time (budget ${DYLINT_BUDGET}s)"; return
-    elif [[ $rc -ne 0 ]] && grep -q '^error: HTTP client value of type `reqwest::Client`' "$LOGS/dy-leaky-worker" \
+    elif [[ $rc -ne 0 ]] && grep -q '^error: HTTP client value of type `\([a-z_]*::\)\?reqwest::Client`' "$LOGS/dy-leaky-worker" \
         && grep -q 'worker/src/lib.rs:13:' "$LOGS/dy-leaky-worker" \
         && ! grep -q 'hands out' "$LOGS/dy-leaky-worker"; then
         ok "dylint rejects the leaked client in leaky-adapter's worker (oneshot through an allowed crate)"
