@@ -629,8 +629,8 @@ fn first_attempt(key: &IdempotencyKey) -> IdempotencyKey {
 
 fn exec_out(shared: &Shared, key: &IdempotencyKey, e: &ExecError) -> Out {
     match e {
-        ExecError::AnswerNotRecorded { key: k, error, .. } if k == key => {
-            Out::Final(Final::AnswerNotRecorded(error.is_unavailable()))
+        ExecError::AnswerNotRecorded { key: k, answer } if k == key => {
+            Out::Final(Final::AnswerNotRecorded(answer.error.is_unavailable()))
         }
         ExecError::Compacted { key: k, .. } if k == key => Out::Final(Final::Compacted),
         ExecError::OutcomeUnknown { key: k, .. } if k == key => Out::Final(Final::Unknown),
