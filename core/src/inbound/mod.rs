@@ -917,11 +917,16 @@ fn same_request(stored: &Fingerprint, now: &Fingerprint) -> bool {
 /// The lease time left, rounded up to whole seconds, at least 1: with the
 /// heartbeat, at most the lease, and the key is free by then if its holder
 /// died.
-fn retry_after(record: &InboundRecord, now: SystemTime) -> Duration {
+///
+/// `now` was read before the record, so a heartbeat that renewed the lease in
+/// between can make the time left look longer than the lease: it is clamped
+/// to `lease`.
+fn retry_after(record: &InboundRecord, now: SystemTime, lease: Duration) -> Duration {
     let left = record
         .lease_expires_at
         .and_then(|t| t.duration_since(now).ok())
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .min(lease);
     let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
     Duration::from_secs(secs.max(1))
 }
@@ -1047,7 +1052,7 @@ where
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             let r = Problem::new(ProblemKind::InFlight {
-                retry_after: retry_after(&record, now),
+                retry_after: retry_after(&record, now, config.lease),
             })
             .key(key)
             .expires(record.replay_until)
