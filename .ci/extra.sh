@@ -8,6 +8,7 @@
 #    default seeds, inside `cargo test --workspace`. Here they run again with a second fixed
 #    seed set (more schedules, other kill points; printed, so any failure can be repeated) and
 #    with --nocapture, so their figures appear in the CI log:
+#      sim/             the deterministic simulator: 100,000 operations, second seed (issue 13)
 #      chaos.rs         600 fault schedules over the Stripe and Twilio adapters (fault proxy)
 #      crash_loop.rs    a worker SIGKILLed 120 times over a shared SQLite ledger
 #      many_workers.rs  8 worker processes racing over 1,000 jobs on PostgreSQL
@@ -50,7 +51,7 @@ suite() {
     local t=$SECONDS
     say "suite $name${*:+ ($*)}"
     if env "$@" cargo test -q -p idem-tests --test "$name" -- --nocapture >"$LOGS/$name" 2>&1; then
-        grep -E '^\.?(seed:|stripe chaos:|twilio chaos:|crash loop:|many workers:|worker [0-9]+:|orders:|deployments:|test result:)' \
+        grep -E '^\.*(seed:|simulation:|  [^ ].* [0-9]+$|stripe chaos:|twilio chaos:|crash loop:|many workers:|worker [0-9]+:|orders:|deployments:|test result:)' \
             "$LOGS/$name" | sed 's/^/    | /'
         ok "suite $name in $((SECONDS - t))s"
     else
@@ -63,6 +64,7 @@ if [[ ${IDEM_SKIP_SUITES:-0} != 1 ]]; then
     say "building the idem-tests suites"
     if cargo test -q -p idem-tests --no-run >"$LOGS/build" 2>&1; then
         ok "built"
+        suite sim IDEM_SIM_SEED="$SEED" IDEM_SIM_OPS=100000
         suite chaos IDEM_CHAOS_SEED="$SEED"
         suite crash_loop IDEM_CRASH_SEED="$SEED"
         suite many_workers
