@@ -96,3 +96,31 @@ pub async fn pg_store(test: &str) -> Option<PgStore> {
             .expect("connect to the PostgreSQL test database"),
     )
 }
+
+/// The SQL text of the ledger's fresh-key path, exactly as the SQL stores
+/// run it, for benchmarks that measure the database's own floor (a driver
+/// running the same statements) beside the store. Placeholders are `$1`..;
+/// see each constant for their meaning.
+pub mod statements {
+    /// `begin_claimed` on a new key: `$1` key, `$2` provider, `$3` operation,
+    /// `$4` fingerprint, `$5` lease token, `$6` lease expiry (ms), `$7` now
+    /// (ms). Returns the row.
+    pub fn begin_claimed() -> String {
+        format!(
+            "{} RETURNING {}",
+            crate::ledger::sql::INSERT_CLAIMED,
+            crate::ledger::sql::COLUMNS
+        )
+    }
+
+    /// `complete`: `$1` key, `$2` lease token, `$3` state, `$4` status,
+    /// `$5` body, `$6` note, `$7` now (ms), `$8` provider id. Returns the
+    /// row.
+    pub fn complete() -> String {
+        format!(
+            "{} RETURNING {}",
+            crate::ledger::sql::COMPLETE,
+            crate::ledger::sql::COLUMNS
+        )
+    }
+}

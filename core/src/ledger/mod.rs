@@ -31,9 +31,11 @@ mod memory;
 pub(crate) mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
-mod sql;
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_writer;
 
 pub(crate) use sql::provider_id_of;
 

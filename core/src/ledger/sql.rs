@@ -232,8 +232,68 @@ pub(crate) fn check_same_request(
     }
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
+}
+
+/// One row of [`COLUMNS`] as the database returns it, before validation.
+/// Each driver fills it from its own row type ([`decode_row`] for sqlx, the
+/// SQLite writer for rusqlite); [`RawRow::into_operation`] checks it once.
+pub(crate) struct RawRow {
+    pub(crate) key: String,
+    pub(crate) provider: String,
+    pub(crate) operation: String,
+    pub(crate) fingerprint: String,
+    pub(crate) state: String,
+    pub(crate) claims: i64,
+    pub(crate) lease_expires_at: Option<i64>,
+    pub(crate) first_sent_at: Option<i64>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) response_status: Option<i64>,
+    pub(crate) response_body: Option<Vec<u8>>,
+    pub(crate) note: Option<String>,
+    pub(crate) checkpoint: Option<String>,
+    pub(crate) superseded_by: Option<String>,
+    pub(crate) maybe_applied_at: Option<i64>,
+    pub(crate) provider_id: Option<String>,
+    pub(crate) compacted_at: Option<i64>,
+}
+
+impl RawRow {
+    /// Validates the row: a stored key, state or status that does not parse
+    /// is [`StoreError::Corrupt`].
+    pub(crate) fn into_operation(self) -> Result<Operation, StoreError> {
+        let key: IdempotencyKey = self.key.parse().map_err(corrupt)?;
+        let superseded_by = match self.superseded_by {
+            Some(k) => Some(k.parse().map_err(corrupt)?),
+            None => None,
+        };
+        let response_status = match self.response_status {
+            Some(s) => Some(u16::try_from(s).map_err(corrupt)?),
+            None => None,
+        };
+        Ok(Operation {
+            key,
+            provider: self.provider,
+            operation: self.operation,
+            fingerprint: Fingerprint::from_stored(self.fingerprint),
+            state: self.state.parse()?,
+            claims: u32::try_from(self.claims).unwrap_or(u32::MAX),
+            lease_expires_at: self.lease_expires_at.map(from_millis),
+            first_sent_at: self.first_sent_at.map(from_millis),
+            created_at: from_millis(self.created_at),
+            updated_at: from_millis(self.updated_at),
+            response_status,
+            response_body: self.response_body.map(Bytes::from),
+            note: self.note,
+            checkpoint: self.checkpoint,
+            superseded_by,
+            maybe_applied_at: self.maybe_applied_at.map(from_millis),
+            provider_id: self.provider_id,
+            compacted_at: self.compacted_at.map(from_millis),
+        })
+    }
 }
 
 /// Reads one row of [`COLUMNS`].
@@ -247,46 +307,41 @@ where
 {
     let text = |col: &str| row.try_get::<String, _>(col).map_err(corrupt);
     let opt_text = |col: &str| row.try_get::<Option<String>, _>(col).map_err(corrupt);
+    let int = |col: &str| row.try_get::<i64, _>(col).map_err(corrupt);
     let opt_int = |col: &str| row.try_get::<Option<i64>, _>(col).map_err(corrupt);
-    let key: IdempotencyKey = text("key")?.parse().map_err(corrupt)?;
-    let superseded_by = match opt_text("superseded_by")? {
-        Some(k) => Some(k.parse().map_err(corrupt)?),
-        None => None,
-    };
-    let status = match opt_int("response_status")? {
-        Some(s) => Some(u16::try_from(s).map_err(corrupt)?),
-        None => None,
-    };
-    let claims: i64 = row.try_get("claims").map_err(corrupt)?;
-    Ok(Operation {
-        key,
+    RawRow {
+        key: text("key")?,
         provider: text("provider")?,
         operation: text("operation")?,
-        fingerprint: Fingerprint::from_stored(text("fingerprint")?),
-        state: text("state")?.parse()?,
-        claims: u32::try_from(claims).unwrap_or(u32::MAX),
-        lease_expires_at: opt_int("lease_expires_at")?.map(from_millis),
-        first_sent_at: opt_int("first_sent_at")?.map(from_millis),
-        created_at: from_millis(row.try_get("created_at").map_err(corrupt)?),
-        updated_at: from_millis(row.try_get("updated_at").map_err(corrupt)?),
-        response_status: status,
+        fingerprint: text("fingerprint")?,
+        state: text("state")?,
+        claims: int("claims")?,
+        lease_expires_at: opt_int("lease_expires_at")?,
+        first_sent_at: opt_int("first_sent_at")?,
+        created_at: int("created_at")?,
+        updated_at: int("updated_at")?,
+        response_status: opt_int("response_status")?,
         response_body: row
             .try_get::<Option<Vec<u8>>, _>("response_body")
-            .map_err(corrupt)?
-            .map(Bytes::from),
+            .map_err(corrupt)?,
         note: opt_text("note")?,
         checkpoint: opt_text("checkpoint")?,
-        superseded_by,
-        maybe_applied_at: opt_int("maybe_applied_at")?.map(from_millis),
+        superseded_by: opt_text("superseded_by")?,
+        maybe_applied_at: opt_int("maybe_applied_at")?,
         provider_id: opt_text("provider_id")?,
-        compacted_at: opt_int("compacted_at")?.map(from_millis),
-    })
+        compacted_at: opt_int("compacted_at")?,
+    }
+    .into_operation()
 }
 
 /// Writes the [`LedgerStore`](super::LedgerStore) impl and the shared
 /// inherent methods for one sqlx backend.
+///
+/// With a fourth argument, the name of an `Option<SqliteWriter>` field, the
+/// hot methods (`begin_claimed`, `claim`, `renew`, `complete`) go through
+/// that writer when it is set (see `sqlite_writer`).
 macro_rules! impl_sql_store {
-    ($store:ident, $db:ty, $conn:ty) => {
+    ($store:ident, $db:ty, $conn:ty $(, $fast:ident)?) => {
         impl $store {
             /// Begins an operation on a connection the caller controls, for
             /// example inside the application's own transaction, so the
@@ -375,6 +430,9 @@ macro_rules! impl_sql_store {
                 lease_for: ::std::time::Duration,
                 now: ::std::time::SystemTime,
             ) -> Result<$crate::ledger::Begin, $crate::error::StoreError> {
+                $(if let Some(writer) = &self.$fast {
+                    return writer.begin_claimed(op, lease_for, now).await;
+                })?
                 let token = ::uuid::Uuid::new_v4().to_string();
                 let expires_at = now + lease_for;
                 let text = format!(
@@ -446,6 +504,9 @@ macro_rules! impl_sql_store {
                 lease_for: ::std::time::Duration,
                 now: ::std::time::SystemTime,
             ) -> Result<Option<$crate::ledger::Lease>, $crate::error::StoreError> {
+                $(if let Some(writer) = &self.$fast {
+                    return writer.claim(key, from, lease_for, now).await;
+                })?
                 let token = ::uuid::Uuid::new_v4().to_string();
                 let expires_at = now + lease_for;
                 let allow_unknown = matches!(from, $crate::ledger::ClaimFrom::PendingOrUnknown);
@@ -508,6 +569,9 @@ macro_rules! impl_sql_store {
                 completion: &$crate::ledger::Completion,
                 now: ::std::time::SystemTime,
             ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
+                $(if let Some(writer) = &self.$fast {
+                    return writer.complete(lease, completion, now).await;
+                })?
                 let v = $crate::ledger::sql::completion_values(completion);
                 let text = format!(
                     "{} RETURNING {}",
@@ -623,6 +687,9 @@ macro_rules! impl_sql_store {
                 lease_for: ::std::time::Duration,
                 now: ::std::time::SystemTime,
             ) -> Result<$crate::ledger::Lease, $crate::error::StoreError> {
+                $(if let Some(writer) = &self.$fast {
+                    return writer.renew(lease, lease_for, now).await;
+                })?
                 let expires_at = now + lease_for;
                 let done = ::sqlx::query($crate::ledger::sql::RENEW)
                     .bind(lease.key.as_str())

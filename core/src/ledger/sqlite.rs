@@ -31,7 +31,11 @@ use sqlx::sqlite::{
 };
 
 use super::migrate::{self, Migration};
+use super::sqlite_writer::SqliteWriter;
 use crate::error::StoreError;
+
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A [`LedgerStore`](super::LedgerStore) on SQLite.
 ///
@@ -46,6 +50,9 @@ use crate::error::StoreError;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// The hot path's writer connection (see `sqlite_writer`); `None` for a
+    /// wrapped pool or an in-memory database, which stay on sqlx alone.
+    writer: Option<SqliteWriter>,
 }
 
 impl SqliteStore {
@@ -94,15 +101,33 @@ impl SqliteStore {
         // it here is what respects the caller's choice.
         let options = options
             .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A local file's connection does not go stale; sqlx's ping before
+            // every acquisition is a round trip to the connection's thread.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let store = Self { pool };
+        let mut store = Self { pool, writer: None };
         store.migrate().await?;
         let level = store.synchronous().await?;
+        // The file SQLite itself opened; empty for an in-memory database,
+        // which another connection could not share.
+        let file: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(&store.pool)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        if !file.is_empty() {
+            store.writer = Some(SqliteWriter::open(
+                &store.pool,
+                Path::new(&file),
+                level,
+                BUSY_TIMEOUT,
+            )?);
+        }
         if level < 2 {
             tracing::warn!(
                 synchronous = level,
@@ -131,7 +156,7 @@ impl SqliteStore {
     /// decide durability: build it with `journal_mode(Wal)` and
     /// `synchronous(SqliteSynchronous::Full)` (see the module docs).
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self { pool, writer: None }
     }
 
     /// The underlying pool.
@@ -161,4 +186,4 @@ impl SqliteStore {
     }
 }
 
-super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, SqliteConnection);
+super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, SqliteConnection, writer);
