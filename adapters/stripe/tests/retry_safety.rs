@@ -14,6 +14,36 @@ use idem_stripe::{
 use idem_testkit::{FakeStripe, Fault};
 
 #[tokio::test]
+async fn reset_connections_before_and_after_the_charge_are_retried_with_the_key_and_charge_once() {
+    let fake = FakeStripe::start().await;
+    let (store, _dir) = idem::testing::sqlite_store().await;
+    let clock = clock();
+    let exec = executor(store, &clock);
+    let stripe = client(exec.clone(), &fake);
+    let k = key("joes-bikes_orders_reset_v1");
+
+    // The first attempt never reaches Stripe; the second charges, then the
+    // connection is reset before the answer.
+    fake.inject(Fault::ResetBeforeEffect);
+    fake.inject(Fault::ResetAfterEffect);
+    let pi = stripe
+        .payment_intents()
+        .create(&k, &charge_params())
+        .await
+        .expect("the third attempt gets the stored answer");
+
+    assert_eq!(fake.side_effects(), 1, "exactly one charge");
+    assert_eq!(fake.write_requests(), 3, "two reset attempts, one replay");
+    assert_eq!(fake.keys_on_wire(), vec![k.to_string(); 3]);
+    assert!(pi.replayed, "Stripe replayed the stored answer");
+    assert_eq!(
+        pi.object.id.as_str(),
+        fake.payment_intents()[0]["id"].as_str().unwrap()
+    );
+    assert_eq!(row(&exec, &k).await.state, OperationState::Succeeded);
+}
+
+#[tokio::test]
 async fn lost_response_then_retry_gives_one_charge_and_the_original_intent() {
     let fake = FakeStripe::start().await;
     let (store, _dir) = idem::testing::sqlite_store().await;

@@ -93,6 +93,26 @@ async fn lost_response_against_the_fake_queues_exactly_one_message() {
 }
 
 #[tokio::test]
+async fn connection_reset_before_or_after_queueing_ends_unknown_and_is_not_resent() {
+    // Twilio takes no key: a reset connection is an unknown outcome whether
+    // or not the message was queued, and it is never sent again.
+    for (fault, queued) in [(Fault::ResetBeforeEffect, 0), (Fault::ResetAfterEffect, 1)] {
+        let fake = FakeTwilio::start().await;
+        fake.inject(fault.clone());
+        let (store, _dir) = idem::testing::sqlite_store().await;
+        let twilio = client(store, &fake.base_url());
+        let k = key("joes-bikes_sms_reset_v1");
+        for _ in 0..2 {
+            let err = twilio.messages().create(&k, &msg()).await.unwrap_err();
+            assert!(err.is_unknown(), "{fault:?}: {err}");
+        }
+        assert_eq!(fake.side_effects(), queued, "{fault:?}");
+        assert_eq!(fake.write_requests(), 1, "{fault:?}: sent once");
+        assert_eq!(state(&twilio, &k).await, OperationState::Unknown);
+    }
+}
+
+#[tokio::test]
 async fn server_error_ends_unknown_and_is_not_resent() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
