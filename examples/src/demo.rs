@@ -5,7 +5,7 @@
 //! Two processes take part:
 //!
 //! * the **parent** ([`run_scenario`]) runs the four simulated providers
-//!   in-process (the adapters' `fake` features), queues faults on them,
+//!   in-process (`idem-testkit`), queues faults on them,
 //!   starts the worker, kills it partway, starts it again, and at the end
 //!   reads every count from the simulated providers themselves;
 //! * the **worker** ([`run_worker`]) is the same binary started with
