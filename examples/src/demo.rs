@@ -5,7 +5,7 @@
 //! Two processes take part:
 //!
 //! * the **parent** ([`run_scenario`]) runs the four simulated providers
-//!   in-process (the adapters' `fake` features), queues faults on them,
+//!   in-process (`idem-testkit`), queues faults on them,
 //!   starts the worker, kills it partway, starts it again, and at the end
 //!   reads every count from the simulated providers themselves;
 //! * the **worker** ([`run_worker`]) is the same binary started with
@@ -23,13 +23,10 @@ use std::time::{Duration, Instant};
 use idem::executor::RetrySettings;
 use idem::ledger::SqliteStore;
 use idem::{Executor, IdempotencyKey, LedgerStore, OperationState};
-use idem_gbp::fake::{FakeGbp, Fault as GbpFault};
 use idem_gbp::{GbpClient, ReviewName, StaticToken};
-use idem_meta::fake::{FakeMeta, Fault as MetaFault};
 use idem_meta::{MetaClient, PageId, PagePost, ReconcileOptions};
-use idem_stripe::fake::{FakeStripe, Fault as StripeFault};
 use idem_stripe::{Amount, CreatePaymentIntent, Currency, StripeClient};
-use idem_twilio::fake::{FakeTwilio, Fault as TwilioFault};
+use idem_testkit::{FakeGbp, FakeMeta, FakeStripe, FakeTwilio, Fault};
 use idem_twilio::{CreateMessage, Credentials, TwilioClient};
 
 /// The shop all demo keys belong to.
@@ -519,13 +516,13 @@ async fn start_fakes() -> Fakes {
     // Faults apply to each provider's write requests in arrival order. The
     // first job of each provider gets its trouble now; the second job's lost
     // response is queued by `second_wave` once the first job is through.
-    fakes.stripe.inject(StripeFault::ServerError);
-    fakes.stripe.inject(StripeFault::ServerError);
-    fakes.twilio.inject(TwilioFault::RateLimited {
+    fakes.stripe.inject(Fault::ServerError);
+    fakes.stripe.inject(Fault::ServerError);
+    fakes.twilio.inject(Fault::RateLimited {
         retry_after_secs: 1,
     });
-    fakes.gbp.inject(GbpFault::ServerError);
-    fakes.meta.inject(MetaFault::Throttle { code: 4 });
+    fakes.gbp.inject(Fault::ServerError);
+    fakes.meta.inject(FakeMeta::throttle(4));
     fakes
 }
 
@@ -534,23 +531,19 @@ async fn start_fakes() -> Fakes {
 /// two writes here (fault, then success), except Stripe's three.
 async fn second_wave(fakes: &Fakes, armed: &mut [bool; 4]) {
     if !armed[0] && fakes.stripe.write_requests() >= 3 {
-        fakes
-            .stripe
-            .inject(StripeFault::LoseResponse { delay: LOST });
+        fakes.stripe.inject(Fault::LoseResponse { delay: LOST });
         armed[0] = true;
     }
     if !armed[1] && fakes.twilio.write_requests() >= 2 {
-        fakes
-            .twilio
-            .inject(TwilioFault::LoseResponse { delay: LOST });
+        fakes.twilio.inject(Fault::LoseResponse { delay: LOST });
         armed[1] = true;
     }
     if !armed[2] && fakes.gbp.write_requests() >= 2 {
-        fakes.gbp.inject(GbpFault::LoseResponse { delay: LOST });
+        fakes.gbp.inject(Fault::LoseResponse { delay: LOST });
         armed[2] = true;
     }
     if !armed[3] && fakes.meta.write_requests() >= 2 {
-        fakes.meta.inject(MetaFault::LoseResponse { delay: LOST });
+        fakes.meta.inject(Fault::LoseResponse { delay: LOST });
         armed[3] = true;
     }
 }
@@ -564,9 +557,9 @@ fn form_value(body: &[u8], name: &str) -> Vec<String> {
 
 async fn measure(fakes: &Fakes, store: &SqliteStore, jobs: Vec<Job>) -> Vec<Row> {
     let stripe_keys = fakes.stripe.keys_on_wire();
-    let twilio_writes = fakes.twilio.received_writes().await;
-    let gbp_writes = fakes.gbp.received_writes().await;
-    let meta_writes = fakes.meta.received_writes().await;
+    let twilio_writes = fakes.twilio.writes();
+    let gbp_writes = fakes.gbp.writes();
+    let meta_writes = fakes.meta.writes();
     let mut rows = Vec::new();
     for job in jobs {
         let (writes_on_wire, side_effects) = match job.kind {

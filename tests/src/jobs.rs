@@ -8,7 +8,7 @@ use std::time::Duration;
 use idem::executor::RetrySettings;
 use idem::{Executor, IdempotencyKey};
 use idem_stripe::{Amount, CreateCharge, Currency, StripeClient};
-use idem_twilio::fake::FakeTwilio;
+use idem_testkit::FakeTwilio;
 use idem_twilio::{CreateMessage, Credentials, TwilioClient};
 
 /// The secret key the worker gives the fake Stripe.

@@ -27,15 +27,15 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use idem::{Executor, LedgerStore, OperationState};
-use idem_stripe::fake::{FakeStripe, Fault as StripeFault};
 use idem_stripe::{
     Amount, CreateCustomer, CreatePaymentIntent, CreateRefund, Currency, PaymentMethodId,
 };
+use idem_testkit::FakeTwilio;
+use idem_testkit::{FakeStripe, Fault};
 use idem_tests::jobs;
 use idem_tests::proxy::{Action, FaultProxy};
 use idem_tests::seed;
 use idem_twilio::CreateMessage;
-use idem_twilio::fake::{FakeTwilio, Fault as TwilioFault};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -105,22 +105,22 @@ fn proxy_actions(rng: &mut StdRng, most: usize) -> Vec<Action> {
     (0..n).map(|_| random_action(rng)).collect()
 }
 
-fn stripe_schedule(seed: u64, index: usize) -> Schedule<StripeFault> {
+fn stripe_schedule(seed: u64, index: usize) -> Schedule<Fault> {
     let s = seed::derive(seed, index as u64);
     let mut rng = StdRng::seed_from_u64(s);
     let proxy = proxy_actions(&mut rng, 8);
     let n = rng.random_range(0..=3);
     let fake = (0..n)
         .map(|_| match rng.random_range(0..5) {
-            0 => StripeFault::ServerError,
-            1 => StripeFault::RateLimited {
+            0 => Fault::ServerError,
+            1 => Fault::RateLimited {
                 retry_after_secs: 0,
             },
-            2 => StripeFault::LockTimeout,
-            3 => StripeFault::LoseResponse {
+            2 => FakeStripe::lock_timeout(),
+            3 => Fault::LoseResponse {
                 delay: long(&mut rng),
             },
-            _ => StripeFault::DropBeforeProcessing {
+            _ => Fault::StallWithoutEffect {
                 delay: long(&mut rng),
             },
         })
@@ -133,22 +133,22 @@ fn stripe_schedule(seed: u64, index: usize) -> Schedule<StripeFault> {
     }
 }
 
-fn twilio_schedule(seed: u64, index: usize) -> Schedule<TwilioFault> {
+fn twilio_schedule(seed: u64, index: usize) -> Schedule<Fault> {
     let s = seed::derive(seed ^ 0x7477_696c_696f, index as u64);
     let mut rng = StdRng::seed_from_u64(s);
     let proxy = proxy_actions(&mut rng, 5);
     let n = rng.random_range(0..=2);
     let fake = (0..n)
         .map(|_| match rng.random_range(0..20) {
-            0..5 => TwilioFault::ServerError,
-            5..10 => TwilioFault::ServerErrorAfterQueue,
-            10..15 => TwilioFault::RateLimited {
+            0..5 => Fault::ServerError,
+            5..10 => Fault::ServerErrorAfterEffect,
+            10..15 => Fault::RateLimited {
                 retry_after_secs: 0,
             },
-            15..19 => TwilioFault::LoseResponse {
+            15..19 => Fault::LoseResponse {
                 delay: long(&mut rng),
             },
-            _ => TwilioFault::InvalidTo,
+            _ => FakeTwilio::invalid_to(),
         })
         .collect();
     Schedule {
@@ -315,7 +315,7 @@ async fn stripe_one(seed: u64, index: usize, totals: Arc<Totals>) -> Result<(), 
         .map_err(|e| format!("{e}\n    {context}"))
 }
 
-async fn stripe_checked(schedule: Schedule<StripeFault>, totals: &Totals) -> Result<(), String> {
+async fn stripe_checked(schedule: Schedule<Fault>, totals: &Totals) -> Result<(), String> {
     let store = totals.store.clone();
     let fake = FakeStripe::start().await;
     for f in &schedule.fake {
@@ -422,7 +422,7 @@ enum End {
     Pending,
 }
 
-async fn twilio_checked(schedule: Schedule<TwilioFault>, totals: &Totals) -> Result<(), String> {
+async fn twilio_checked(schedule: Schedule<Fault>, totals: &Totals) -> Result<(), String> {
     let store = totals.store.clone();
     let fake = FakeTwilio::start().await;
     for f in &schedule.fake {

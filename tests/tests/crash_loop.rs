@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use idem::ledger::SqliteStore;
 use idem::{LedgerStore, OperationState};
-use idem_stripe::fake::FakeStripe;
+use idem_testkit::FakeStripe;
+use idem_testkit::FakeTwilio;
 use idem_tests::jobs::{Job, Kind};
 use idem_tests::proxy::{Action, FaultProxy};
 use idem_tests::seed;
 use idem_tests::worker::{Worker, WorkerArgs};
-use idem_twilio::fake::FakeTwilio;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

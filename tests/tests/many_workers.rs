@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use idem::ledger::PgStore;
 use idem::{LedgerStore, OperationState};
-use idem_stripe::fake::FakeStripe;
+use idem_testkit::FakeStripe;
+use idem_testkit::FakeTwilio;
 use idem_tests::jobs::{Job, Kind};
 use idem_tests::worker::{Worker, WorkerArgs};
-use idem_twilio::fake::FakeTwilio;
 
 const WORKERS: usize = 8;
 const JOBS: usize = 1000;

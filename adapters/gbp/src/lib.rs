@@ -3,8 +3,6 @@
 mod classify;
 mod client;
 mod error;
-#[cfg(feature = "fake")]
-pub mod fake;
 mod model;
 mod reconcile;
 mod reconcile_trait;

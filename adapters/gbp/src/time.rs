@@ -77,7 +77,7 @@ pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
 }
 
 /// Formats `t` as RFC 3339 in UTC, with nanoseconds when there are any.
-#[cfg_attr(not(feature = "fake"), allow(dead_code))]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn format_rfc3339(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
@@ -119,7 +119,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// The inverse of [`days_from_civil`].
-#[cfg_attr(not(feature = "fake"), allow(dead_code))]
+#[cfg_attr(not(test), allow(dead_code))]
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = if z >= 0 { z } else { z - 146_096 } / 146_097;

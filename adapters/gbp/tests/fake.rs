@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use idem::{ManualClock, OperationState};
-use idem_gbp::fake::{FakeGbp, Fault};
 use idem_gbp::{GbpClient, GbpError, Reconciliation, StaticToken};
+use idem_testkit::{FakeGbp, Fault};
 use serde_json::json;
 
 #[tokio::test]
@@ -127,7 +127,7 @@ async fn lost_local_post_is_created_once_and_found_across_pages() {
 #[tokio::test]
 async fn deadline_exceeded_after_the_post_was_made_reconciles_to_found() {
     let fake = FakeGbp::start().await;
-    fake.inject(Fault::DeadlineExceeded);
+    fake.inject(Fault::ServerErrorAfterEffect);
     let setup = sqlite_executor(None).await;
     let gbp = client(
         setup.executor.clone(),
@@ -332,7 +332,7 @@ async fn concurrent_workers_on_one_key_post_once() {
 #[tokio::test]
 async fn invalid_argument_fault_ends_failed() {
     let fake = FakeGbp::start().await;
-    fake.inject(Fault::InvalidArgument);
+    fake.inject(FakeGbp::invalid_argument());
     let setup = sqlite_executor(None).await;
     let gbp = client(
         setup.executor.clone(),

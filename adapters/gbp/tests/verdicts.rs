@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::*;
 use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
 use idem::{Executor, ManualClock, OperationState};
-use idem_gbp::fake::{FakeGbp, Fault};
 use idem_gbp::{Reconciliation, StaticToken};
+use idem_testkit::{FakeGbp, Fault};
 use serde_json::json;
 
 async fn unreadable_post_blocks_not_found(executor: Executor, clock: ManualClock) {

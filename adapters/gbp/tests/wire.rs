@@ -1,4 +1,4 @@
-//! Wire-level tests against wiremock, with `.expect(n)` on every mock: a test
+//! Wire-level tests against the mock server, with `.expect(n)` on every mock: a test
 //! fails when Google would have been called more (or less) often than it
 //! should.
 
@@ -10,15 +10,18 @@ use common::*;
 use idem::executor::Source;
 use idem::{ManualClock, OperationState};
 use idem_gbp::{GbpError, LocalPost, Reconciliation, StaticToken};
+use idem_testkit::Reply;
+use idem_testkit::mock::matchers::{
+    body_json, header, method, path, query_param, query_param_is_missing,
+};
+use idem_testkit::mock::{Mock, MockServer};
 use serde_json::json;
-use wiremock::matchers::{body_json, header, method, path, query_param, query_param_is_missing};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const REPLY_PATH: &str = "/v4/accounts/111/locations/222/reviews/rev-1/reply";
 const POSTS_PATH: &str = "/v4/accounts/111/locations/222/localPosts";
 
-fn google_error(code: u16, status: &str) -> ResponseTemplate {
-    ResponseTemplate::new(code).set_body_json(json!({
+fn google_error(code: u16, status: &str) -> Reply {
+    Reply::new(code).set_body_json(json!({
         "error": {"code": code, "message": "from the mock", "status": status}
     }))
 }
@@ -51,7 +54,7 @@ async fn reply_retried_after_503_lands_with_the_same_key_and_succeeds() {
         .and(path(REPLY_PATH))
         .and(body_json(json!({"comment": "Thanks!"})))
         .respond_with(
-            ResponseTemplate::new(200)
+            Reply::new(200)
                 .set_body_json(json!({"comment": "Thanks!", "updateTime": "2024-05-01T10:00:00Z"})),
         )
         .expect(1)
@@ -92,7 +95,7 @@ async fn replayed_job_whose_ledger_says_succeeded_makes_no_call() {
     let first = MockServer::start().await;
     Mock::given(method("PUT"))
         .and(path(REPLY_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"comment": "Thanks!"})))
+        .respond_with(Reply::new(200).set_body_json(json!({"comment": "Thanks!"})))
         .expect(1)
         .mount(&first)
         .await;
@@ -108,8 +111,8 @@ async fn replayed_job_whose_ledger_says_succeeded_makes_no_call() {
     // The job runs again in another worker (new executor over the same
     // ledger), against a server that must not be called at all.
     let second = MockServer::start().await;
-    Mock::given(wiremock::matchers::any())
-        .respond_with(ResponseTemplate::new(500))
+    Mock::given(idem_testkit::mock::matchers::any())
+        .respond_with(Reply::new(500))
         .expect(0)
         .mount(&second)
         .await;
@@ -132,9 +135,7 @@ async fn replayed_job_whose_ledger_says_succeeded_makes_no_call() {
     // Same for a local post.
     Mock::given(method("POST"))
         .and(path(POSTS_PATH))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(created_post(1, "2024-05-01T10:00:00Z")),
-        )
+        .respond_with(Reply::new(200).set_body_json(created_post(1, "2024-05-01T10:00:00Z")))
         .expect(1)
         .mount(&first)
         .await;
@@ -160,7 +161,7 @@ async fn local_post_with_lost_response_is_sent_once_ends_unknown_and_reconcile_m
     Mock::given(method("POST"))
         .and(path(POSTS_PATH))
         .respond_with(
-            ResponseTemplate::new(200)
+            Reply::new(200)
                 .set_body_json(created_post(7, "2999-01-01T00:00:00Z"))
                 .set_delay(Duration::from_millis(1500)),
         )
@@ -172,7 +173,7 @@ async fn local_post_with_lost_response_is_sent_once_ends_unknown_and_reconcile_m
         .and(path(POSTS_PATH))
         .and(query_param("pageSize", "100"))
         .and(query_param_is_missing("pageToken"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        .respond_with(Reply::new(200).set_body_json(json!({
             "localPosts": [created_post(1, "2020-01-01T00:00:00Z"),
                            {"name": "accounts/111/locations/222/localPosts/2", "summary": "Other", "topicType": "STANDARD"}],
             "nextPageToken": "page-2"
@@ -183,7 +184,7 @@ async fn local_post_with_lost_response_is_sent_once_ends_unknown_and_reconcile_m
     Mock::given(method("GET"))
         .and(path(POSTS_PATH))
         .and(query_param("pageToken", "page-2"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        .respond_with(Reply::new(200).set_body_json(json!({
             "localPosts": [created_post(7, "2999-01-01T00:00:00Z")]
         })))
         .expect(1)
@@ -258,7 +259,7 @@ async fn expired_token_is_refreshed_once_and_the_reply_lands() {
     Mock::given(method("PUT"))
         .and(path(REPLY_PATH))
         .and(header("authorization", "Bearer fresh"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"comment": "Thanks!"})))
+        .respond_with(Reply::new(200).set_body_json(json!({"comment": "Thanks!"})))
         .expect(1)
         .mount(&server)
         .await;
@@ -291,9 +292,7 @@ async fn expired_token_on_a_local_post_is_refreshed_once_and_posted_once() {
     Mock::given(method("POST"))
         .and(path(POSTS_PATH))
         .and(header("authorization", "Bearer fresh"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(created_post(3, "2024-05-01T10:00:00Z")),
-        )
+        .respond_with(Reply::new(200).set_body_json(created_post(3, "2024-05-01T10:00:00Z")))
         .expect(1)
         .mount(&server)
         .await;
@@ -432,8 +431,8 @@ async fn invalid_argument_ends_failed_without_retry() {
 #[tokio::test]
 async fn overlong_comment_is_refused_before_anything_is_recorded() {
     let server = MockServer::start().await;
-    Mock::given(wiremock::matchers::any())
-        .respond_with(ResponseTemplate::new(200))
+    Mock::given(idem_testkit::mock::matchers::any())
+        .respond_with(Reply::new(200))
         .expect(0)
         .mount(&server)
         .await;
@@ -463,7 +462,7 @@ async fn local_post_rate_limited_is_resent_after_retry_info_delay() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(POSTS_PATH))
-        .respond_with(ResponseTemplate::new(429).set_body_json(json!({"error": {
+        .respond_with(Reply::new(429).set_body_json(json!({"error": {
             "code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED",
             "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.4s"}]
         }})))
@@ -474,9 +473,7 @@ async fn local_post_rate_limited_is_resent_after_retry_info_delay() {
         .await;
     Mock::given(method("POST"))
         .and(path(POSTS_PATH))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(created_post(5, "2024-05-01T10:00:00Z")),
-        )
+        .respond_with(Reply::new(200).set_body_json(created_post(5, "2024-05-01T10:00:00Z")))
         .expect(1)
         .with_priority(2)
         .mount(&server)
@@ -553,7 +550,7 @@ async fn reply_unknown_after_exhausted_retries_is_resent_by_the_next_run() {
         .await;
     Mock::given(method("PUT"))
         .and(path(REPLY_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"comment": "Thanks!"})))
+        .respond_with(Reply::new(200).set_body_json(json!({"comment": "Thanks!"})))
         .expect(1)
         .with_priority(2)
         .mount(&server)
@@ -590,7 +587,7 @@ async fn delete_reply_counts_404_as_already_gone_even_after_a_lost_answer() {
     Mock::given(method("DELETE"))
         .and(path(REPLY_PATH))
         .respond_with(
-            ResponseTemplate::new(200)
+            Reply::new(200)
                 .set_body_json(json!({}))
                 .set_delay(Duration::from_millis(1000)),
         )
@@ -637,16 +634,14 @@ async fn reconcile_waits_then_finds_nothing_and_the_same_key_is_sent_again() {
         .await;
     Mock::given(method("POST"))
         .and(path(POSTS_PATH))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(created_post(9, "2024-05-01T10:00:00Z")),
-        )
+        .respond_with(Reply::new(200).set_body_json(created_post(9, "2024-05-01T10:00:00Z")))
         .expect(1)
         .with_priority(2)
         .mount(&server)
         .await;
     Mock::given(method("GET"))
         .and(path(POSTS_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .respond_with(Reply::new(200).set_body_json(json!({})))
         .expect(3)
         .mount(&server)
         .await;
@@ -724,7 +719,7 @@ async fn reconcile_refuses_other_content_and_reports_ambiguity() {
         .await;
     Mock::given(method("GET"))
         .and(path(POSTS_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        .respond_with(Reply::new(200).set_body_json(json!({
             "localPosts": [created_post(1, "2999-01-01T00:00:00Z"), created_post(2, "2999-01-01T00:00:01Z")]
         })))
         .expect(1)
@@ -775,7 +770,7 @@ async fn lost_local_post_reconciles_on_postgres_too() {
     Mock::given(method("POST"))
         .and(path(POSTS_PATH))
         .respond_with(
-            ResponseTemplate::new(200)
+            Reply::new(200)
                 .set_body_json(created_post(8, "2999-01-01T00:00:00Z"))
                 .set_delay(Duration::from_millis(1000)),
         )
@@ -784,7 +779,7 @@ async fn lost_local_post_reconciles_on_postgres_too() {
         .await;
     Mock::given(method("GET"))
         .and(path(POSTS_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        .respond_with(Reply::new(200).set_body_json(json!({
             "localPosts": [created_post(8, "2999-01-01T00:00:00Z")]
         })))
         .expect(1)

@@ -40,8 +40,6 @@
 mod classifier;
 mod client;
 mod error;
-#[cfg(feature = "fake")]
-pub mod fake;
 mod reconcile_trait;
 mod time;
 mod types;

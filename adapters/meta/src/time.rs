@@ -70,7 +70,7 @@ pub(crate) fn parse(s: &str) -> Option<SystemTime> {
 }
 
 /// Formats a time the way the Graph API does (UTC, `+0000`).
-#[cfg_attr(not(feature = "fake"), allow(dead_code))]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn format(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let secs = i64::try_from(secs).unwrap_or(0);

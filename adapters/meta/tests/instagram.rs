@@ -1,4 +1,4 @@
-//! Instagram two-step publishing against wiremock (with `.expect(n)`) and
+//! Instagram two-step publishing against the mock server (with `.expect(n)`) and
 //! the fake.
 
 mod common;
@@ -6,10 +6,11 @@ mod common;
 use common::{LOST, Script, key, setup};
 use idem::OperationState;
 use idem::executor::Source;
-use idem_meta::fake::{FakeMeta, Fault};
 use idem_meta::{ContainerStatus, Error, IgMedia, IgUserId};
-use wiremock::matchers::{body_string, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use idem_testkit::Reply;
+use idem_testkit::mock::matchers::{body_string, method, path};
+use idem_testkit::mock::{Mock, MockServer};
+use idem_testkit::{FakeMeta, Fault};
 
 fn ig() -> IgUserId {
     IgUserId::new("17841400000000000")
@@ -20,9 +21,8 @@ fn media() -> IgMedia {
         .caption("Open late on Friday!")
 }
 
-fn status(code: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200)
-        .set_body_json(serde_json::json!({ "id": "17890001", "status_code": code }))
+fn status(code: &str) -> Reply {
+    Reply::new(200).set_body_json(serde_json::json!({ "id": "17890001", "status_code": code }))
 }
 
 #[tokio::test]
@@ -35,7 +35,7 @@ async fn a_publish_whose_step_two_timed_out_reuses_the_recorded_container() {
         .and(body_string(
             "image_url=https%3A%2F%2Fjoes.bike%2Fimg%2Ffriday.jpg&caption=Open+late+on+Friday%21",
         ))
-        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"id":"17890001"}"#))
+        .respond_with(Reply::new(200).set_body_string(r#"{"id":"17890001"}"#))
         .expect(1)
         .mount(&server)
         .await;
@@ -44,7 +44,7 @@ async fn a_publish_whose_step_two_timed_out_reuses_the_recorded_container() {
         .and(path("/v25.0/17841400000000000/media_publish"))
         .and(body_string("creation_id=17890001"))
         .respond_with(
-            ResponseTemplate::new(200)
+            Reply::new(200)
                 .set_body_string(r#"{"id":"17900042"}"#)
                 .set_delay(LOST),
         )
@@ -60,7 +60,7 @@ async fn a_publish_whose_step_two_timed_out_reuses_the_recorded_container() {
         .await;
     Mock::given(method("GET"))
         .and(path("/v25.0/17841400000000000/media"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        .respond_with(Reply::new(200).set_body_json(serde_json::json!({
             "data": [
                 { "id": "17900042", "caption": "Open late on Friday!", "timestamp": "2099-01-01T00:00:00+0000" },
                 { "id": "17900001", "caption": "An older post", "timestamp": "2020-01-01T00:00:00+0000" },

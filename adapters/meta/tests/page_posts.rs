@@ -1,4 +1,4 @@
-//! Page posts against wiremock (with `.expect(n)`) and the fake.
+//! Page posts against the mock server (with `.expect(n)`) and the fake.
 
 mod common;
 
@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use common::{LOST, Script, key, meta_error, setup, setup_pg};
 use idem::OperationState;
 use idem::executor::Source;
-use idem_meta::fake::{FakeMeta, Fault};
 use idem_meta::{Error, PageId, PagePost, ReconcileOptions, Reconciled};
-use wiremock::matchers::{header, method, path, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use idem_testkit::Reply;
+use idem_testkit::mock::matchers::{header, method, path, query_param};
+use idem_testkit::mock::{Mock, MockServer};
+use idem_testkit::{FakeMeta, Fault};
 
 fn page() -> PageId {
     PageId::new("1122334455")
@@ -27,7 +28,7 @@ async fn a_succeeded_post_is_not_reposted_on_a_retried_job() {
     Mock::given(method("POST"))
         .and(path("/v25.0/1122334455/feed"))
         .and(header("authorization", "Bearer EAAtestpagetoken"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"id":"1122334455_777"}"#))
+        .respond_with(Reply::new(200).set_body_string(r#"{"id":"1122334455_777"}"#))
         .expect(1)
         .mount(&server)
         .await;
@@ -41,7 +42,7 @@ async fn a_succeeded_post_is_not_reposted_on_a_retried_job() {
         assert_eq!(again.id, first.id);
         assert_eq!(again.source, Source::Ledger);
     }
-    let seen = server.received_requests().await.unwrap();
+    let seen = server.received_requests().await;
     assert!(
         seen.iter().all(|r| r.url.query().is_none()),
         "no token in the query string"
@@ -57,7 +58,7 @@ async fn a_lost_response_ends_unknown_is_not_reposted_and_reconcile_finds_it() {
     Mock::given(method("POST"))
         .and(path("/v25.0/1122334455/feed"))
         .respond_with(
-            ResponseTemplate::new(200)
+            Reply::new(200)
                 .set_body_string(r#"{"id":"1122334455_42"}"#)
                 .set_delay(LOST),
         )
@@ -68,7 +69,7 @@ async fn a_lost_response_ends_unknown_is_not_reposted_and_reconcile_finds_it() {
     Mock::given(method("GET"))
         .and(path("/v25.0/1122334455/published_posts"))
         .and(query_param("fields", "id,message,created_time"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        .respond_with(Reply::new(200).set_body_json(serde_json::json!({
             "data": [
                 { "id": "1122334455_41", "message": "Something else", "created_time": created },
                 { "id": "1122334455_42", "message": "Open late on Friday!", "created_time": created },
@@ -204,7 +205,7 @@ async fn a_code_4_throttle_with_no_effect_is_retried_after_backoff() {
                 400,
                 r#"{"error":{"message":"(#4) Application request limit reached","type":"OAuthException","is_transient":true,"code":4,"fbtrace_id":"A1"}}"#,
             ),
-            ResponseTemplate::new(200).set_body_string(r#"{"id":"1122334455_5"}"#),
+            Reply::new(200).set_body_string(r#"{"id":"1122334455_5"}"#),
         ]))
         .expect(2)
         .mount(&server)
@@ -312,7 +313,7 @@ async fn an_operator_bump_posts_once_more_with_the_v2_key() {
         .respond_with(Script::new(vec![
             // v1: Meta's transient code 2, effect unknown: never resent.
             meta_error(500, r#"{"error":{"message":"An unexpected error has occurred","code":2,"is_transient":true}}"#),
-            ResponseTemplate::new(200).set_body_string(r#"{"id":"1122334455_8"}"#),
+            Reply::new(200).set_body_string(r#"{"id":"1122334455_8"}"#),
         ]))
         .expect(2)
         .mount(&server)
@@ -422,7 +423,7 @@ async fn scheduled_posts_send_the_documented_fields() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v24.0/1122334455/feed"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"id":"1122334455_9"}"#))
+        .respond_with(Reply::new(200).set_body_string(r#"{"id":"1122334455_9"}"#))
         .expect(1)
         .mount(&server)
         .await;
@@ -439,8 +440,7 @@ async fn scheduled_posts_send_the_documented_fields() {
     meta.publish_page_post(&key("joes-bikes_social_posts_11_v1"), &page(), &post)
         .await
         .unwrap();
-    let body =
-        String::from_utf8_lossy(&server.received_requests().await.unwrap()[0].body).into_owned();
+    let body = String::from_utf8_lossy(&server.received_requests().await[0].body).into_owned();
     assert_eq!(
         body,
         "message=Sale%21&link=https%3A%2F%2Fjoes.bike%2Fsale&published=false&scheduled_publish_time=1900000000"

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{LOST, Setup, key, setup, setup_pg};
 use idem::OperationState;
 use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
-use idem_meta::fake::{FakeMeta, Fault};
 use idem_meta::{IgMedia, IgUserId, PageId, PagePost, ReconcileOptions, Reconciled};
+use idem_testkit::{FakeMeta, Fault};
 
 fn page() -> PageId {
     PageId::new("1122334455")

@@ -69,16 +69,15 @@
 //!
 //! ## Testing
 //!
-//! The `fake` feature ships [`fake::FakeStripe`], a wiremock server that keeps
-//! Stripe's idempotency rules, counts real side effects and injects faults.
+//! `idem_testkit::FakeStripe` (crate `idem-testkit`, as a dev-dependency) is a
+//! simulated Stripe that keeps Stripe's idempotency rules, counts real side
+//! effects and injects faults.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod classifier;
 mod client;
 pub mod error;
-#[cfg(feature = "fake")]
-pub mod fake;
 mod form;
 pub mod objects;
 pub mod params;

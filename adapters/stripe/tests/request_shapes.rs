@@ -1,4 +1,4 @@
-//! Request shapes, checked byte for byte with plain wiremock and `.expect(n)`.
+//! Request shapes, checked byte for byte with the plain mock server and `.expect(n)`.
 //!
 //! Parameter names are Stripe's, as listed by the official Python client
 //! (stripe 16.1.0, `stripe/params/_payment_intent_create_params.py`,
@@ -15,8 +15,9 @@ use idem_stripe::{
     CreateCharge, CreateCustomer, CreatePaymentIntent, CreateRefund, Currency, Error,
     PaymentIntentStatus, RefundReason, StripeClient,
 };
-use wiremock::matchers::{body_string, header, header_exists, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use idem_testkit::Reply;
+use idem_testkit::mock::matchers::{body_string, header, header_exists, method, path};
+use idem_testkit::mock::{Mock, MockServer};
 
 fn pi_json(id: &str, status: &str) -> serde_json::Value {
     // Shape of stripe/openapi fixtures3.json's payment_intent.
@@ -74,7 +75,7 @@ async fn create_payment_intent_shape_and_ledger_replay() {
         .and(header("stripe-account", "acct_1Connected"))
         .and(header("content-type", "application/x-www-form-urlencoded"))
         .and(body_string(body))
-        .respond_with(ResponseTemplate::new(200).set_body_json(pi_json("pi_1", "requires_capture")))
+        .respond_with(Reply::new(200).set_body_json(pi_json("pi_1", "requires_capture")))
         .expect(1)
         .mount(&server)
         .await;
@@ -111,7 +112,7 @@ async fn confirm_and_capture_shapes() {
             ("off_session", "true"),
             ("return_url", "https://shop.example/done"),
         ])))
-        .respond_with(ResponseTemplate::new(200).set_body_json(pi_json("pi_1", "requires_capture")))
+        .respond_with(Reply::new(200).set_body_json(pi_json("pi_1", "requires_capture")))
         .expect(1)
         .mount(&server)
         .await;
@@ -123,7 +124,7 @@ async fn confirm_and_capture_shapes() {
             ("final_capture", "true"),
             ("metadata[step]", "capture"),
         ])))
-        .respond_with(ResponseTemplate::new(200).set_body_json(pi_json("pi_1", "succeeded")))
+        .respond_with(Reply::new(200).set_body_json(pi_json("pi_1", "succeeded")))
         .expect(1)
         .mount(&server)
         .await;
@@ -170,7 +171,7 @@ async fn refund_customer_and_charge_shapes() {
             ("reason", "requested_by_customer"),
             ("metadata[idem_key]", "joes-bikes_refunds_1_v1"),
         ])))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        .respond_with(Reply::new(200).set_body_json(serde_json::json!({
             "id": "re_1", "object": "refund", "amount": 300, "charge": "ch_1",
             "created": 1234567890, "currency": "usd",
             "metadata": {"idem_key": "joes-bikes_refunds_1_v1"},
@@ -187,7 +188,7 @@ async fn refund_customer_and_charge_shapes() {
             ("name", "Jenny Rosen"),
             ("metadata[idem_key]", "joes-bikes_customers_1_v1"),
         ])))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        .respond_with(Reply::new(200).set_body_json(serde_json::json!({
             "id": "cus_1", "object": "customer", "email": "jenny@example.com",
             "name": "Jenny Rosen", "metadata": {"idem_key": "joes-bikes_customers_1_v1"},
             "created": 1234567890
@@ -205,7 +206,7 @@ async fn refund_customer_and_charge_shapes() {
             ("capture", "false"),
             ("metadata[idem_key]", "joes-bikes_charges_1_v1"),
         ])))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        .respond_with(Reply::new(200).set_body_json(serde_json::json!({
             "id": "ch_1", "object": "charge", "amount": 2000, "amount_captured": 0,
             "captured": false, "paid": true, "currency": "eur", "status": "succeeded",
             "metadata": {"idem_key": "joes-bikes_charges_1_v1"}, "created": 1234567890
@@ -254,8 +255,7 @@ async fn server_errors_are_retried_with_the_same_key_then_recorded() {
         .and(header("idempotency-key", "joes-bikes_customers_2_v1"))
         .and(header_exists("authorization"))
         .respond_with(
-            ResponseTemplate::new(503)
-                .set_body_string(r#"{"error":{"type":"api_error","message":"down"}}"#),
+            Reply::new(503).set_body_string(r#"{"error":{"type":"api_error","message":"down"}}"#),
         )
         .expect(3)
         .mount(&server)
@@ -287,7 +287,7 @@ async fn server_errors_are_retried_with_the_same_key_then_recorded() {
 async fn secrets_never_show() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(401).set_body_string(format!(
+        .respond_with(Reply::new(401).set_body_string(format!(
             r#"{{"error":{{"type":"invalid_request_error","message":"Invalid API Key provided: {SECRET}"}}}}"#
         )))
         .expect(1)

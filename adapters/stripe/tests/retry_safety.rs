@@ -7,11 +7,41 @@ use std::time::Duration;
 use common::*;
 use idem::executor::Source;
 use idem::{Executor, OperationState};
-use idem_stripe::fake::{FakeStripe, Fault};
 use idem_stripe::{
     Amount, CaptureMethod, CapturePaymentIntent, CreateCustomer, CreateRefund, Error,
     PaymentIntentStatus, Reconciliation, StripeObject,
 };
+use idem_testkit::{FakeStripe, Fault};
+
+#[tokio::test]
+async fn reset_connections_before_and_after_the_charge_are_retried_with_the_key_and_charge_once() {
+    let fake = FakeStripe::start().await;
+    let (store, _dir) = idem::testing::sqlite_store().await;
+    let clock = clock();
+    let exec = executor(store, &clock);
+    let stripe = client(exec.clone(), &fake);
+    let k = key("joes-bikes_orders_reset_v1");
+
+    // The first attempt never reaches Stripe; the second charges, then the
+    // connection is reset before the answer.
+    fake.inject(Fault::ResetBeforeEffect);
+    fake.inject(Fault::ResetAfterEffect);
+    let pi = stripe
+        .payment_intents()
+        .create(&k, &charge_params())
+        .await
+        .expect("the third attempt gets the stored answer");
+
+    assert_eq!(fake.side_effects(), 1, "exactly one charge");
+    assert_eq!(fake.write_requests(), 3, "two reset attempts, one replay");
+    assert_eq!(fake.keys_on_wire(), vec![k.to_string(); 3]);
+    assert!(pi.replayed, "Stripe replayed the stored answer");
+    assert_eq!(
+        pi.object.id.as_str(),
+        fake.payment_intents()[0]["id"].as_str().unwrap()
+    );
+    assert_eq!(row(&exec, &k).await.state, OperationState::Succeeded);
+}
 
 #[tokio::test]
 async fn lost_response_then_retry_gives_one_charge_and_the_original_intent() {
@@ -300,9 +330,9 @@ async fn after_the_key_window_it_reconciles_through_search_instead_of_resending(
         .filter(|r| r.method == "GET")
         .collect();
     assert_eq!(searches.len(), 1);
-    assert_eq!(searches[0].path, "/v1/payment_intents/search");
+    assert_eq!(searches[0].path(), "/v1/payment_intents/search");
     assert_eq!(
-        searches[0].query.as_deref(),
+        searches[0].url.query(),
         Some(format!("query=metadata%5B%27idem_key%27%5D%3A%27{k}%27").as_str())
     );
     let op = row(&exec, &k).await;
@@ -330,7 +360,7 @@ async fn not_found_after_the_window_then_operator_bump_sends_v2() {
     let v1 = key("joes-bikes_orders_7_v1");
 
     // The request times out and nothing happened at Stripe.
-    fake.inject(Fault::DropBeforeProcessing {
+    fake.inject(Fault::StallWithoutEffect {
         delay: Duration::from_secs(2),
     });
     assert!(
@@ -470,7 +500,7 @@ async fn transient_failures_are_retried_with_the_same_key() {
     fake.inject(Fault::RateLimited {
         retry_after_secs: 0,
     });
-    fake.inject(Fault::LockTimeout);
+    fake.inject(FakeStripe::lock_timeout());
     let params = CreateCustomer {
         email: Some("jenny@example.com".into()),
         ..Default::default()
@@ -491,7 +521,7 @@ async fn should_retry_false_on_a_5xx_is_not_resent() {
     let exec = executor(store, &clock);
     let stripe = client_with(exec.clone(), &fake, fast_retry().with_max_attempts(4));
     let k = key("joes-bikes_orders_11_v1");
-    fake.inject(Fault::ServerErrorShouldNotRetry);
+    fake.inject(FakeStripe::should_not_retry());
     let err = stripe
         .payment_intents()
         .create(&k, &charge_params())
@@ -580,9 +610,10 @@ async fn refund_after_the_window_is_reconciled_by_listing_the_intents_refunds() 
         .into_iter()
         .find(|r| r.method == "GET")
         .unwrap();
-    assert_eq!(list.path, "/v1/refunds");
+    assert_eq!(list.path(), "/v1/refunds");
     assert!(
-        list.query
+        list.url
+            .query()
             .unwrap()
             .contains(&format!("payment_intent={}", pi.object.id))
     );
@@ -605,7 +636,7 @@ async fn capture_after_the_window_that_did_not_happen_is_sent_again() {
         .unwrap();
     assert_eq!(pi.object.status, PaymentIntentStatus::RequiresCapture);
     let k = key("joes-bikes_captures_14_v1");
-    fake.inject(Fault::DropBeforeProcessing {
+    fake.inject(Fault::StallWithoutEffect {
         delay: Duration::from_secs(2),
     });
     let capture = CapturePaymentIntent::default();

@@ -10,11 +10,11 @@ use common::*;
 use idem::executor::Source;
 use idem::reconcile::{Reconcile, ReconcileVerdict};
 use idem::{Executor, ManualClock, OperationState};
-use idem_stripe::fake::{FakeStripe, Fault};
 use idem_stripe::{
     Amount, CaptureMethod, CapturePaymentIntent, CreatePaymentIntent, Currency, Error,
     PaymentIntentStatus, Reconciliation, StripeClient,
 };
+use idem_testkit::{FakeStripe, Fault};
 
 async fn pg(test: &str) -> Option<(Executor, ManualClock)> {
     let store = idem::testing::pg_store(test).await?;
@@ -140,7 +140,7 @@ async fn captures_proven_absent_are_sent_again(exec: Executor, clock: ManualCloc
     let pi = authorized(&stripe, 22).await;
 
     let first = key("joes-bikes_captures_22a_v1");
-    fake.inject(Fault::DropBeforeProcessing {
+    fake.inject(Fault::StallWithoutEffect {
         delay: Duration::from_secs(2),
     });
     assert!(
@@ -167,7 +167,7 @@ async fn captures_proven_absent_are_sent_again(exec: Executor, clock: ManualCloc
         amount_to_capture: Some(Amount::minor(799)),
         ..CapturePaymentIntent::default()
     };
-    fake.inject(Fault::DropBeforeProcessing {
+    fake.inject(Fault::StallWithoutEffect {
         delay: Duration::from_secs(2),
     });
     assert!(
@@ -242,9 +242,9 @@ async fn payment_method_types_is_sent_on_dahlia() {
         .unwrap();
     assert_eq!(pi.source, Source::Wire { attempts: 1 });
     let seen = &fake.requests()[0];
-    assert_eq!(seen.stripe_version.as_deref(), Some("2026-08-26.dahlia"));
+    assert_eq!(seen.header("stripe-version"), Some("2026-08-26.dahlia"));
     assert!(
-        seen.form
+        seen.form()
             .contains(&("payment_method_types[0]".to_owned(), "card".to_owned()))
     );
 }
@@ -292,13 +292,13 @@ async fn payment_method_types_is_refused_on_endive_before_anything_is_recorded()
         .unwrap();
     assert_eq!(ok.object.status, PaymentIntentStatus::RequiresPaymentMethod);
     let seen = &fake.requests()[0];
-    assert!(seen.form.contains(&(
+    assert!(seen.form().contains(&(
         "allowed_payment_method_types[0]".to_owned(),
         "card".to_owned()
     )));
     assert!(
         !seen
-            .form
+            .form()
             .iter()
             .any(|(k, _)| k.starts_with("payment_method_types"))
     );
@@ -362,7 +362,7 @@ async fn same_key_for_another_account_is_key_reuse(exec: Executor) {
         .await
         .unwrap();
     assert_eq!(
-        fake.requests()[0].stripe_account.as_deref(),
+        fake.requests()[0].header("stripe-account"),
         Some("acct_1ShopA")
     );
     let err = b

@@ -88,7 +88,7 @@ pub struct TwilioClientBuilder {
 
 impl TwilioClientBuilder {
     /// Sends to this base URL instead of `https://api.twilio.com` (tests,
-    /// the [`fake`](crate::fake) Twilio, a proxy).
+    /// the simulated Twilio of `idem-testkit`, a proxy).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = url.into();
         self

@@ -54,16 +54,15 @@
 //!
 //! # Testing
 //!
-//! The `fake` feature brings [`fake::FakeTwilio`], a simulated Messages API
-//! that counts the messages it really queued and fails on demand.
+//! `idem_testkit::FakeTwilio` (crate `idem-testkit`, as a dev-dependency) is a
+//! simulated Messages API that counts the messages it really queued and
+//! fails on demand.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod classify;
 mod client;
 pub mod error;
-#[cfg(feature = "fake")]
-pub mod fake;
 mod message;
 pub mod reconcile;
 mod reconcile_trait;

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 /// Formats a time as Twilio writes `date_created`.
-#[cfg_attr(not(feature = "fake"), allow(dead_code))]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn rfc2822(t: SystemTime) -> String {
     // httpdate writes `Thu, 24 Aug 2023 05:01:45 GMT`; Twilio writes `+0000`.
     let text = httpdate::fmt_http_date(t);
@@ -25,7 +25,7 @@ pub(crate) fn parse_rfc2822(text: &str) -> Option<SystemTime> {
 }
 
 /// The GMT calendar date of `t` as `YYYY-MM-DD`.
-#[cfg_attr(not(feature = "fake"), allow(dead_code))]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn ymd(t: SystemTime) -> String {
     // `Thu, 24 Aug 2023 05:01:45 GMT`
     let text = httpdate::fmt_http_date(t);

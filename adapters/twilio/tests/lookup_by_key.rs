@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
 use idem::{Executor, OperationState};
-use idem_twilio::fake::{FakeTwilio, Fault};
+use idem_testkit::{FakeTwilio, Fault};
 use idem_twilio::{CreateMessage, Reconciled, TwilioClient};
 
 async fn lose_answer(
@@ -45,7 +45,7 @@ async fn a_queued_message_whose_answer_was_lost_is_found(exec: Executor) {
     assert_eq!(state(&twilio, &k).await, OperationState::Succeeded);
     assert_eq!(fake.side_effects(), 1);
     // The lookup did not lean on the sent date.
-    let list = fake.received_reads().await;
+    let list = fake.reads();
     assert!(!list.is_empty());
     assert!(
         list.iter()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use idem::OperationState;
 use idem::executor::Source;
-use idem_twilio::fake::{FakeTwilio, Fault};
+use idem_testkit::{FakeTwilio, Fault};
 use idem_twilio::{
     CALLBACK_KEY_PARAM, CallbackOutcome, CreateMessage, Error, MessageStatus, OPERATION,
     Reconciled, TwilioClient, reconcile_from_callback,
@@ -312,7 +312,7 @@ async fn lookup_of_a_pending_or_failed_row_is_refused() {
     let (store, _dir) = idem::testing::sqlite_store().await;
     let twilio = client(store, &fake.base_url());
     let k = key("joes-bikes_sms_29_v1");
-    fake.inject(Fault::InvalidTo);
+    fake.inject(FakeTwilio::invalid_to());
     let err = twilio.messages().create(&k, &msg()).await.unwrap_err();
     assert_eq!(err.code(), Some(21211));
     let err = twilio.messages().reconcile(&k, &msg()).await.unwrap_err();

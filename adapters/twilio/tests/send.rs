@@ -1,4 +1,4 @@
-//! Sends: the done-when cases, against wiremock (`.expect(n)`) and
+//! Sends: the done-when cases, against the mock server (`.expect(n)`) and
 //! the fake Twilio (side effects counted by the fake).
 
 mod common;
@@ -9,13 +9,14 @@ use common::*;
 use idem::executor::{RetrySettings, Source};
 use idem::ledger::{PgStore, SqliteStore};
 use idem::{Executor, OperationState};
-use idem_twilio::fake::{FakeTwilio, Fault};
+use idem_testkit::Reply;
+use idem_testkit::mock::matchers::{basic_auth, method, path};
+use idem_testkit::mock::{Mock, MockServer};
+use idem_testkit::{FakeTwilio, Fault};
 use idem_twilio::{CreateMessage, Credentials, Error, Sender, TwilioClient};
-use wiremock::matchers::{basic_auth, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
-fn created_response(sid: &str) -> ResponseTemplate {
-    ResponseTemplate::new(201).set_body_json(created(sid))
+fn created_response(sid: &str) -> Reply {
+    Reply::new(201).set_body_json(created(sid))
 }
 
 #[tokio::test]
@@ -92,11 +93,31 @@ async fn lost_response_against_the_fake_queues_exactly_one_message() {
 }
 
 #[tokio::test]
+async fn connection_reset_before_or_after_queueing_ends_unknown_and_is_not_resent() {
+    // Twilio takes no key: a reset connection is an unknown outcome whether
+    // or not the message was queued, and it is never sent again.
+    for (fault, queued) in [(Fault::ResetBeforeEffect, 0), (Fault::ResetAfterEffect, 1)] {
+        let fake = FakeTwilio::start().await;
+        fake.inject(fault.clone());
+        let (store, _dir) = idem::testing::sqlite_store().await;
+        let twilio = client(store, &fake.base_url());
+        let k = key("joes-bikes_sms_reset_v1");
+        for _ in 0..2 {
+            let err = twilio.messages().create(&k, &msg()).await.unwrap_err();
+            assert!(err.is_unknown(), "{fault:?}: {err}");
+        }
+        assert_eq!(fake.side_effects(), queued, "{fault:?}");
+        assert_eq!(fake.write_requests(), 1, "{fault:?}: sent once");
+        assert_eq!(state(&twilio, &k).await, OperationState::Unknown);
+    }
+}
+
+#[tokio::test]
 async fn server_error_ends_unknown_and_is_not_resent() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(MESSAGES_PATH))
-        .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({
+        .respond_with(Reply::new(500).set_body_json(serde_json::json!({
             "code": 20500, "message": "Internal Server Error", "status": 500
         })))
         .expect(1)
@@ -134,7 +155,7 @@ async fn connect_refused_is_retried_and_sends_once() {
     let server_task = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let listener = std::net::TcpListener::bind(addr).unwrap();
-        let server = MockServer::builder().listener(listener).start().await;
+        let server = MockServer::start_on(listener).await;
         Mock::given(method("POST"))
             .and(path(MESSAGES_PATH))
             .respond_with(created_response(SID1))
@@ -163,7 +184,7 @@ async fn rate_limit_429_waits_out_retry_after_then_succeeds() {
     Mock::given(method("POST"))
         .and(path(MESSAGES_PATH))
         .respond_with(
-            ResponseTemplate::new(429)
+            Reply::new(429)
                 .insert_header("Retry-After", "1")
                 .set_body_json(serde_json::json!({
                     "code": 20429,
@@ -254,7 +275,7 @@ async fn invalid_to_400_fails_with_twilios_code_and_is_not_retried() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(MESSAGES_PATH))
-        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+        .respond_with(Reply::new(400).set_body_json(serde_json::json!({
             "code": 21211,
             "message": "The 'To' number +1555 is not a valid phone number.",
             "more_info": "https://www.twilio.com/docs/errors/21211",
@@ -366,7 +387,7 @@ async fn operator_bump_sends_exactly_one_more_message_with_the_v2_key() {
             .from_ledger()
     );
 
-    let requests = server.received_requests().await.unwrap();
+    let requests = server.received_requests().await;
     assert_eq!(requests.len(), 2);
     assert_eq!(callback_key(&requests[0]).as_deref(), Some(v1.as_str()));
     assert_eq!(callback_key(&requests[1]).as_deref(), Some(v2.as_str()));
@@ -486,8 +507,8 @@ async fn sends_twilios_form_fields_with_api_key_auth() {
     let k = key("joes-bikes_sms_10_v1");
     twilio.messages().create(&k, &m).await.unwrap();
 
-    let requests = server.received_requests().await.unwrap();
-    let fields = form(&requests[0]);
+    let requests = server.received_requests().await;
+    let fields = requests[0].form();
     let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         names,

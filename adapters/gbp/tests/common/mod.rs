@@ -1,21 +1,18 @@
 //! Shared helpers of the integration tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use idem::Executor;
 use idem::executor::RetrySettings;
-use idem::ledger::SqliteStore;
-use idem::{Executor, IdempotencyKey, Operation};
 use idem_gbp::{
     AccessToken, GbpClient, LocalPost, LocationName, ReviewName, TokenError, TokenSource,
 };
-
-pub fn key(s: &str) -> IdempotencyKey {
-    s.parse().expect("valid test key")
-}
+use idem_testkit::ledger::TestLedger;
+pub use idem_testkit::ledger::{key, row};
 
 pub fn review() -> ReviewName {
     ReviewName::new("111", "222", "rev-1").unwrap()
@@ -29,12 +26,10 @@ pub fn post() -> LocalPost {
     LocalPost::standard("en-US", "Spring tune-ups are 20% off this week.")
 }
 
-/// Short timeouts and backoffs, so tests run fast.
+/// The testkit's fast retries, with 5 s in all and `Retry-After` honoured
+/// up to 2 s.
 pub fn fast_retry() -> RetrySettings {
-    RetrySettings::default()
-        .with_max_attempts(3)
-        .with_backoff(Duration::from_millis(10), Duration::from_millis(40))
-        .with_attempt_timeout(Duration::from_millis(300))
+    idem_testkit::ledger::fast_retry()
         .with_total_timeout(Duration::from_secs(5))
         .with_max_retry_after(Duration::from_secs(2))
 }
@@ -82,25 +77,23 @@ impl TokenSource for CountingToken {
 /// An executor over a fresh SQLite ledger.
 pub struct Setup {
     pub executor: Executor,
-    pub dir: tempfile::TempDir,
+    ledger: TestLedger,
 }
 
 pub async fn sqlite_executor(clock: Option<idem::ManualClock>) -> Setup {
-    let (store, dir) = idem::testing::sqlite_store().await;
-    let builder = Executor::builder(store);
-    let executor = match clock {
-        Some(c) => builder.clock(c).build(),
-        None => builder.build(),
+    let ledger = match clock {
+        Some(c) => TestLedger::sqlite_with_clock(c).await,
+        None => TestLedger::sqlite().await,
     };
-    Setup { executor, dir }
+    Setup {
+        executor: ledger.executor(),
+        ledger,
+    }
 }
 
 /// A second executor over the same SQLite file: another worker process.
 pub async fn reopen(setup: &Setup) -> Executor {
-    let store = SqliteStore::open(idem::testing::sqlite_path(&setup.dir))
-        .await
-        .unwrap();
-    Executor::builder(store).build()
+    setup.ledger.reopen().await.expect("a SQLite ledger")
 }
 
 pub fn client(executor: Executor, base_url: &str, tokens: impl TokenSource) -> GbpClient {
@@ -109,13 +102,4 @@ pub fn client(executor: Executor, base_url: &str, tokens: impl TokenSource) -> G
         .retry(fast_retry())
         .build()
         .unwrap()
-}
-
-pub async fn row(executor: &Executor, key: &IdempotencyKey) -> Operation {
-    executor
-        .store()
-        .get(key)
-        .await
-        .unwrap()
-        .expect("ledger row")
 }

@@ -1,31 +1,13 @@
 //! Shared helpers for the integration tests.
-#![allow(dead_code, unreachable_pub)]
-
-use std::time::{Duration, SystemTime};
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use idem::executor::RetrySettings;
-use idem::{Executor, IdempotencyKey, LedgerStore, ManualClock, Operation};
-use idem_stripe::fake::FakeStripe;
+use idem::{Executor, LedgerStore, ManualClock};
 use idem_stripe::{Amount, CreatePaymentIntent, Currency, PaymentMethodId, StripeClient};
+use idem_testkit::FakeStripe;
+pub use idem_testkit::ledger::{DAY, fast_retry, key, manual_clock as clock, past_lease, row};
 
 pub const SECRET: &str = "sk_test_51FakeSecretKeyForTests";
-
-/// Short timeouts and backoffs: a lost response shows up as a 300 ms timeout.
-pub fn fast_retry() -> RetrySettings {
-    RetrySettings::default()
-        .with_max_attempts(3)
-        .with_backoff(Duration::from_millis(10), Duration::from_millis(40))
-        .with_attempt_timeout(Duration::from_millis(300))
-        .with_total_timeout(Duration::from_secs(3))
-}
-
-pub fn key(s: &str) -> IdempotencyKey {
-    s.parse().expect("valid key")
-}
-
-pub fn clock() -> ManualClock {
-    ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000))
-}
 
 pub fn executor(store: impl LedgerStore, clock: &ManualClock) -> Executor {
     Executor::builder(store).clock(clock.clone()).build()
@@ -52,20 +34,3 @@ pub fn charge_params() -> CreatePaymentIntent {
     p.metadata.insert("order_id".into(), "42".into());
     p
 }
-
-pub async fn row(executor: &Executor, key: &IdempotencyKey) -> Operation {
-    executor
-        .store()
-        .get(key)
-        .await
-        .expect("store works")
-        .expect("row exists")
-}
-
-/// Time to move a `ManualClock` so that a lease taken with `retry` has
-/// expired (claim budget + the executor's default 30 s lease margin).
-pub fn past_lease(retry: &RetrySettings) -> Duration {
-    retry.claim_budget() + Duration::from_secs(31)
-}
-
-pub const DAY: Duration = Duration::from_secs(24 * 3600);

@@ -1,12 +1,13 @@
 //! Shared helpers for the Twilio adapter's integration tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::time::Duration;
 
 use idem::executor::RetrySettings;
 use idem::ledger::LedgerStore;
 use idem::{Executor, IdempotencyKey, OperationState};
-use idem_twilio::fake::FakeTwilio;
+use idem_testkit::FakeTwilio;
+pub use idem_testkit::ledger::key;
 use idem_twilio::{CALLBACK_KEY_PARAM, CreateMessage, Credentials, TwilioClient};
 
 pub const ACCOUNT: &str = FakeTwilio::ACCOUNT_SID;
@@ -43,10 +44,6 @@ pub fn client(store: impl LedgerStore, base: &str) -> TwilioClient {
     client_on(Executor::builder(store).build(), base, fast_retry())
 }
 
-pub fn key(text: &str) -> IdempotencyKey {
-    text.parse().unwrap()
-}
-
 pub fn msg() -> CreateMessage {
     CreateMessage::from_number(TO, FROM, "Your bike is ready for pickup")
 }
@@ -79,19 +76,9 @@ pub fn created(sid: &str) -> serde_json::Value {
 pub const SID1: &str = "SM00000000000000000000000000000001";
 pub const SID2: &str = "SM00000000000000000000000000000002";
 
-/// The form fields of a request received by wiremock.
-pub fn form(req: &wiremock::Request) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(&req.body)
-        .into_owned()
-        .collect()
-}
-
 /// The idem key carried by a request's StatusCallback URL, decoded.
-pub fn callback_key(req: &wiremock::Request) -> Option<String> {
-    let cb = form(req)
-        .into_iter()
-        .find(|(k, _)| k == "StatusCallback")?
-        .1;
+pub fn callback_key(req: &idem_testkit::Request) -> Option<String> {
+    let cb = req.form_value("StatusCallback")?;
     let url: url::Url = cb.parse().ok()?;
     url.query_pairs()
         .find(|(k, _)| k == CALLBACK_KEY_PARAM)
@@ -99,13 +86,8 @@ pub fn callback_key(req: &wiremock::Request) -> Option<String> {
 }
 
 pub async fn state(client: &TwilioClient, key: &IdempotencyKey) -> OperationState {
-    client
-        .executor()
-        .store()
-        .get(key)
+    idem_testkit::ledger::row(client.executor(), key)
         .await
-        .unwrap()
-        .expect("ledger row")
         .state
 }
 

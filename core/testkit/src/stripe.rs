@@ -1,16 +1,17 @@
-//! A simulated Stripe (feature `fake`): a wiremock server with Stripe's
-//! idempotency rules, for tests, demos and chaos runs.
+//! A simulated Stripe with Stripe's idempotency rules, for tests, demos and
+//! chaos runs.
 //!
 //! What it models:
 //!
 //! * `Idempotency-Key` on POSTs: the first executed answer (2xx, a 402 card
-//!   error, or an injected 500) is stored and replayed for the same key and
-//!   the same parameters with `Idempotent-Replayed: true`; the same key with
-//!   other parameters or on another endpoint answers 400
+//!   error, or a [`Fault::Recorded`] 500) is stored and replayed for the
+//!   same key and the same parameters with `Idempotent-Replayed: true`; the
+//!   same key with other parameters or on another endpoint answers 400
 //!   `idempotency_error`; the same key while the first request is still
-//!   processing answers 409 `idempotency_key_in_use`. Validation errors are
-//!   not stored. [`FakeStripe::expire_keys`] prunes keys as Stripe may after
-//!   24 h.
+//!   processing ([`Fault::SlowProcessing`]) answers 409
+//!   `idempotency_key_in_use`. Validation errors are not stored.
+//!   [`FakeStripe::expire_keys`] forgets keys as Stripe does once they are
+//!   24 h old.
 //! * Objects: PaymentIntents (create, confirm, capture, retrieve, search),
 //!   Refunds (create, list by `payment_intent`/`charge`), Customers (create,
 //!   search), Charges (create, search). Search understands
@@ -25,123 +26,70 @@
 //!   later, and to `allowed_payment_method_types` before `2026-08-26.dahlia`.
 //! * Test payment methods: `pm_card_chargeDeclined` (and the source
 //!   `tok_chargeDeclined`) are declined with 402 `card_error`.
-//! * Faults, injected for the next write requests ([`Fault`]).
+//! * Faults for the next write requests ([`Fault`]): [`Fault::ServerError`]
+//!   is Stripe's 500 `api_error`, [`Fault::RateLimited`] its 429
+//!   `rate_limit`; [`FakeStripe::lock_timeout`] and
+//!   [`FakeStripe::should_not_retry`] make its 409 `lock_timeout` and its
+//!   stored 500 with `Stripe-Should-Retry: false`.
 //!
-//! [`FakeStripe::side_effects`] counts writes that really took effect
-//! (objects created, intents confirmed or captured), counted by the fake.
+//! [`Fake::side_effects`] counts writes that really took effect (objects
+//! created, intents confirmed or captured).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! use idem_stripe::fake::{FakeStripe, Fault};
+//! use idem_testkit::{FakeStripe, Fault};
 //! let stripe = FakeStripe::start().await;
 //! stripe.inject(Fault::ServerError);
+//! stripe.inject(FakeStripe::lock_timeout());
 //! assert_eq!(stripe.side_effects(), 0);
 //! assert!(stripe.base_url().starts_with("http://"));
 //! # }
 //! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wiremock::matchers::any;
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-/// A fault for the next write request (POST) the fake receives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Fault {
-    /// 500 `api_error`; nothing done, nothing stored.
-    ServerError,
-    /// 429 `rate_limit` with `Retry-After`; nothing done.
-    RateLimited {
-        /// Seconds in `Retry-After`.
-        retry_after_secs: u64,
-    },
-    /// The request is processed (the object is created and the answer stored
-    /// under its key), but the answer only leaves after `delay`: longer than
-    /// the client's attempt timeout, so the client sees a timeout after
-    /// sending.
-    LoseResponse {
-        /// How long the answer is held back.
-        delay: Duration,
-    },
-    /// Nothing is done, and the answer (a 500) only leaves after `delay`: the
-    /// client times out without anything having happened.
-    DropBeforeProcessing {
-        /// How long the answer is held back.
-        delay: Duration,
-    },
-    /// 409 `lock_timeout`; nothing done.
-    LockTimeout,
-    /// 500 with `Stripe-Should-Retry: false`, stored under the key like an
-    /// executed request; nothing visible done.
-    ServerErrorShouldNotRetry,
-    /// The request is processed, but its key stays "in use" and the answer is
-    /// held for `delay`: a concurrent request with the same key gets 409
-    /// `idempotency_key_in_use`.
-    SlowProcessing {
-        /// How long processing takes.
-        delay: Duration,
-    },
-}
+use crate::fake::{Context, Fake, Fault, Simulator};
+use crate::http::{Reply, Request};
 
-/// One request as the fake saw it (credentials left out).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SeenRequest {
-    /// `GET` or `POST`.
-    pub method: String,
-    /// The path.
-    pub path: String,
-    /// The query string, if any.
-    pub query: Option<String>,
-    /// The `Idempotency-Key` header.
-    pub idempotency_key: Option<String>,
-    /// The `Stripe-Version` header.
-    pub stripe_version: Option<String>,
-    /// The `Stripe-Account` header.
-    pub stripe_account: Option<String>,
-    /// The form pairs, decoded, in order.
-    pub form: Vec<(String, String)>,
-}
+/// The simulated Stripe: a [`Fake`] serving [`Stripe`].
+pub type FakeStripe = Fake<Stripe>;
 
+/// An answer kept under an idempotency key.
+#[derive(Debug)]
 struct Stored {
     endpoint: String,
     params: Vec<(String, String)>,
-    status: u16,
-    body: Value,
-    extra: Vec<(&'static str, String)>,
+    reply: Reply,
     ready_at: Instant,
 }
 
-#[derive(Default)]
-struct State {
+/// The state of the simulated Stripe (see [`FakeStripe`]).
+#[derive(Debug, Default)]
+pub struct Stripe {
     seq: u64,
+    request_id: String,
     keys: HashMap<String, Stored>,
     objects: BTreeMap<String, Value>,
     order: Vec<String>,
-    faults: VecDeque<Fault>,
-    side_effects: usize,
-    write_requests: usize,
-    seen: Vec<SeenRequest>,
     search_lag: bool,
 }
 
-impl State {
+impl Stripe {
     fn id(&mut self, prefix: &str) -> String {
         self.seq += 1;
         format!("{prefix}_idemfake{:010}", self.seq)
     }
 
-    fn insert(&mut self, object: Value) -> Value {
+    fn insert(&mut self, object: Value, cx: &mut Context) -> Value {
         if let Some(id) = object.get("id").and_then(Value::as_str) {
             self.order.push(id.to_owned());
             self.objects.insert(id.to_owned(), object.clone());
         }
-        self.side_effects += 1;
+        cx.side_effect();
         object
     }
 
@@ -153,120 +101,100 @@ impl State {
             .cloned()
             .collect()
     }
-}
 
-/// The simulated Stripe. Dropping it stops the server.
-pub struct FakeStripe {
-    server: MockServer,
-    state: Arc<Mutex<State>>,
-}
-
-impl std::fmt::Debug for FakeStripe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeStripe")
-            .field("uri", &self.server.uri())
-            .finish_non_exhaustive()
+    fn store(&mut self, request: &Request, reply: &Reply, ready_at: Instant) {
+        if let Some(key) = request.header("idempotency-key") {
+            let mut params = request.form();
+            params.sort();
+            self.keys.insert(
+                key.to_owned(),
+                Stored {
+                    endpoint: format!("POST {}", request.path()),
+                    params,
+                    reply: reply.clone(),
+                    ready_at,
+                },
+            );
+        }
     }
 }
 
 impl FakeStripe {
-    /// Starts a fake on a random local port.
+    /// Starts a fake on a free local port.
     pub async fn start() -> Self {
-        let server = MockServer::start().await;
-        let state = Arc::new(Mutex::new(State::default()));
-        Mock::given(any())
-            .respond_with(Responder {
-                state: state.clone(),
-            })
-            .named("fake stripe")
-            .mount(&server)
-            .await;
-        Self { server, state }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The base URL to give `StripeClientBuilder::base_url`.
-    pub fn base_url(&self) -> String {
-        self.server.uri()
-    }
-
-    /// Writes that really took effect: objects created, intents confirmed or
-    /// captured. Replays, rejections and faults do not count.
-    pub fn side_effects(&self) -> usize {
-        self.lock().side_effects
-    }
-
-    /// Write requests (POSTs) seen on the wire, replays and faults included.
-    pub fn write_requests(&self) -> usize {
-        self.lock().write_requests
-    }
-
-    /// Every request seen, in order.
-    pub fn requests(&self) -> Vec<SeenRequest> {
-        self.lock().seen.clone()
+        Fake::serve(Stripe::default()).await
     }
 
     /// The `Idempotency-Key` of every write request, in order.
     pub fn keys_on_wire(&self) -> Vec<String> {
-        self.lock()
-            .seen
+        self.writes()
             .iter()
-            .filter(|r| r.method == "POST")
-            .filter_map(|r| r.idempotency_key.clone())
+            .filter_map(|r| r.header("idempotency-key").map(str::to_owned))
             .collect()
-    }
-
-    /// Queues a fault for the next write request (faults apply in order, one
-    /// per request).
-    pub fn inject(&self, fault: Fault) {
-        self.lock().faults.push_back(fault);
     }
 
     /// While on, search finds nothing (Stripe's search can lag writes by
     /// about a minute).
     pub fn set_search_lag(&self, lagging: bool) {
-        self.lock().search_lag = lagging;
+        self.with(|s| s.search_lag = lagging);
     }
 
-    /// Forgets every idempotency key, as Stripe may once a key is 24 h old.
+    /// Forgets every idempotency key, as Stripe does once a key is 24 h old.
     pub fn expire_keys(&self) {
-        self.lock().keys.clear();
+        self.with(|s| s.keys.clear());
     }
 
     /// All PaymentIntents, oldest first.
     pub fn payment_intents(&self) -> Vec<Value> {
-        self.lock().of_kind("payment_intent")
+        self.with(|s| s.of_kind("payment_intent"))
     }
 
     /// All Refunds, oldest first.
     pub fn refunds(&self) -> Vec<Value> {
-        self.lock().of_kind("refund")
+        self.with(|s| s.of_kind("refund"))
     }
 
     /// All Customers, oldest first.
     pub fn customers(&self) -> Vec<Value> {
-        self.lock().of_kind("customer")
+        self.with(|s| s.of_kind("customer"))
     }
 
     /// All Charges created with `POST /v1/charges`, oldest first.
     pub fn charges(&self) -> Vec<Value> {
-        self.lock().of_kind("charge")
+        self.with(|s| s.of_kind("charge"))
     }
 
     /// An object by id.
     pub fn object(&self, id: &str) -> Option<Value> {
-        self.lock().objects.get(id).cloned()
+        self.with(|s| s.objects.get(id).cloned())
+    }
+
+    /// Stripe's 409 `lock_timeout` (another request holds the object);
+    /// nothing is done.
+    pub fn lock_timeout() -> Fault {
+        Fault::Reply(Reply::json(
+            409,
+            error(
+                "invalid_request_error",
+                Some("lock_timeout"),
+                "This object cannot be accessed right now because another API request or Stripe process is currently accessing it.",
+                None,
+            ),
+        ))
+    }
+
+    /// A 500 with `Stripe-Should-Retry: false`, stored under the key like an
+    /// executed request; nothing visible done.
+    pub fn should_not_retry() -> Fault {
+        Fault::Recorded(Reply::json(500, api_error()).insert_header("stripe-should-retry", "false"))
     }
 }
 
-struct Responder {
-    state: Arc<Mutex<State>>,
+fn api_error() -> Value {
+    error("api_error", None, "An unknown error occurred", None)
 }
 
-fn error(status: u16, kind: &str, code: Option<&str>, message: &str, param: Option<&str>) -> Value {
+fn error(kind: &str, code: Option<&str>, message: &str, param: Option<&str>) -> Value {
     let mut e = json!({ "type": kind, "message": message });
     if let Some(c) = code {
         e["code"] = json!(c);
@@ -275,31 +203,25 @@ fn error(status: u16, kind: &str, code: Option<&str>, message: &str, param: Opti
     if let Some(p) = param {
         e["param"] = json!(p);
     }
-    let _ = status;
     json!({ "error": e })
-}
-
-fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 struct Answer {
     status: u16,
     body: Value,
-    extra: Vec<(&'static str, String)>,
     /// Whether the request was executed (answers stored under the key).
     executed: bool,
 }
 
 impl Answer {
+    fn reply(&self) -> Reply {
+        Reply::json(self.status, &self.body)
+    }
+
     fn ok(body: Value) -> Self {
         Self {
             status: 200,
             body,
-            extra: Vec::new(),
             executed: true,
         }
     }
@@ -308,7 +230,6 @@ impl Answer {
         Self {
             status,
             body,
-            extra: Vec::new(),
             executed: false,
         }
     }
@@ -349,7 +270,6 @@ fn missing(param: &str) -> Answer {
     Answer::invalid(
         400,
         error(
-            400,
             "invalid_request_error",
             Some("parameter_missing"),
             &format!("Missing required param: {param}."),
@@ -362,7 +282,6 @@ fn no_such(kind: &str, id: &str, param: &str) -> Answer {
     Answer::invalid(
         404,
         error(
-            404,
             "invalid_request_error",
             Some("resource_missing"),
             &format!("No such {kind}: '{id}'"),
@@ -373,7 +292,6 @@ fn no_such(kind: &str, id: &str, param: &str) -> Answer {
 
 fn declined(pi: Option<&str>) -> Answer {
     let mut e = error(
-        402,
         "card_error",
         Some("card_declined"),
         "Your card was declined.",
@@ -386,9 +304,15 @@ fn declined(pi: Option<&str>) -> Answer {
     Answer {
         status: 402,
         body: e,
-        extra: Vec::new(),
         executed: true,
     }
+}
+
+/// The required `amount` and `currency` of a create.
+fn amount_and_currency(form: &[(String, String)]) -> Result<(u64, &str), Answer> {
+    let amount = amount(form, "amount")?.ok_or_else(|| missing("amount"))?;
+    let currency = form_get(form, "currency").ok_or_else(|| missing("currency"))?;
+    Ok((amount, currency))
 }
 
 fn amount(form: &[(String, String)], name: &str) -> Result<Option<u64>, Answer> {
@@ -398,7 +322,6 @@ fn amount(form: &[(String, String)], name: &str) -> Result<Option<u64>, Answer> 
             Answer::invalid(
                 400,
                 error(
-                    400,
                     "invalid_request_error",
                     Some("parameter_invalid_integer"),
                     &format!("Invalid integer: {v}"),
@@ -420,7 +343,6 @@ fn unknown_on_version(form: &[(String, String)], version: Option<&str>) -> Optio
         Answer::invalid(
             400,
             error(
-                400,
                 "invalid_request_error",
                 Some("parameter_unknown"),
                 &format!("Received unknown parameter: {param}"),
@@ -443,7 +365,6 @@ fn unexpected_state(pi: &Value, action: &str) -> Answer {
     Answer::invalid(
         400,
         error(
-            400,
             "invalid_request_error",
             Some("payment_intent_unexpected_state"),
             &format!("This PaymentIntent's status is {status}; it cannot be {action}."),
@@ -452,25 +373,30 @@ fn unexpected_state(pi: &Value, action: &str) -> Answer {
     )
 }
 
-impl State {
-    fn execute(&mut self, path: &str, form: &[(String, String)], version: Option<&str>) -> Answer {
+impl Stripe {
+    fn execute(
+        &mut self,
+        path: &str,
+        form: &[(String, String)],
+        version: Option<&str>,
+        cx: &mut Context,
+    ) -> Answer {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match segments.as_slice() {
             ["v1", "payment_intents"] => {
                 if let Some(unknown) = unknown_on_version(form, version) {
                     return unknown;
                 }
-                self.create_payment_intent(form)
+                self.create_payment_intent(form, cx)
             }
-            ["v1", "payment_intents", id, "confirm"] => self.confirm(id, form),
-            ["v1", "payment_intents", id, "capture"] => self.capture(id, form),
-            ["v1", "refunds"] => self.create_refund(form),
-            ["v1", "customers"] => self.create_customer(form),
-            ["v1", "charges"] => self.create_charge(form),
+            ["v1", "payment_intents", id, "confirm"] => self.confirm(id, form, cx),
+            ["v1", "payment_intents", id, "capture"] => self.capture(id, form, cx),
+            ["v1", "refunds"] => self.create_refund(form, cx),
+            ["v1", "customers"] => self.create_customer(form, cx),
+            ["v1", "charges"] => self.create_charge(form, cx),
             _ => Answer::invalid(
                 404,
                 error(
-                    404,
                     "invalid_request_error",
                     None,
                     &format!("Unrecognized request URL (POST: {path})."),
@@ -480,14 +406,10 @@ impl State {
         }
     }
 
-    fn create_payment_intent(&mut self, form: &[(String, String)]) -> Answer {
-        let amount = match amount(form, "amount") {
-            Ok(Some(a)) => a,
-            Ok(None) => return missing("amount"),
+    fn create_payment_intent(&mut self, form: &[(String, String)], cx: &mut Context) -> Answer {
+        let (amount, currency) = match amount_and_currency(form) {
+            Ok(both) => both,
             Err(e) => return e,
-        };
-        let Some(currency) = form_get(form, "currency") else {
-            return missing("currency");
         };
         let id = self.id("pi");
         let pm = form_get(form, "payment_method");
@@ -524,14 +446,13 @@ impl State {
             if pm == Some("pm_card_chargeDeclined") {
                 pi["status"] = json!("requires_payment_method");
                 pi["last_payment_error"] = json!({"type": "card_error", "code": "card_declined"});
-                self.insert(pi);
+                self.insert(pi, cx);
                 return declined(Some(&id));
             }
             if pm.is_none() {
                 return Answer::invalid(
                     400,
                     error(
-                        400,
                         "invalid_request_error",
                         Some("payment_intent_unexpected_state"),
                         "You cannot confirm this PaymentIntent because it's missing a payment method.",
@@ -541,7 +462,7 @@ impl State {
             }
             self.settle_confirm(&mut pi, manual);
         }
-        Answer::ok(self.insert(pi))
+        Answer::ok(self.insert(pi, cx))
     }
 
     fn settle_confirm(&mut self, pi: &mut Value, manual: bool) {
@@ -578,7 +499,7 @@ impl State {
         self.objects.insert(charge, charge_object);
     }
 
-    fn confirm(&mut self, id: &str, form: &[(String, String)]) -> Answer {
+    fn confirm(&mut self, id: &str, form: &[(String, String)], cx: &mut Context) -> Answer {
         let Some(mut pi) = self.objects.get(id).cloned() else {
             return no_such("payment_intent", id, "intent");
         };
@@ -598,7 +519,6 @@ impl State {
                 return Answer::invalid(
                     400,
                     error(
-                        400,
                         "invalid_request_error",
                         Some("payment_intent_unexpected_state"),
                         "You cannot confirm this PaymentIntent because it's missing a payment method.",
@@ -616,11 +536,11 @@ impl State {
         let manual = pi["capture_method"].as_str() == Some("manual");
         self.settle_confirm(&mut pi, manual);
         self.objects.insert(id.to_owned(), pi.clone());
-        self.side_effects += 1;
+        cx.side_effect();
         Answer::ok(pi)
     }
 
-    fn capture(&mut self, id: &str, form: &[(String, String)]) -> Answer {
+    fn capture(&mut self, id: &str, form: &[(String, String)], cx: &mut Context) -> Answer {
         let Some(mut pi) = self.objects.get(id).cloned() else {
             return no_such("payment_intent", id, "intent");
         };
@@ -636,7 +556,6 @@ impl State {
             return Answer::invalid(
                 400,
                 error(
-                    400,
                     "invalid_request_error",
                     Some("amount_too_large"),
                     "The amount to capture exceeds the capturable amount.",
@@ -668,11 +587,11 @@ impl State {
             m.extend(meta);
         }
         self.objects.insert(id.to_owned(), pi.clone());
-        self.side_effects += 1;
+        cx.side_effect();
         Answer::ok(pi)
     }
 
-    fn create_refund(&mut self, form: &[(String, String)]) -> Answer {
+    fn create_refund(&mut self, form: &[(String, String)], cx: &mut Context) -> Answer {
         let (target, param) = match (form_get(form, "payment_intent"), form_get(form, "charge")) {
             (Some(pi), _) => (pi.to_owned(), "payment_intent"),
             (None, Some(ch)) => (ch.to_owned(), "charge"),
@@ -680,7 +599,6 @@ impl State {
                 return Answer::invalid(
                     400,
                     error(
-                        400,
                         "invalid_request_error",
                         Some("parameter_missing"),
                         "One of the following params should be provided for this request: payment_intent or charge.",
@@ -711,7 +629,6 @@ impl State {
             return Answer::invalid(
                 400,
                 error(
-                    400,
                     "invalid_request_error",
                     Some("charge_already_refunded"),
                     "The amount to refund exceeds what remains to be refunded.",
@@ -732,10 +649,10 @@ impl State {
             "reason": form_get(form, "reason"),
             "status": "succeeded",
         });
-        Answer::ok(self.insert(refund))
+        Answer::ok(self.insert(refund, cx))
     }
 
-    fn create_customer(&mut self, form: &[(String, String)]) -> Answer {
+    fn create_customer(&mut self, form: &[(String, String)], cx: &mut Context) -> Answer {
         let id = self.id("cus");
         let customer = json!({
             "id": id,
@@ -749,17 +666,13 @@ impl State {
             "name": form_get(form, "name"),
             "phone": form_get(form, "phone"),
         });
-        Answer::ok(self.insert(customer))
+        Answer::ok(self.insert(customer, cx))
     }
 
-    fn create_charge(&mut self, form: &[(String, String)]) -> Answer {
-        let amount = match amount(form, "amount") {
-            Ok(Some(a)) => a,
-            Ok(None) => return missing("amount"),
+    fn create_charge(&mut self, form: &[(String, String)], cx: &mut Context) -> Answer {
+        let (amount, currency) = match amount_and_currency(form) {
+            Ok(both) => both,
             Err(e) => return e,
-        };
-        let Some(currency) = form_get(form, "currency") else {
-            return missing("currency");
         };
         if form_get(form, "source").is_none() && form_get(form, "customer").is_none() {
             return missing("source");
@@ -786,7 +699,7 @@ impl State {
             "payment_intent": null,
             "status": "succeeded",
         });
-        Answer::ok(self.insert(charge))
+        Answer::ok(self.insert(charge, cx))
     }
 
     fn read(&self, path: &str, query: &[(String, String)]) -> Answer {
@@ -805,7 +718,6 @@ impl State {
                     return Answer::invalid(
                         400,
                         error(
-                            400,
                             "invalid_request_error",
                             None,
                             "The query is not supported by the fake (only metadata['k']:'v').",
@@ -854,7 +766,6 @@ impl State {
             _ => Answer::invalid(
                 404,
                 error(
-                    404,
                     "invalid_request_error",
                     None,
                     &format!("Unrecognized request URL (GET: {path})."),
@@ -873,210 +784,117 @@ fn parse_metadata_query(q: &str) -> Option<(String, String)> {
     Some((k.to_owned(), v.to_owned()))
 }
 
-impl Respond for Responder {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        st.seq += 1;
-        let request_id = format!("req_fake{:08}", st.seq);
-        let reply = |status: u16, body: &Value, extra: &[(&'static str, String)]| {
-            let mut t = ResponseTemplate::new(status)
-                .insert_header("request-id", request_id.as_str())
-                .set_body_raw(body.to_string(), "application/json");
-            for (k, v) in extra {
-                t = t.insert_header(*k, v.as_str());
-            }
-            t
-        };
-        let path = req.url.path().to_owned();
-        let query: Vec<(String, String)> = req.url.query_pairs().into_owned().collect();
-        let form: Vec<(String, String)> = url::form_urlencoded::parse(&req.body)
-            .into_owned()
-            .collect();
-        let key = header(req, "idempotency-key");
-        st.seen.push(SeenRequest {
-            method: req.method.to_string(),
-            path: path.clone(),
-            query: req.url.query().map(str::to_owned),
-            idempotency_key: key.clone(),
-            stripe_version: header(req, "stripe-version"),
-            stripe_account: header(req, "stripe-account"),
-            form: form.clone(),
-        });
-        let authorized = header(req, "authorization").is_some_and(|a| {
+impl Simulator for Stripe {
+    fn screen(&mut self, req: &Request) -> Option<Reply> {
+        self.seq += 1;
+        self.request_id = format!("req_fake{:08}", self.seq);
+        let authorized = req.header("authorization").is_some_and(|a| {
             a.strip_prefix("Bearer ")
                 .is_some_and(|k| k.starts_with("sk_") || k.starts_with("rk_"))
         });
         if !authorized {
-            return reply(
+            return Some(Reply::json(
                 401,
-                &error(
-                    401,
+                error(
                     "invalid_request_error",
                     None,
                     "You did not provide a valid API key.",
                     None,
                 ),
-                &[],
-            );
+            ));
         }
-        if req.method.as_str() == "GET" {
-            let a = st.read(&path, &query);
-            return reply(a.status, &a.body, &a.extra);
+        if req.method == http::Method::GET {
+            return None;
         }
-        if req.method.as_str() != "POST" {
-            return reply(
+        if req.method != http::Method::POST {
+            return Some(Reply::json(
                 405,
-                &error(
-                    405,
+                error("invalid_request_error", None, "Method not allowed.", None),
+            ));
+        }
+        // Idempotency: replay, mismatch, or in use.
+        let k = req.header("idempotency-key")?;
+        if k.len() > 255 {
+            return Some(Reply::json(
+                400,
+                error(
                     "invalid_request_error",
                     None,
-                    "Method not allowed.",
+                    "Idempotency-Key must be at most 255 characters long.",
                     None,
                 ),
-                &[],
-            );
+            ));
         }
-        st.write_requests += 1;
-        let endpoint = format!("POST {path}");
-        let mut params = form.clone();
+        let stored = self.keys.get(k)?;
+        let mut params = req.form();
         params.sort();
+        if stored.endpoint != format!("POST {}", req.path()) || stored.params != params {
+            let msg = format!(
+                "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{k}' if you meant to execute a different request."
+            );
+            return Some(Reply::json(
+                400,
+                error("idempotency_error", None, &msg, None),
+            ));
+        }
+        if Instant::now() < stored.ready_at {
+            return Some(Reply::json(
+                409,
+                error(
+                    "invalid_request_error",
+                    Some("idempotency_key_in_use"),
+                    "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through). Please try again later.",
+                    None,
+                ),
+            ));
+        }
+        Some(
+            stored
+                .reply
+                .clone()
+                .insert_header("idempotent-replayed", "true")
+                .insert_header("original-request", "req_fake_original"),
+        )
+    }
+
+    fn handle(&mut self, req: &Request, cx: &mut Context) -> Reply {
+        let path = req.path().to_owned();
+        if req.method == http::Method::GET {
+            return self.read(&path, &req.query_pairs()).reply();
+        }
         let now = Instant::now();
-
-        // Idempotency: replay, mismatch, or in use.
-        if let Some(k) = &key {
-            if k.len() > 255 {
-                return reply(
-                    400,
-                    &error(
-                        400,
-                        "invalid_request_error",
-                        None,
-                        "Idempotency-Key must be at most 255 characters long.",
-                        None,
-                    ),
-                    &[],
-                );
-            }
-            if let Some(stored) = st.keys.get(k) {
-                if stored.endpoint != endpoint || stored.params != params {
-                    let msg = format!(
-                        "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{k}' if you meant to execute a different request."
-                    );
-                    return reply(400, &error(400, "idempotency_error", None, &msg, None), &[]);
-                }
-                if now < stored.ready_at {
-                    return reply(
-                        409,
-                        &error(
-                            409,
-                            "invalid_request_error",
-                            Some("idempotency_key_in_use"),
-                            "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through). Please try again later.",
-                            None,
-                        ),
-                        &[],
-                    );
-                }
-                let mut extra = stored.extra.clone();
-                extra.push(("idempotent-replayed", "true".to_owned()));
-                extra.push(("original-request", "req_fake_original".to_owned()));
-                return reply(stored.status, &stored.body, &extra);
-            }
-        }
-
-        let fault = st.faults.pop_front();
-        let mut delay = None;
-        let mut busy_until = now;
-        match fault {
-            Some(Fault::ServerError) => {
-                return reply(
-                    500,
-                    &error(500, "api_error", None, "An unknown error occurred", None),
-                    &[],
-                );
-            }
-            Some(Fault::RateLimited { retry_after_secs }) => {
-                return reply(
-                    429,
-                    &error(
-                        429,
-                        "invalid_request_error",
-                        Some("rate_limit"),
-                        "Too many requests hit the API too quickly.",
-                        None,
-                    ),
-                    &[("retry-after", retry_after_secs.to_string())],
-                );
-            }
-            Some(Fault::LockTimeout) => {
-                return reply(
-                    409,
-                    &error(
-                        409,
-                        "invalid_request_error",
-                        Some("lock_timeout"),
-                        "This object cannot be accessed right now because another API request or Stripe process is currently accessing it.",
-                        None,
-                    ),
-                    &[],
-                );
-            }
-            Some(Fault::DropBeforeProcessing { delay }) => {
-                return reply(
-                    500,
-                    &error(500, "api_error", None, "An unknown error occurred", None),
-                    &[],
-                )
-                .set_delay(delay);
-            }
-            Some(Fault::ServerErrorShouldNotRetry) => {
-                let body = error(500, "api_error", None, "An unknown error occurred", None);
-                let extra = vec![("stripe-should-retry", "false".to_owned())];
-                if let Some(k) = key {
-                    st.keys.insert(
-                        k,
-                        Stored {
-                            endpoint,
-                            params,
-                            status: 500,
-                            body: body.clone(),
-                            extra: extra.clone(),
-                            ready_at: now,
-                        },
-                    );
-                }
-                return reply(500, &body, &extra);
-            }
-            Some(Fault::LoseResponse { delay: d }) => delay = Some(d),
-            Some(Fault::SlowProcessing { delay: d }) => {
-                delay = Some(d);
-                busy_until = now + d;
-            }
-            None => {}
-        }
-
-        let version = header(req, "stripe-version");
-        let answer = st.execute(&path, &form, version.as_deref());
+        let answer = self.execute(&path, &req.form(), req.header("stripe-version"), cx);
+        let reply = answer.reply();
         if answer.executed {
-            if let Some(k) = key {
-                st.keys.insert(
-                    k,
-                    Stored {
-                        endpoint,
-                        params,
-                        status: answer.status,
-                        body: answer.body.clone(),
-                        extra: answer.extra.clone(),
-                        ready_at: busy_until,
-                    },
-                );
-            }
+            let busy_until = now + cx.in_progress_for().unwrap_or(Duration::ZERO);
+            self.store(req, &reply, busy_until);
         }
-        let t = reply(answer.status, &answer.body, &answer.extra);
-        match delay {
-            Some(d) => t.set_delay(d),
-            None => t,
-        }
+        reply
+    }
+
+    fn server_error(&self, _: &Request, _: bool) -> Reply {
+        Reply::json(500, api_error())
+    }
+
+    fn rate_limited(&self, _: &Request, retry_after_secs: u64) -> Reply {
+        Reply::json(
+            429,
+            error(
+                "invalid_request_error",
+                Some("rate_limit"),
+                "Too many requests hit the API too quickly.",
+                None,
+            ),
+        )
+        .insert_header("retry-after", retry_after_secs.to_string())
+    }
+
+    fn record(&mut self, req: &Request, reply: &Reply) {
+        self.store(req, reply, Instant::now());
+    }
+
+    fn decorate(&self, reply: Reply) -> Reply {
+        reply.insert_header("request-id", self.request_id.as_str())
     }
 }
 
@@ -1092,7 +910,7 @@ mod tests {
 
     #[test]
     fn payment_intent_parameters_follow_the_version() {
-        let mut st = State::default();
+        let mut st = Stripe::default();
         let base = [("amount", "1099"), ("currency", "usd")];
         let with = |extra: (&str, &str)| {
             let mut f = pairs(&base);
@@ -1102,8 +920,9 @@ mod tests {
         let old = with(("payment_method_types[0]", "card"));
         let new = with(("allowed_payment_method_types[0]", "card"));
         let path = "/v1/payment_intents";
-        let status =
-            |st: &mut State, f: &[(String, String)], v: Option<&str>| st.execute(path, f, v).status;
+        let status = |st: &mut Stripe, f: &[(String, String)], v: Option<&str>| {
+            st.execute(path, f, v, &mut Context::default()).status
+        };
         assert_eq!(status(&mut st, &old, Some("2026-10-28.endive")), 400);
         assert_eq!(status(&mut st, &new, Some("2026-10-28.endive")), 200);
         assert_eq!(status(&mut st, &old, Some("2026-08-26.dahlia")), 200);
@@ -1115,7 +934,8 @@ mod tests {
 
     #[test]
     fn partial_captures_add_up_and_keep_the_intent_capturable() {
-        let mut st = State::default();
+        let mut st = Stripe::default();
+        let mut cx = Context::default();
         let f = pairs(&[
             ("amount", "1000"),
             ("currency", "usd"),
@@ -1123,16 +943,21 @@ mod tests {
             ("capture_method", "manual"),
             ("confirm", "true"),
         ]);
-        let pi = st.execute("/v1/payment_intents", &f, None).body;
+        let pi = st.execute("/v1/payment_intents", &f, None, &mut cx).body;
         let id = pi["id"].as_str().unwrap().to_owned();
         let capture = format!("/v1/payment_intents/{id}/capture");
         let part = pairs(&[("amount_to_capture", "300"), ("final_capture", "false")]);
-        let a = st.execute(&capture, &part, None).body;
+        let a = st.execute(&capture, &part, None, &mut cx).body;
         assert_eq!(a["status"], "requires_capture");
         assert_eq!(a["amount_received"], 300);
         assert_eq!(a["amount_capturable"], 700);
         let b = st
-            .execute(&capture, &pairs(&[("amount_to_capture", "200")]), None)
+            .execute(
+                &capture,
+                &pairs(&[("amount_to_capture", "200")]),
+                None,
+                &mut cx,
+            )
             .body;
         assert_eq!(b["status"], "succeeded");
         assert_eq!(b["amount_received"], 500);
@@ -1140,7 +965,7 @@ mod tests {
         let charge = &st.objects[b["latest_charge"].as_str().unwrap()];
         assert_eq!(charge["amount_captured"], 500);
         assert_eq!(charge["payment_intent"], json!(id));
-        assert_eq!(st.side_effects, 3, "create+confirm, two captures");
+        assert_eq!(cx.side_effects(), 3, "create+confirm, two captures");
         assert!(
             st.of_kind("charge").is_empty(),
             "an intent's charge is not a charges.create"

@@ -1,11 +1,11 @@
-//! A simulated Twilio Messages API (feature `fake`), for tests, demos and
-//! chaos runs.
+//! A simulated Twilio Messages API, for tests, demos and chaos runs.
 //!
 //! It serves `POST`/`GET /2010-04-01/Accounts/{AccountSid}/Messages.json` and
 //! `GET …/Messages/{Sid}.json` the way Twilio does (form-encoded create,
 //! `201` with a Message resource, Twilio's error bodies and codes, list
 //! filters `To`, `From`, `DateSent`, `DateSent>`, `DateSent<`, paging), counts
-//! what it really did, and fails on demand with [`Fault`]s.
+//! the messages it really queued, and fails on demand with [`Fault`]s. Like
+//! Twilio, it takes no idempotency key: a create sent twice queues twice.
 //!
 //! As at Twilio, a message is created `queued` (or `accepted` through a
 //! Messaging Service) with `date_sent: null`; it gets a `date_sent` only
@@ -13,9 +13,14 @@
 //! status). The `DateSent` filters match on `date_sent`, so they never list
 //! a message that has not been sent yet.
 //!
+//! Faults: [`Fault::ServerError`] is Twilio's 500 (error 20500),
+//! [`Fault::ServerErrorAfterEffect`] the same 500 after the message was
+//! queued, [`Fault::RateLimited`] its 429 (error 20429) with `Retry-After`,
+//! and [`FakeTwilio::invalid_to`] its 400 (error 21211).
+//!
 //! ```no_run
 //! # async fn demo() {
-//! use idem_twilio::fake::{Fault, FakeTwilio};
+//! use idem_testkit::{FakeTwilio, Fault};
 //! use std::time::Duration;
 //!
 //! let twilio = FakeTwilio::start().await;
@@ -26,39 +31,20 @@
 //! # }
 //! ```
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use wiremock::matchers::{method, path_regex};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use crate::calendar::{rfc2822, ymd};
+use crate::fake::{Context, Fake, Fault, Simulator};
+use crate::http::{Reply, Request};
 
-use crate::time::{rfc2822, ymd};
+/// The simulated Twilio: a [`Fake`] serving [`Twilio`].
+pub type FakeTwilio = Fake<Twilio>;
 
-/// A failure the fake applies to the next write request (one per request,
-/// in order).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Fault {
-    /// HTTP 500 (Twilio error 20500); nothing is queued.
-    ServerError,
-    /// HTTP 500 *after* the message was queued (a real possibility: the
-    /// client cannot tell it from [`ServerError`](Self::ServerError)).
-    ServerErrorAfterQueue,
-    /// HTTP 429, error 20429, `Retry-After`; nothing is queued.
-    RateLimited {
-        /// The `Retry-After` seconds.
-        retry_after_secs: u64,
-    },
-    /// The message IS queued, but the answer is held for `delay` (make it
-    /// longer than the client's attempt timeout): the client times out after
-    /// sending.
-    LoseResponse {
-        /// How long the answer is held.
-        delay: Duration,
-    },
-    /// HTTP 400, error 21211 (invalid `To`); nothing is queued.
-    InvalidTo,
+/// The state of the simulated Twilio (see [`FakeTwilio`]).
+#[derive(Debug, Default)]
+pub struct Twilio {
+    messages: Vec<FakeMessage>,
+    seq: u64,
 }
 
 /// A message the fake holds.
@@ -88,28 +74,6 @@ pub struct FakeMessage {
     pub sent_at: Option<SystemTime>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    messages: Vec<FakeMessage>,
-    faults: VecDeque<Fault>,
-    write_requests: usize,
-    side_effects: usize,
-    seq: u64,
-}
-
-type Shared = Arc<Mutex<State>>;
-
-fn lock(state: &Shared) -> std::sync::MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The simulated Twilio.
-#[derive(Debug)]
-pub struct FakeTwilio {
-    server: MockServer,
-    state: Shared,
-}
-
 impl FakeTwilio {
     /// The account the fake serves.
     pub const ACCOUNT_SID: &'static str = "AC00000000000000000000000000000fa4";
@@ -118,40 +82,12 @@ impl FakeTwilio {
 
     /// Starts the fake on a local port.
     pub async fn start() -> Self {
-        Self::on(MockServer::start().await).await
+        Fake::serve(Twilio::default()).await
     }
 
     /// Starts the fake on a given listener (for a port chosen in advance).
     pub async fn start_on(listener: std::net::TcpListener) -> Self {
-        Self::on(MockServer::builder().listener(listener).start().await).await
-    }
-
-    async fn on(server: MockServer) -> Self {
-        let state: Shared = Arc::default();
-        let list = r"^/2010-04-01/Accounts/[^/]+/Messages\.json$";
-        Mock::given(method("POST"))
-            .and(path_regex(list))
-            .respond_with(Create(state.clone()))
-            .mount(&server)
-            .await;
-        Mock::given(method("GET"))
-            .and(path_regex(list))
-            .respond_with(List(state.clone()))
-            .mount(&server)
-            .await;
-        Mock::given(method("GET"))
-            .and(path_regex(
-                r"^/2010-04-01/Accounts/[^/]+/Messages/[^/]+\.json$",
-            ))
-            .respond_with(Fetch(state.clone()))
-            .mount(&server)
-            .await;
-        Self { server, state }
-    }
-
-    /// The base URL to give the client.
-    pub fn base_url(&self) -> String {
-        self.server.uri()
+        Fake::serve_on(listener, Twilio::default()).await
     }
 
     /// The account SID to give the client.
@@ -159,69 +95,40 @@ impl FakeTwilio {
         Self::ACCOUNT_SID
     }
 
-    /// Messages really queued through the API (seeded ones not included).
-    pub fn side_effects(&self) -> usize {
-        lock(&self.state).side_effects
-    }
-
-    /// Every write request (any method but `GET`/`HEAD`) as it arrived on the
-    /// wire, in order, faulted or not: for tests and demos that attribute
-    /// attempts to operations by their content.
-    pub async fn received_writes(&self) -> Vec<wiremock::Request> {
-        self.server
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.method != http::Method::GET && r.method != http::Method::HEAD)
-            .collect()
-    }
-
-    /// Every `GET` request (lookups) as it arrived on the wire, in order.
-    pub async fn received_reads(&self) -> Vec<wiremock::Request> {
-        self.server
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.method == http::Method::GET)
-            .collect()
-    }
-
-    /// Write requests (`POST`s) seen on the wire, whatever their answer.
-    pub fn write_requests(&self) -> usize {
-        lock(&self.state).write_requests
-    }
-
-    /// Queues a fault for the next write request.
-    pub fn inject(&self, fault: Fault) {
-        lock(&self.state).faults.push_back(fault);
-    }
-
     /// Every message the fake holds, oldest first.
     pub fn messages(&self) -> Vec<FakeMessage> {
-        lock(&self.state).messages.clone()
+        self.with(|st| st.messages.clone())
+    }
+
+    /// Twilio's 400 error 21211 (invalid `To`); nothing is queued.
+    pub fn invalid_to() -> Fault {
+        Fault::Reply(error(
+            400,
+            21211,
+            "The 'To' number is not a valid phone number.",
+        ))
     }
 
     /// Adds a message as if sent earlier by someone else (not counted as a
     /// side effect): for example an identical text, to make a lookup
     /// ambiguous.
     pub fn seed_message(&self, to: &str, from: &str, body: &str) -> String {
-        let mut st = lock(&self.state);
-        let sid = next_sid(&mut st, false);
-        st.messages.push(FakeMessage {
-            sid: sid.clone(),
-            to: to.to_owned(),
-            from: from.to_owned(),
-            messaging_service_sid: None,
-            body: Some(body.to_owned()),
-            media_urls: Vec::new(),
-            status_callback: None,
-            status: "sent".to_owned(),
-            created_at: SystemTime::now(),
-            sent_at: Some(SystemTime::now()),
-        });
-        sid
+        self.with(|st| {
+            let sid = next_sid(st, false);
+            st.messages.push(FakeMessage {
+                sid: sid.clone(),
+                to: to.to_owned(),
+                from: from.to_owned(),
+                messaging_service_sid: None,
+                body: Some(body.to_owned()),
+                media_urls: Vec::new(),
+                status_callback: None,
+                status: "sent".to_owned(),
+                created_at: SystemTime::now(),
+                sent_at: Some(SystemTime::now()),
+            });
+            sid
+        })
     }
 
     /// Moves a message to `status` and returns the parameters Twilio would
@@ -230,45 +137,49 @@ impl FakeTwilio {
     /// `AccountSid`, `To`, `From`, …). `None` when the message is unknown or
     /// had no callback URL.
     pub fn status_callback(&self, sid: &str, status: &str) -> Option<Vec<(String, String)>> {
-        let mut st = lock(&self.state);
-        let m = st.messages.iter_mut().find(|m| m.sid == sid)?;
-        m.status = status.to_owned();
-        if !matches!(status, "queued" | "accepted" | "scheduled" | "canceled") {
-            m.sent_at.get_or_insert_with(SystemTime::now);
-        }
-        let url: url::Url = m.status_callback.as_deref()?.parse().ok()?;
-        let mut params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-        for (k, v) in [
-            ("ApiVersion", "2010-04-01"),
-            ("AccountSid", Self::ACCOUNT_SID),
-            ("MessageSid", &m.sid),
-            ("SmsSid", &m.sid),
-            ("MessageStatus", status),
-            ("SmsStatus", status),
-            ("To", &m.to),
-            ("From", &m.from),
-        ] {
-            params.push((k.to_owned(), v.to_owned()));
-        }
-        if let Some(s) = &m.messaging_service_sid {
-            params.push(("MessagingServiceSid".to_owned(), s.clone()));
-        }
-        Some(params)
+        self.with(|st| {
+            let m = st.messages.iter_mut().find(|m| m.sid == sid)?;
+            m.status = status.to_owned();
+            if !matches!(status, "queued" | "accepted" | "scheduled" | "canceled") {
+                m.sent_at.get_or_insert_with(SystemTime::now);
+            }
+            let url: url::Url = m.status_callback.as_deref()?.parse().ok()?;
+            let mut params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            for (k, v) in [
+                ("ApiVersion", "2010-04-01"),
+                ("AccountSid", Self::ACCOUNT_SID),
+                ("MessageSid", &m.sid),
+                ("SmsSid", &m.sid),
+                ("MessageStatus", status),
+                ("SmsStatus", status),
+                ("To", &m.to),
+                ("From", &m.from),
+            ] {
+                params.push((k.to_owned(), v.to_owned()));
+            }
+            if let Some(s) = &m.messaging_service_sid {
+                params.push(("MessagingServiceSid".to_owned(), s.clone()));
+            }
+            Some(params)
+        })
     }
 }
 
-fn next_sid(st: &mut State, mms: bool) -> String {
+fn next_sid(st: &mut Twilio, mms: bool) -> String {
     st.seq += 1;
     format!("{}{:032x}", if mms { "MM" } else { "SM" }, st.seq)
 }
 
-fn error(status: u16, code: u32, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_json(serde_json::json!({
-        "code": code,
-        "message": message,
-        "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
-        "status": status,
-    }))
+fn error(status: u16, code: u32, message: &str) -> Reply {
+    Reply::json(
+        status,
+        serde_json::json!({
+            "code": code,
+            "message": message,
+            "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+            "status": status,
+        }),
+    )
 }
 
 fn account_of(req: &Request) -> Option<String> {
@@ -277,7 +188,7 @@ fn account_of(req: &Request) -> Option<String> {
 }
 
 /// Common checks: credentials present, the fake's account.
-fn check_auth(req: &Request) -> Option<ResponseTemplate> {
+fn check_auth(req: &Request) -> Option<Reply> {
     let auth = req
         .headers
         .get(http::header::AUTHORIZATION)
@@ -332,15 +243,62 @@ fn valid_address(to: &str) -> bool {
     (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-struct Create(Shared);
+enum Route {
+    Messages,
+    Message,
+}
 
-impl Respond for Create {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let mut st = lock(&self.0);
-        st.write_requests += 1;
-        if let Some(denied) = check_auth(req) {
-            return denied;
+fn route(path: &str) -> Option<Route> {
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.as_slice() {
+        ["", "2010-04-01", "Accounts", account, "Messages.json"] if !account.is_empty() => {
+            Some(Route::Messages)
         }
+        ["", "2010-04-01", "Accounts", account, "Messages", sid]
+            if !account.is_empty() && sid.len() > ".json".len() && sid.ends_with(".json") =>
+        {
+            Some(Route::Message)
+        }
+        _ => None,
+    }
+}
+
+impl Simulator for Twilio {
+    fn screen(&mut self, req: &Request) -> Option<Reply> {
+        let known = matches!(
+            (route(req.path()), &req.method),
+            (
+                Some(Route::Messages),
+                &http::Method::POST | &http::Method::GET
+            ) | (Some(Route::Message), &http::Method::GET)
+        );
+        if !known {
+            return Some(Reply::new(404));
+        }
+        check_auth(req)
+    }
+
+    fn handle(&mut self, req: &Request, cx: &mut Context) -> Reply {
+        match route(req.path()) {
+            Some(Route::Messages) if req.method == http::Method::POST => self.create(req, cx),
+            Some(Route::Messages) => self.list(req),
+            _ => self.fetch(req),
+        }
+    }
+
+    fn server_error(&self, _: &Request, _: bool) -> Reply {
+        error(500, 20500, "Internal Server Error")
+    }
+
+    fn rate_limited(&self, _: &Request, retry_after_secs: u64) -> Reply {
+        error(429, 20429, "Too Many Requests")
+            .insert_header("Retry-After", retry_after_secs.to_string())
+    }
+}
+
+impl Twilio {
+    fn create(&mut self, req: &Request, cx: &mut Context) -> Reply {
+        let st = self;
         let mut to = None;
         let mut from = None;
         let mut service = None;
@@ -358,18 +316,6 @@ impl Respond for Create {
                 "StatusCallback" => callback = Some(v),
                 _ => {}
             }
-        }
-        let fault = st.faults.pop_front();
-        match &fault {
-            Some(Fault::ServerError) => return error(500, 20500, "Internal Server Error"),
-            Some(Fault::RateLimited { retry_after_secs }) => {
-                return error(429, 20429, "Too Many Requests")
-                    .insert_header("Retry-After", retry_after_secs.to_string().as_str());
-            }
-            Some(Fault::InvalidTo) => {
-                return error(400, 21211, "The 'To' number is not a valid phone number.");
-            }
-            _ => {}
         }
         let Some(to) = to.filter(|t| !t.is_empty()) else {
             return error(400, 21604, "A 'To' phone number is required.");
@@ -397,7 +343,7 @@ impl Respond for Create {
         }) {
             return error(400, 21609, "Invalid StatusCallback URL.");
         }
-        let sid = next_sid(&mut st, !media.is_empty());
+        let sid = next_sid(st, !media.is_empty());
         let status = if service.is_some() {
             "accepted"
         } else {
@@ -417,25 +363,12 @@ impl Respond for Create {
         };
         let json = to_json(&message);
         st.messages.push(message);
-        st.side_effects += 1;
-        match fault {
-            Some(Fault::LoseResponse { delay }) => ResponseTemplate::new(201)
-                .set_body_json(json)
-                .set_delay(delay),
-            Some(Fault::ServerErrorAfterQueue) => error(500, 20500, "Internal Server Error"),
-            _ => ResponseTemplate::new(201).set_body_json(json),
-        }
+        cx.side_effect();
+        Reply::json(201, json)
     }
-}
 
-struct List(Shared);
-
-impl Respond for List {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        if let Some(denied) = check_auth(req) {
-            return denied;
-        }
-        let st = lock(&self.0);
+    fn list(&self, req: &Request) -> Reply {
+        let st = self;
         let mut page_size = 50usize;
         let mut page = 0usize;
         let mut filters: Vec<(String, String)> = Vec::new();
@@ -487,27 +420,23 @@ impl Respond for List {
             format!("{base}?{}", s.finish())
         };
         let next = (start + page_size < found.len()).then(|| query(page + 1));
-        ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "end": start + items.len().saturating_sub(1),
-            "first_page_uri": query(0),
-            "next_page_uri": next,
-            "page": page,
-            "page_size": page_size,
-            "previous_page_uri": (page > 0).then(|| query(page - 1)),
-            "start": start,
-            "uri": query(page),
-            "messages": items,
-        }))
+        Reply::json(
+            200,
+            serde_json::json!({
+                "end": start + items.len().saturating_sub(1),
+                "first_page_uri": query(0),
+                "next_page_uri": next,
+                "page": page,
+                "page_size": page_size,
+                "previous_page_uri": (page > 0).then(|| query(page - 1)),
+                "start": start,
+                "uri": query(page),
+                "messages": items,
+            }),
+        )
     }
-}
 
-struct Fetch(Shared);
-
-impl Respond for Fetch {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        if let Some(denied) = check_auth(req) {
-            return denied;
-        }
+    fn fetch(&self, req: &Request) -> Reply {
         let sid = req
             .url
             .path()
@@ -515,9 +444,8 @@ impl Respond for Fetch {
             .next()
             .and_then(|s| s.strip_suffix(".json"))
             .unwrap_or("");
-        let st = lock(&self.0);
-        match st.messages.iter().find(|m| m.sid == sid) {
-            Some(m) => ResponseTemplate::new(200).set_body_json(to_json(m)),
+        match self.messages.iter().find(|m| m.sid == sid) {
+            Some(m) => Reply::json(200, to_json(m)),
             None => error(404, 20404, "The requested resource was not found"),
         }
     }

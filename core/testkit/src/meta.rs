@@ -1,22 +1,30 @@
-//! A simulated Meta Graph API (feature `fake`), for tests, demos and chaos
-//! runs: Page posts (`/{page-id}/feed`, `published_posts`,
-//! `scheduled_posts`) and Instagram content publishing (`/{ig-user-id}/media`,
-//! `media_publish`, container `status_code`, media list), with faults.
+//! A simulated Meta Graph API, for tests, demos and chaos runs: Page posts
+//! (`/{page-id}/feed`, `published_posts`, `scheduled_posts`) and Instagram
+//! content publishing (`/{ig-user-id}/media`, `media_publish`, container
+//! `status_code`, media list), with faults. Like Meta, it takes no
+//! idempotency key.
 //!
-//! It counts what really happened ([`FakeMeta::side_effects`]: Page posts
+//! It counts what really happened ([`Fake::side_effects`]: Page posts
 //! created and Instagram media published) apart from what was asked
-//! ([`FakeMeta::write_requests`]), so a test can tell "sent twice" from
+//! ([`Fake::write_requests`]), so a test can tell "sent twice" from
 //! "posted twice".
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use idem_meta::fake::{FakeMeta, Fault};
+//! use idem_testkit::{FakeMeta, Fault};
 //! let fake = FakeMeta::start().await;
 //! fake.inject(Fault::LoseResponse { delay: std::time::Duration::from_secs(2) });
 //! // point a MetaClient at fake.base_url() ...
 //! assert_eq!(fake.side_effects(), 0);
 //! # }
 //! ```
+//!
+//! Faults: [`Fault::ServerError`] is a 500 with Meta's transient code 2;
+//! [`Fault::RateLimited`] is a throttle (HTTP 400, code 4, with
+//! `X-Business-Use-Case-Usage` at 100% and
+//! `estimated_time_to_regain_access` rounded up to minutes);
+//! [`FakeMeta::throttle`] and [`FakeMeta::oauth_expired`] make its other
+//! throttles and its expired-token error.
 //!
 //! Fidelity notes: error objects have Meta's documented shape and codes
 //! (4 throttle, 190/463 expired token, 9007 media not ready). The error a
@@ -25,50 +33,14 @@
 //! the query string (Meta accepts it; idem never sends one, because the query
 //! string is fingerprinted and logged).
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use crate::calendar::graph;
+use crate::fake::{Context, Fake, Fault, Simulator};
+use crate::http::{Reply, Request};
 
-/// A fault applied to the next write (`POST`) request, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Fault {
-    /// No fault for this write (to aim a later fault at, say, the second
-    /// step of an Instagram publish).
-    Pass,
-    /// HTTP 500 with Meta's transient code 2; nothing is done.
-    ServerError,
-    /// Throttled (HTTP 400, code 4, with `X-Business-Use-Case-Usage` at
-    /// 100% and `estimated_time_to_regain_access` rounded up to minutes);
-    /// nothing is done.
-    RateLimited {
-        /// Seconds until access returns (0: retry straight away).
-        retry_after_secs: u64,
-    },
-    /// A throttle answer with this code (4, 17, 32, 341, 613); nothing is done.
-    Throttle {
-        /// The Graph error code.
-        code: i64,
-    },
-    /// The write is carried out, but the answer comes only after `delay`
-    /// (longer than the client's attempt timeout: the client sees a timeout
-    /// after sending).
-    LoseResponse {
-        /// How long the answer is held.
-        delay: Duration,
-    },
-    /// Nothing is done, and an error answer comes only after `delay`: a
-    /// timeout that had no effect.
-    StallWithoutEffect {
-        /// How long the answer is held.
-        delay: Duration,
-    },
-    /// HTTP 400 `OAuthException` code 190, subcode 463 (token expired);
-    /// nothing is done.
-    OAuthExpired,
-}
+/// The simulated Meta Graph API: a [`Fake`] serving [`Meta`].
+pub type FakeMeta = Fake<Meta>;
 
 /// A Page post the fake holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,158 +82,125 @@ struct Media {
     created: SystemTime,
 }
 
+/// The state of the simulated Meta Graph API (see [`FakeMeta`]).
 #[derive(Debug, Default)]
-struct State {
-    faults: VecDeque<Fault>,
+pub struct Meta {
     posts: Vec<FakePost>,
     containers: Vec<Container>,
     media: Vec<Media>,
-    writes: usize,
-    reads: usize,
     seq: u64,
     app_usage: Option<u32>,
     processing_polls: u32,
     containers_fail: bool,
 }
 
-/// The simulated Meta Graph API.
-#[derive(Debug)]
-pub struct FakeMeta {
-    server: MockServer,
-    state: Arc<Mutex<State>>,
-}
-
 impl FakeMeta {
     /// Starts the fake on a free local port.
     pub async fn start() -> Self {
-        let server = MockServer::start().await;
-        let state = Arc::new(Mutex::new(State::default()));
-        Mock::given(wiremock::matchers::any())
-            .respond_with(Handler {
-                state: state.clone(),
-            })
-            .mount(&server)
-            .await;
-        Self { server, state }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The base URL to give the client (`MetaClientBuilder::base_url`).
-    pub fn base_url(&self) -> String {
-        self.server.uri()
-    }
-
-    /// Objects really created: Page posts plus Instagram media published.
-    pub fn side_effects(&self) -> usize {
-        let s = self.state();
-        s.posts.iter().filter(|p| !p.seeded).count() + s.media.len()
+        Fake::serve(Meta::default()).await
     }
 
     /// Adds a published Page post as if someone else had made it now (not a
     /// side effect): for example to push a post off the first page of a
     /// listing.
     pub fn seed_post(&self, page: &str, message: &str) -> String {
-        let mut s = self.state();
-        s.seq += 1;
-        let id = format!("{page}_{}", s.seq);
-        s.posts.push(FakePost {
-            id: id.clone(),
-            page: page.to_owned(),
-            message: Some(message.to_owned()),
-            link: None,
-            created: SystemTime::now(),
-            scheduled: false,
-            unpublished: false,
-            seeded: true,
-        });
-        id
-    }
-
-    /// Every write request (any method but `GET`/`HEAD`) as it arrived on the
-    /// wire, in order, faulted or not: for tests and demos that attribute
-    /// attempts to operations by their content.
-    pub async fn received_writes(&self) -> Vec<wiremock::Request> {
-        self.server
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.method != http::Method::GET && r.method != http::Method::HEAD)
-            .collect()
-    }
-
-    /// Write (`POST`) requests seen on the wire.
-    pub fn write_requests(&self) -> usize {
-        self.state().writes
-    }
-
-    /// Read (`GET`) requests seen on the wire.
-    pub fn read_requests(&self) -> usize {
-        self.state().reads
+        self.with(|s| {
+            s.seq += 1;
+            let id = format!("{page}_{}", s.seq);
+            s.posts.push(FakePost {
+                id: id.clone(),
+                page: page.to_owned(),
+                message: Some(message.to_owned()),
+                link: None,
+                created: SystemTime::now(),
+                scheduled: false,
+                unpublished: false,
+                seeded: true,
+            });
+            id
+        })
     }
 
     /// Instagram containers created.
     pub fn containers_created(&self) -> usize {
-        self.state().containers.len()
+        self.with(|s| s.containers.len())
     }
 
     /// Instagram media published.
     pub fn media_published(&self) -> usize {
-        self.state().media.len()
+        self.with(|s| s.media.len())
     }
 
     /// The Page posts held.
     pub fn posts(&self) -> Vec<FakePost> {
-        self.state().posts.clone()
+        self.with(|s| s.posts.clone())
     }
 
-    /// Queues a fault for the next write request.
-    pub fn inject(&self, fault: Fault) {
-        self.state().faults.push_back(fault);
+    /// A throttle answer with this Graph code (4, 17, 32, 341, 613);
+    /// nothing is done.
+    pub fn throttle(code: i64) -> Fault {
+        Fault::Reply(error(
+            400,
+            code,
+            None,
+            "OAuthException",
+            &format!("(#{code}) request limit reached"),
+            true,
+        ))
+    }
+
+    /// HTTP 400 `OAuthException` code 190, subcode 463 (token expired);
+    /// nothing is done.
+    pub fn oauth_expired() -> Fault {
+        Fault::Reply(error(
+            400,
+            190,
+            Some(463),
+            "OAuthException",
+            "Error validating access token: Session has expired.",
+            false,
+        ))
     }
 
     /// Sends `X-App-Usage` with this percentage on every answer (`None`:
     /// no usage header).
     pub fn set_app_usage(&self, percent: Option<u32>) {
-        self.state().app_usage = percent;
+        self.with(|s| s.app_usage = percent);
     }
 
     /// New containers stay `IN_PROGRESS` for this many status reads.
     pub fn set_container_processing(&self, polls: u32) {
-        self.state().processing_polls = polls;
+        self.with(|s| s.processing_polls = polls);
     }
 
     /// New containers end in `ERROR` (for example an image URL Meta cannot
     /// fetch).
     pub fn fail_new_containers(&self, fail: bool) {
-        self.state().containers_fail = fail;
+        self.with(|s| s.containers_fail = fail);
     }
 
     /// Finishes processing of every `IN_PROGRESS` container.
     pub fn finish_containers(&self) {
-        for c in &mut self.state().containers {
-            if c.status == "IN_PROGRESS" {
-                c.status = "FINISHED";
-                c.polls_left = 0;
+        self.with(|s| {
+            for c in &mut s.containers {
+                if c.status == "IN_PROGRESS" {
+                    c.status = "FINISHED";
+                    c.polls_left = 0;
+                }
             }
-        }
+        });
     }
 
     /// Marks every container `EXPIRED` (as after 24 h unpublished).
     pub fn expire_containers(&self) {
-        for c in &mut self.state().containers {
-            if c.status != "PUBLISHED" {
-                c.status = "EXPIRED";
+        self.with(|s| {
+            for c in &mut s.containers {
+                if c.status != "PUBLISHED" {
+                    c.status = "EXPIRED";
+                }
             }
-        }
+        });
     }
-}
-
-struct Handler {
-    state: Arc<Mutex<State>>,
 }
 
 fn error(
@@ -271,7 +210,7 @@ fn error(
     kind: &str,
     message: &str,
     transient: bool,
-) -> ResponseTemplate {
+) -> Reply {
     let mut e = serde_json::json!({
         "message": message,
         "type": kind,
@@ -282,134 +221,111 @@ fn error(
     if let Some(sub) = subcode {
         e["error_subcode"] = serde_json::json!(sub);
     }
-    ResponseTemplate::new(status).set_body_json(serde_json::json!({ "error": e }))
+    Reply::json(status, serde_json::json!({ "error": e }))
 }
 
-fn ok(body: serde_json::Value) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(body)
+/// The answer to a call the fake does not serve.
+fn unsupported(what: &str) -> Reply {
+    error(
+        400,
+        100,
+        None,
+        "GraphMethodException",
+        &format!("fake: unsupported {what}"),
+        false,
+    )
 }
 
-impl Respond for Handler {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let usage = state.app_usage;
-        let mut answer = handle(&mut state, request);
-        if let Some(p) = usage {
-            answer = answer.insert_header(
-                "x-app-usage",
-                format!(r#"{{"call_count":{p},"total_cputime":{p},"total_time":{p}}}"#).as_str(),
-            );
+fn ok(body: serde_json::Value) -> Reply {
+    Reply::json(200, body)
+}
+
+impl Simulator for Meta {
+    fn screen(&mut self, request: &Request) -> Option<Reply> {
+        let bearer = request
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| !t.trim().is_empty());
+        if request.query("access_token").is_some() {
+            return Some(error(
+                400,
+                100,
+                None,
+                "OAuthException",
+                "fake: access_token in the query string is refused",
+                false,
+            ));
         }
-        answer
+        if !bearer {
+            return Some(error(
+                400,
+                104,
+                None,
+                "OAuthException",
+                "An access token is required to request this resource.",
+                false,
+            ));
+        }
+        None
+    }
+
+    fn handle(&mut self, request: &Request, cx: &mut Context) -> Reply {
+        let segments: Vec<String> = request
+            .url
+            .path_segments()
+            .map(|s| s.map(str::to_owned).collect())
+            .unwrap_or_default();
+        // The first segment is the version (`v25.0`).
+        let rest: Vec<&str> = segments.iter().skip(1).map(String::as_str).collect();
+        if request.method == http::Method::POST {
+            return write(self, request, &rest, cx);
+        }
+        read(self, request, &rest)
+    }
+
+    fn server_error(&self, _: &Request, _: bool) -> Reply {
+        error(
+            500,
+            2,
+            None,
+            "OAuthException",
+            "An unexpected error has occurred. Please retry your request later.",
+            true,
+        )
+    }
+
+    fn rate_limited(&self, request: &Request, retry_after_secs: u64) -> Reply {
+        let minutes = retry_after_secs.div_ceil(60);
+        let id = request
+            .url
+            .path_segments()
+            .and_then(|mut s| s.nth(1))
+            .unwrap_or("0");
+        error(400, 4, None, "OAuthException", "(#4) Application request limit reached", true).insert_header(
+            "x-business-use-case-usage",
+            format!(
+                r#"{{"{id}":[{{"type":"pages","call_count":100,"total_cputime":10,"total_time":10,"estimated_time_to_regain_access":{minutes}}}]}}"#
+            ),
+        )
+    }
+
+    fn decorate(&self, reply: Reply) -> Reply {
+        match self.app_usage {
+            Some(p) => reply.insert_header(
+                "x-app-usage",
+                format!(r#"{{"call_count":{p},"total_cputime":{p},"total_time":{p}}}"#),
+            ),
+            None => reply,
+        }
     }
 }
 
-fn handle(state: &mut State, request: &Request) -> ResponseTemplate {
-    let bearer = request
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| !t.trim().is_empty());
-    if request.url.query_pairs().any(|(k, _)| k == "access_token") {
-        return error(
-            400,
-            100,
-            None,
-            "OAuthException",
-            "fake: access_token in the query string is refused",
-            false,
-        );
-    }
-    if !bearer {
-        return error(
-            400,
-            104,
-            None,
-            "OAuthException",
-            "An access token is required to request this resource.",
-            false,
-        );
-    }
-    let segments: Vec<String> = request
-        .url
-        .path_segments()
-        .map(|s| s.map(str::to_owned).collect())
-        .unwrap_or_default();
-    // The first segment is the version (`v25.0`).
-    let rest: Vec<&str> = segments.iter().skip(1).map(String::as_str).collect();
-    let method = request.method.as_str();
-    if method == "POST" {
-        state.writes += 1;
-        return write(state, request, &rest);
-    }
-    state.reads += 1;
-    read(state, request, &rest)
-}
-
-fn write(state: &mut State, request: &Request, rest: &[&str]) -> ResponseTemplate {
+fn write(state: &mut Meta, request: &Request, rest: &[&str], cx: &mut Context) -> Reply {
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&request.body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let mut delay = None;
-    match state.faults.pop_front() {
-        None | Some(Fault::Pass) => {}
-        Some(Fault::ServerError) => {
-            return error(
-                500,
-                2,
-                None,
-                "OAuthException",
-                "An unexpected error has occurred. Please retry your request later.",
-                true,
-            );
-        }
-        Some(Fault::RateLimited { retry_after_secs }) => {
-            let minutes = retry_after_secs.div_ceil(60);
-            return error(400, 4, None, "OAuthException", "(#4) Application request limit reached", true).insert_header(
-                "x-business-use-case-usage",
-                format!(
-                    r#"{{"{}":[{{"type":"pages","call_count":100,"total_cputime":10,"total_time":10,"estimated_time_to_regain_access":{minutes}}}]}}"#,
-                    rest.first().copied().unwrap_or("0")
-                )
-                .as_str(),
-            );
-        }
-        Some(Fault::Throttle { code }) => {
-            return error(
-                400,
-                code,
-                None,
-                "OAuthException",
-                &format!("(#{code}) request limit reached"),
-                true,
-            );
-        }
-        Some(Fault::OAuthExpired) => {
-            return error(
-                400,
-                190,
-                Some(463),
-                "OAuthException",
-                "Error validating access token: Session has expired.",
-                false,
-            );
-        }
-        Some(Fault::StallWithoutEffect { delay }) => {
-            return error(
-                500,
-                2,
-                None,
-                "OAuthException",
-                "fake: stalled, nothing done",
-                true,
-            )
-            .set_delay(delay);
-        }
-        Some(Fault::LoseResponse { delay: d }) => delay = Some(d),
-    }
-    let answer = match rest {
+    match rest {
         [page, "feed"] => {
             let message = field("message");
             let link = field("link");
@@ -437,6 +353,7 @@ fn write(state: &mut State, request: &Request, rest: &[&str]) -> ResponseTemplat
                 unpublished: !published && !scheduled,
                 seeded: false,
             });
+            cx.side_effect();
             ok(serde_json::json!({ "id": id }))
         }
         [ig_user, "media"] => {
@@ -506,6 +423,7 @@ fn write(state: &mut State, request: &Request, rest: &[&str]) -> ResponseTemplat
                         caption,
                         created: SystemTime::now(),
                     });
+                    cx.side_effect();
                     ok(serde_json::json!({ "id": id }))
                 }
                 "IN_PROGRESS" => error(
@@ -526,22 +444,11 @@ fn write(state: &mut State, request: &Request, rest: &[&str]) -> ResponseTemplat
                 ),
             }
         }
-        _ => error(
-            400,
-            100,
-            None,
-            "GraphMethodException",
-            "fake: unsupported write",
-            false,
-        ),
-    };
-    match delay {
-        Some(d) => answer.set_delay(d),
-        None => answer,
+        _ => unsupported("write"),
     }
 }
 
-fn read(state: &mut State, request: &Request, rest: &[&str]) -> ResponseTemplate {
+fn read(state: &mut Meta, request: &Request, rest: &[&str]) -> Reply {
     let query = |name: &str| {
         request
             .url
@@ -597,7 +504,7 @@ fn read(state: &mut State, request: &Request, rest: &[&str]) -> ResponseTemplate
                     serde_json::json!({
                         "id": p.id,
                         "message": p.message,
-                        "created_time": crate::time::format(p.created),
+                        "created_time": graph(p.created),
                     })
                 })
                 .collect();
@@ -617,7 +524,7 @@ fn read(state: &mut State, request: &Request, rest: &[&str]) -> ResponseTemplate
                     serde_json::json!({
                         "id": m.id,
                         "caption": m.caption,
-                        "timestamp": crate::time::format(m.created),
+                        "timestamp": graph(m.created),
                     })
                 })
                 .collect();
@@ -648,13 +555,6 @@ fn read(state: &mut State, request: &Request, rest: &[&str]) -> ResponseTemplate
                 false,
             ),
         },
-        _ => error(
-            400,
-            100,
-            None,
-            "GraphMethodException",
-            "fake: unsupported read",
-            false,
-        ),
+        _ => unsupported("read"),
     }
 }
