@@ -12,6 +12,7 @@ pub mod reconcile;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod webhook;
+pub mod time;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ExecError, KeyError, KeyPart, ReadError, StoreError, UnrecordedAnswer};

@@ -30,7 +30,7 @@ use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::client::MAX_REPLY_BYTES;
-use crate::time::format_rfc3339;
+use idem::time::format_rfc3339_nanos as format_rfc3339;
 
 /// A fault for the next write request (`PUT`, `POST`, `DELETE`).
 #[derive(Debug, Clone, PartialEq, Eq)]

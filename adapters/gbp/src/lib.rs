@@ -8,7 +8,6 @@ pub mod fake;
 mod model;
 mod reconcile;
 mod reconcile_trait;
-mod time;
 mod token;
 
 pub use classify::GoogleClassifier;

@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::time::{rfc2822, ymd};
+use idem::time::{format_date as ymd, format_rfc2822 as rfc2822};
 
 /// A failure the fake applies to the next write request (one per request,
 /// in order).

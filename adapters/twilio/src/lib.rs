@@ -68,7 +68,6 @@ mod message;
 pub mod reconcile;
 mod reconcile_trait;
 pub mod signature;
-mod time;
 
 pub use classify::TwilioClassifier;
 pub use client::{
