@@ -8,6 +8,7 @@ pub mod fingerprint;
 pub mod inbound;
 pub mod key;
 pub mod ledger;
+pub mod metrics;
 pub mod reconcile;
 #[cfg(feature = "testing")]
 pub mod testing;
