@@ -12,8 +12,8 @@ pub mod metrics;
 pub mod reconcile;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod webhook;
 pub mod time;
+pub mod webhook;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ExecError, KeyError, KeyPart, ReadError, StoreError, UnrecordedAnswer};

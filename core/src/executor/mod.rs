@@ -629,7 +629,7 @@ impl Claim {
     /// Sends one request with the provider's retry rules. Does not record
     /// the outcome; pass it to [`finish`](Self::finish) or inspect it first.
     pub async fn send(&mut self, request: OutboundRequest) -> SendOutcome {
-        let ctx = CallContext::new(self.provider.clone());
+        let ctx = CallContext::new(self.provider.clone(), self.executor.inner.clock.clone());
         let mut extensions = Extensions::new();
         extensions.insert(ctx.clone());
         let timeout = Some(self.provider.retry.attempt_timeout);

@@ -195,14 +195,17 @@ pub trait Classifier: Send + Sync + fmt::Debug + 'static {
     }
 
     /// How long the provider asked us to wait before the next attempt. The
-    /// default reads `Retry-After` (seconds or an HTTP date).
+    /// default reads `Retry-After` (seconds or an HTTP date). `now` is the
+    /// executor's [`Clock`](crate::Clock) when the answer arrived: an HTTP
+    /// date is measured from it, not from the system clock.
     fn retry_after(
         &self,
         _status: StatusCode,
         headers: &HeaderMap,
         _body: &[u8],
+        now: SystemTime,
     ) -> Option<Duration> {
-        parse_retry_after(headers, SystemTime::now())
+        parse_retry_after(headers, now)
     }
 }
 

@@ -171,7 +171,7 @@ impl Executor {
             })?;
         let path = req.url().path().to_owned();
         let method = req.method().clone();
-        let ctx = CallContext::new(reader);
+        let ctx = CallContext::new(reader, self.inner.clock.clone());
         let mut extensions = Extensions::new();
         extensions.insert(ctx.clone());
         let started = Instant::now();
