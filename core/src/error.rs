@@ -219,7 +219,7 @@ pub enum ExecError {
         retry_after: Option<std::time::Duration>,
     },
     /// Another worker holds the operation's lease and is sending it now.
-    #[error("{key} is being sent by another worker (lease until {})", httpdate::fmt_http_date(*lease_expires_at))]
+    #[error("{key} is being sent by another worker (lease until {})", crate::time::format_http_date(*lease_expires_at))]
     InFlight {
         /// The key.
         key: IdempotencyKey,

@@ -8,9 +8,11 @@ pub mod fingerprint;
 pub mod inbound;
 pub mod key;
 pub mod ledger;
+pub mod metrics;
 pub mod reconcile;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 pub mod webhook;
 
 pub use clock::{Clock, ManualClock, SystemClock};

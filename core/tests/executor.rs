@@ -452,29 +452,54 @@ async fn retry_after_is_waited_out() {
     );
 }
 
-#[tokio::test]
-async fn retry_after_beyond_the_limit_ends_the_claim_as_not_sent() {
-    let s = setup().await;
+/// Sends once to a provider that always answers 429 with `Retry-After:
+/// value` (a wait above the settings' limit) and returns the wait the
+/// "not sent" error reports.
+async fn reported_wait(s: &Setup, value: &str, k: &IdempotencyKey) -> Option<Duration> {
     let server = answering(
-        ResponseTemplate::new(429).insert_header("Retry-After", "120"),
+        ResponseTemplate::new(429).insert_header("Retry-After", value),
         1,
     )
     .await;
     let provider =
         Provider::new("local", SafetyClass::LocalOnly, ThrottleIsNotProcessed).with_retry(fast());
-    let k = key("shop_messages_10_v1");
     let err = s
         .exec
-        .execute(&provider, &k, "messages.create", request(&server.uri(), &k))
+        .execute(&provider, k, "messages.create", request(&server.uri(), k))
         .await
         .unwrap_err();
     match err {
-        ExecError::NotSent { retry_after, .. } => {
-            assert_eq!(retry_after, Some(Duration::from_secs(120)))
-        }
+        ExecError::NotSent { retry_after, .. } => retry_after,
         other => panic!("{other}"),
     }
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_limit_ends_the_claim_as_not_sent() {
+    let s = setup().await;
+    let k = key("shop_messages_10_v1");
+    assert_eq!(
+        reported_wait(&s, "120", &k).await,
+        Some(Duration::from_secs(120))
+    );
     assert_eq!(state(&s.store, &k).await, OperationState::Pending);
+}
+
+/// A `Retry-After` date is measured against the executor's clock, not the
+/// system's: two minutes after the injected clock's 2001 is two minutes,
+/// although by the system clock that date passed long ago (no wait at all,
+/// so the claim would have retried instead of ending).
+#[tokio::test]
+async fn retry_after_dates_are_measured_against_the_injected_clock() {
+    let s = setup().await;
+    let start = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    s.clock.set(start);
+    let date = idem::time::format_http_date(start + Duration::from_secs(120));
+    let k = key("shop_messages_10b_v1");
+    assert_eq!(
+        reported_wait(&s, &date, &k).await,
+        Some(Duration::from_secs(120))
+    );
 }
 
 #[tokio::test]

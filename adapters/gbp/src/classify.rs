@@ -64,10 +64,11 @@ impl Classifier for GoogleClassifier {
         _status: StatusCode,
         headers: &HeaderMap,
         body: &[u8],
+        now: SystemTime,
     ) -> Option<Duration> {
         GoogleError::parse(body)
             .and_then(|e| e.retry_delay())
-            .or_else(|| parse_retry_after(headers, SystemTime::now()))
+            .or_else(|| parse_retry_after(headers, now))
     }
 }
 
@@ -154,11 +155,21 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, "3".parse().unwrap());
         assert_eq!(
-            c.retry_after(StatusCode::TOO_MANY_REQUESTS, &h, &b),
+            c.retry_after(
+                StatusCode::TOO_MANY_REQUESTS,
+                &h,
+                &b,
+                SystemTime::UNIX_EPOCH
+            ),
             Some(Duration::from_secs(7))
         );
         assert_eq!(
-            c.retry_after(StatusCode::TOO_MANY_REQUESTS, &h, b""),
+            c.retry_after(
+                StatusCode::TOO_MANY_REQUESTS,
+                &h,
+                b"",
+                SystemTime::UNIX_EPOCH
+            ),
             Some(Duration::from_secs(3))
         );
     }

@@ -6,7 +6,6 @@ mod error;
 mod model;
 mod reconcile;
 mod reconcile_trait;
-mod time;
 mod token;
 
 pub use classify::GoogleClassifier;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::client::{GbpClient, LocalPostCreated, OP_CREATE_LOCAL_POST, PROVIDER_NAME};
 use crate::error::{GbpError, GoogleError};
 use crate::model::{LocalPost, LocationName};
-use crate::time::parse_rfc3339;
+use idem::time::parse_rfc3339;
 
 /// What [`GbpClient::reconcile_local_post`] established.
 #[derive(Debug, Clone)]

@@ -53,10 +53,11 @@ impl Classifier for MetaClassifier {
         _status: StatusCode,
         headers: &HeaderMap,
         _body: &[u8],
+        now: SystemTime,
     ) -> Option<Duration> {
         Usage::from_headers(headers)
             .and_then(|u| u.regain_access_after())
-            .or_else(|| parse_retry_after(headers, SystemTime::now()))
+            .or_else(|| parse_retry_after(headers, now))
     }
 }
 
@@ -137,12 +138,13 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        let wait = MetaClassifier.retry_after(StatusCode::BAD_REQUEST, &h, b"");
+        let wait =
+            MetaClassifier.retry_after(StatusCode::BAD_REQUEST, &h, b"", SystemTime::UNIX_EPOCH);
         assert_eq!(wait, Some(Duration::from_secs(120)));
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(
-            MetaClassifier.retry_after(StatusCode::BAD_REQUEST, &h, b""),
+            MetaClassifier.retry_after(StatusCode::BAD_REQUEST, &h, b"", SystemTime::UNIX_EPOCH),
             Some(Duration::from_secs(7))
         );
     }

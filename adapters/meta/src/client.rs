@@ -494,7 +494,7 @@ impl MetaClient {
             loop {
                 let mut query = vec![
                     ("fields", "id,message,created_time".to_owned()),
-                    ("since", crate::time::unix(since).to_string()),
+                    ("since", idem::time::unix_seconds(since).to_string()),
                     ("limit", "100".to_owned()),
                 ];
                 if let Some(a) = &after {

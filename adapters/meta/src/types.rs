@@ -1,7 +1,7 @@
 //! Typed inputs and answers.
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use idem::executor::{Source, Url};
 use serde::{Deserialize, Serialize};
@@ -171,12 +171,11 @@ impl PagePost {
             Publish::Now => {}
             Publish::Unpublished => form.push(("published", "false".to_owned())),
             Publish::At(when) => {
-                let secs = when
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
                 form.push(("published", "false".to_owned()));
-                form.push(("scheduled_publish_time", secs.to_string()));
+                form.push((
+                    "scheduled_publish_time",
+                    idem::time::unix_seconds(when).to_string(),
+                ));
             }
         }
         form

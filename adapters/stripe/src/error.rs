@@ -342,7 +342,7 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
     /// Another worker is sending this key right now.
-    #[error("{key} is being sent by another worker (lease until {})", httpdate::fmt_http_date(*lease_expires_at))]
+    #[error("{key} is being sent by another worker (lease until {})", idem::time::format_http_date(*lease_expires_at))]
     InFlight {
         /// The key.
         key: IdempotencyKey,

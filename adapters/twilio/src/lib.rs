@@ -67,7 +67,6 @@ mod message;
 pub mod reconcile;
 mod reconcile_trait;
 pub mod signature;
-mod time;
 
 pub use classify::TwilioClassifier;
 pub use client::{

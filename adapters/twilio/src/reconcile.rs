@@ -61,7 +61,7 @@ use crate::client::{
 };
 use crate::error::{Error, TwilioError};
 use crate::message::{CreateMessage, Message, MessageSid, MessageStatus, Sender};
-use crate::time::parse_rfc2822;
+use idem::time::parse_rfc2822;
 
 /// Checkpoint prefix of the message a send recorded for lookups.
 const LOOKUP_FACTS: &str = "twilio-lookup-v1:";
@@ -718,7 +718,7 @@ mod tests {
             "body": "Your bike is ready",
             "num_media": "0",
             "direction": "outbound-api",
-            "date_created": crate::time::rfc2822(t0),
+            "date_created": idem::time::format_rfc2822(t0),
         }))
         .unwrap();
         let w0 = t0 - Duration::from_secs(60);

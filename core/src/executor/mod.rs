@@ -46,6 +46,7 @@ use crate::key::IdempotencyKey;
 use crate::ledger::{
     Begin, ClaimFrom, Completion, Lease, LedgerStore, NewOperation, Operation, OperationState,
 };
+use crate::metrics::outbound as names;
 
 mod http_settings;
 mod policy;
@@ -415,7 +416,7 @@ impl Executor {
                     });
                 }
                 OperationState::Succeeded => {
-                    metrics::counter!("idem.outbound.ledger_replay", "provider" => provider.name().to_owned())
+                    metrics::counter!(names::LEDGER_REPLAY, "provider" => provider.name().to_owned())
                         .increment(1);
                     return Ok(Begun::Done(Delivered::from_operation(&op, Source::Ledger)));
                 }
@@ -628,7 +629,7 @@ impl Claim {
     /// Sends one request with the provider's retry rules. Does not record
     /// the outcome; pass it to [`finish`](Self::finish) or inspect it first.
     pub async fn send(&mut self, request: OutboundRequest) -> SendOutcome {
-        let ctx = CallContext::new(self.provider.clone());
+        let ctx = CallContext::new(self.provider.clone(), self.executor.inner.clock.clone());
         let mut extensions = Extensions::new();
         extensions.insert(ctx.clone());
         let timeout = Some(self.provider.retry.attempt_timeout);
@@ -695,9 +696,9 @@ impl Claim {
             Err(_) => (None, last.and_then(|a| a.transport)),
         };
         let provider = self.provider.name().to_owned();
-        metrics::counter!("idem.outbound.attempts", "provider" => provider.clone())
+        metrics::counter!(names::ATTEMPTS, "provider" => provider.clone())
             .increment(attempts.len() as u64);
-        metrics::histogram!("idem.outbound.duration_seconds", "provider" => provider)
+        metrics::histogram!(names::DURATION, "provider" => provider)
             .record(started.elapsed().as_secs_f64());
         SendOutcome {
             verdict,
@@ -834,7 +835,7 @@ impl Claim {
             Completion::Unknown { .. } => "unknown",
             Completion::NotSent { .. } => "not_sent",
         };
-        metrics::counter!("idem.outbound.outcome", "provider" => self.provider.name().to_owned(), "outcome" => outcome)
+        metrics::counter!(names::OUTCOME, "provider" => self.provider.name().to_owned(), "outcome" => outcome)
             .increment(1);
         tracing::info!(
             key = %self.lease.key,

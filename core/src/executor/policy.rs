@@ -195,14 +195,17 @@ pub trait Classifier: Send + Sync + fmt::Debug + 'static {
     }
 
     /// How long the provider asked us to wait before the next attempt. The
-    /// default reads `Retry-After` (seconds or an HTTP date).
+    /// default reads `Retry-After` (seconds or an HTTP date). `now` is the
+    /// executor's [`Clock`](crate::Clock) when the answer arrived: an HTTP
+    /// date is measured from it, not from the system clock.
     fn retry_after(
         &self,
         _status: StatusCode,
         headers: &HeaderMap,
         _body: &[u8],
+        now: SystemTime,
     ) -> Option<Duration> {
-        parse_retry_after(headers, SystemTime::now())
+        parse_retry_after(headers, now)
     }
 }
 
@@ -232,7 +235,8 @@ pub fn default_status_verdict(status: StatusCode) -> Verdict {
     }
 }
 
-/// Parses a `Retry-After` header: delta-seconds or an HTTP date.
+/// Parses a `Retry-After` header: delta-seconds, or an HTTP date (any of
+/// its three forms) measured from `now`; a date already past waits zero.
 pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers
         .get(http::header::RETRY_AFTER)?
@@ -242,7 +246,7 @@ pub fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duratio
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let when = httpdate::parse_http_date(value).ok()?;
+    let when = crate::time::parse_http_date(value)?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -408,7 +412,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(parse_retry_after(&h, now), Some(Duration::from_secs(7)));
-        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        let date = crate::time::format_http_date(now + Duration::from_secs(30));
         h.insert(http::header::RETRY_AFTER, date.parse().unwrap());
         assert_eq!(parse_retry_after(&h, now), Some(Duration::from_secs(30)));
         h.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());

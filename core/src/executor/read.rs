@@ -34,6 +34,7 @@ use super::policy::{Effect, Provider, SafetyClass, TransportError, TransportKind
 use super::request::OutboundRequest;
 use super::retry::CallContext;
 use crate::error::ReadError;
+use crate::metrics::outbound as names;
 
 /// A provider's complete answer to an unrecorded read. Its status may be
 /// anything: the adapter interprets it.
@@ -170,7 +171,7 @@ impl Executor {
             })?;
         let path = req.url().path().to_owned();
         let method = req.method().clone();
-        let ctx = CallContext::new(reader);
+        let ctx = CallContext::new(reader, self.inner.clock.clone());
         let mut extensions = Extensions::new();
         extensions.insert(ctx.clone());
         let started = Instant::now();
@@ -181,9 +182,9 @@ impl Executor {
             .await;
         let records = ctx.records();
         let attempts = u32::try_from(records.len()).unwrap_or(u32::MAX);
-        metrics::counter!("idem.outbound.read_attempts", "provider" => name.clone())
+        metrics::counter!(names::READ_ATTEMPTS, "provider" => name.clone())
             .increment(records.len() as u64);
-        metrics::histogram!("idem.outbound.read_duration_seconds", "provider" => name.clone())
+        metrics::histogram!(names::READ_DURATION, "provider" => name.clone())
             .record(started.elapsed().as_secs_f64());
         let last = records.last();
         let failed = |error: TransportError| {

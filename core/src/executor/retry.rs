@@ -26,6 +26,7 @@ use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{Jitter, RetryDecision, RetryPolicy};
 
 use super::policy::{Provider, RetrySettings, TransportError, Verdict};
+use crate::clock::Clock;
 
 /// The wait before retry number `past_retries + 1`: exponential from
 /// `min_backoff` (base 2), capped at `max_backoff`, with uniform jitter that
@@ -63,15 +64,18 @@ pub struct AttemptRecord {
 #[derive(Debug, Clone)]
 pub(crate) struct CallContext {
     pub(crate) provider: Provider,
+    /// The executor's clock: `Retry-After` dates are measured from it.
+    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) deadline: Instant,
     pub(crate) log: Arc<Mutex<Vec<AttemptRecord>>>,
 }
 
 impl CallContext {
-    pub(crate) fn new(provider: Provider) -> Self {
+    pub(crate) fn new(provider: Provider, clock: Arc<dyn Clock>) -> Self {
         let deadline = Instant::now() + provider.retry.total_timeout;
         Self {
             provider,
+            clock,
             deadline,
             log: Arc::new(Mutex::new(Vec::new())),
         }
@@ -127,7 +131,7 @@ impl Middleware for IdemRetry {
             };
             *attempt.timeout_mut() = Some(settings.attempt_timeout.min(remaining));
             let result = next.clone().run(attempt, extensions).await;
-            let (record, out) = read_attempt(&ctx.provider, result).await;
+            let (record, out) = read_attempt(&ctx, result).await;
             let verdict = record.verdict;
             let retry_after = record.retry_after;
             ctx.push(record);
@@ -167,10 +171,10 @@ impl Middleware for IdemRetry {
 /// classifies it. Returns the record and the result to hand back up the
 /// middleware chain.
 async fn read_attempt(
-    provider: &Provider,
+    ctx: &CallContext,
     result: reqwest_middleware::Result<reqwest::Response>,
 ) -> (AttemptRecord, reqwest_middleware::Result<reqwest::Response>) {
-    let classifier = provider.classifier();
+    let classifier = ctx.provider.classifier();
     let response = match result {
         Ok(response) => response,
         Err(err) => {
@@ -199,7 +203,7 @@ async fn read_attempt(
                 verdict: classifier.classify(status, &headers, &body),
                 status: Some(status),
                 transport: None,
-                retry_after: classifier.retry_after(status, &headers, &body),
+                retry_after: classifier.retry_after(status, &headers, &body, ctx.clock.now()),
             };
             (record, Ok(rebuild(status, version, headers, body)))
         }

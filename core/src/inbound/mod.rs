@@ -633,21 +633,9 @@ impl Outcome {
     }
 }
 
-/// Metric names.
-pub mod metric {
-    /// Counter: stored answers replayed.
-    pub const REPLAY_COUNT: &str = "idempotency.replay.count";
-    /// Counter: requests refused because their key was reused for another
-    /// request or is still in flight.
-    pub const CONFLICT_COUNT: &str = "idempotency.conflict.count";
-    /// Gauge: handlers running under a lease now.
-    pub const INFLIGHT_GAUGE: &str = "idempotency.inflight.gauge";
-    /// Counter: requests seen, labelled by endpoint and outcome.
-    pub const REQUEST_COUNT: &str = "idempotency.request.count";
-    /// Histogram: wrapper plus handler time in seconds, by endpoint and
-    /// outcome.
-    pub const REQUEST_DURATION: &str = "idempotency.request.duration_seconds";
-}
+/// The inbound metric names, kept here under their old path; they live in
+/// [`crate::metrics::inbound`] with every other name.
+pub use crate::metrics::inbound as metric;
 
 fn report(
     config: &EndpointConfig,

@@ -14,7 +14,7 @@
 //! assert_eq!(response.headers()["content-type"], "application/problem+json");
 //! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -224,7 +224,7 @@ impl Problem {
             body["idempotency_key"] = key.as_str().into();
         }
         if let Some(at) = self.expires {
-            body["idempotency_key_expires"] = rfc3339(at).into();
+            body["idempotency_key_expires"] = crate::time::format_rfc3339(at).into();
         }
         if let ProblemKind::InFlight { retry_after } = &self.kind {
             body["retry_after"] = retry_after.as_secs().max(1).into();
@@ -254,49 +254,14 @@ impl Problem {
 
 /// An HTTP date header value.
 pub(crate) fn http_date(at: SystemTime) -> HeaderValue {
-    HeaderValue::from_str(&httpdate::fmt_http_date(at))
+    HeaderValue::from_str(&crate::time::format_http_date(at))
         .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` in UTC.
-pub(crate) fn rfc3339(at: SystemTime) -> String {
-    let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_matches_known_dates() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            "2023-11-14T22:13:20Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
-    }
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn in_flight_problem_has_retry_after_and_expiry() {

@@ -183,7 +183,7 @@ impl<S: InboundStore> Sweeper<S> {
             failed = failure.is_some(),
             "inbound sweep finished"
         );
-        metrics::counter!("idempotency.sweep.deleted.count").increment(report.deleted);
+        metrics::counter!(crate::metrics::inbound::SWEEP_DELETED_COUNT).increment(report.deleted);
         match failure {
             Some(e) => Err(e),
             None => audit.map(|()| report),

@@ -1,39 +1,21 @@
-//! The date formats the simulated providers write, with jiff.
+//! The date forms the simulated providers write. The calendar itself is
+//! [`idem::time`] (jiff); only the providers' forms are named here.
 
 use std::time::SystemTime;
 
-use jiff::Timestamp;
-
-fn timestamp(t: SystemTime) -> Timestamp {
-    Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
 /// Twilio's `date_created`: `Thu, 24 Aug 2023 05:01:45 +0000`.
-pub(crate) fn rfc2822(t: SystemTime) -> String {
-    timestamp(t)
-        .strftime("%a, %d %b %Y %H:%M:%S +0000")
-        .to_string()
-}
+pub(crate) use idem::time::format_rfc2822 as rfc2822;
 
 /// The UTC calendar date, `YYYY-MM-DD` (Twilio's `DateSent` filters).
-pub(crate) fn ymd(t: SystemTime) -> String {
-    timestamp(t).strftime("%Y-%m-%d").to_string()
-}
+pub(crate) use idem::time::format_date as ymd;
 
 /// RFC 3339 in UTC, with nanoseconds when there are any (Google's
 /// `createTime`).
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let ts = timestamp(t);
-    if ts.subsec_nanosecond() == 0 {
-        ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-    } else {
-        ts.strftime("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
-    }
-}
+pub(crate) use idem::time::format_rfc3339_nanos as rfc3339;
 
 /// The Graph API's times: UTC with `+0000`, whole seconds.
 pub(crate) fn graph(t: SystemTime) -> String {
-    timestamp(t).strftime("%Y-%m-%dT%H:%M:%S+0000").to_string()
+    idem::time::format(t, "%Y-%m-%dT%H:%M:%S%z").unwrap_or_default()
 }
 
 #[cfg(test)]
