@@ -848,7 +848,11 @@ impl Claim {
         Ok(op)
     }
 
-    /// Writes the completion, retrying a store that is unavailable.
+    /// Writes the completion, retrying a store that is unavailable. The
+    /// waits (20 ms, 80 ms, 320 ms, 1 s) add up to more than the second for
+    /// which `PgStore` hands out a recently used connection unpinged, so after
+    /// a server restart the last tries get live connections
+    /// (`tests/pg_dead_connections.rs`).
     async fn record(&self, completion: &Completion) -> Result<Operation, StoreError> {
         let mut wait = Duration::from_millis(20);
         let mut attempt = 1;

@@ -47,6 +47,24 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(std::time::Duration::from_secs(5))
+            // sqlx pings every connection before handing it out: a round trip
+            // to the server on each of the two acquisitions per key (about a
+            // fifth of a fresh key's cost, BENCHMARKS.md). A connection that
+            // worked within the last second is handed out as it is; one that
+            // sat idle longer is pinged, as a restarted server leaves idle
+            // connections dead. A write on a connection that died in between
+            // fails as `StoreError::Unavailable` (never as success), sqlx
+            // closes that connection on release, and the executor retries a
+            // completion write on another one.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_PING_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
@@ -136,5 +154,9 @@ impl PgStore {
         tx.commit().await.map_err(fail)
     }
 }
+
+/// How long a pooled connection may sit idle before it is pinged on
+/// acquisition (see [`PgStore::connect_with`]).
+const IDLE_PING_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 super::sql::impl_sql_store!(PgStore, sqlx::Postgres, PgConnection);
