@@ -15,7 +15,10 @@
 //!   return because it re-read a settled record: only a notification (or its
 //!   60 s timeout, which the 20 s outer bound turns into a failure) ends it;
 //! - a control with the trigger dropped shows the same waiter then sleeps to
-//!   its timeout, i.e. the check above can tell NOTIFY from no NOTIFY.
+//!   its timeout, i.e. the check above can tell NOTIFY from no NOTIFY;
+//! - the trigger notifies only records a waiter marked (see
+//!   `inbound_pg_notify_waiters.rs`, in a binary of its own for the same
+//!   reason).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -50,17 +53,21 @@ async fn in_flight(store: &PgStore, key: &str) -> String {
     }
 }
 
-/// The other process touches the in-flight row every 50 ms (an `UPDATE` of
-/// an in-flight row fires the trigger), so a `LISTEN` connection still
+/// The other process hands the in-flight row to a new holder every 50 ms
+/// (a new lease token, the record still in flight: what a takeover does,
+/// and it notifies a marked record), so a `LISTEN` connection still
 /// starting up is not a reason to miss every notification.
 fn touch_repeatedly(other: sqlx::PgPool, key: &'static str) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            sqlx::query("UPDATE idem_inbound SET updated_at = updated_at + 1 WHERE key = $1")
-                .bind(key)
-                .execute(&other)
-                .await
-                .unwrap();
+            sqlx::query(
+                "UPDATE idem_inbound SET lease_token = md5(random()::text), \
+                 updated_at = updated_at + 1 WHERE key = $1",
+            )
+            .bind(key)
+            .execute(&other)
+            .await
+            .unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })

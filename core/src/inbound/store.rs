@@ -391,7 +391,7 @@ pub(crate) mod sql {
     pub(crate) const TAKE_OVER: &str = "UPDATE idem_inbound SET fingerprint = $4, \
         state = 'in_flight', lease_token = $5, lease_expires_at = $6, replay_until = $7, \
         created_at = $8, updated_at = $8, response_status = NULL, response_headers = NULL, \
-        response_body = NULL, replayable = TRUE \
+        response_body = NULL, replayable = TRUE, waiting = FALSE \
         WHERE actor = $1 AND endpoint = $2 AND key = $3 AND ( \
         (replay_until <= $8 AND NOT (state = 'in_flight' AND lease_expires_at > $8)) \
         OR (state = 'in_flight' AND lease_expires_at <= $8 AND fingerprint = $4))";
@@ -405,6 +405,11 @@ pub(crate) mod sql {
     pub(crate) const RENEW: &str = "UPDATE idem_inbound SET lease_expires_at = $5 \
         WHERE actor = $1 AND endpoint = $2 AND key = $3 AND state = 'in_flight' \
         AND lease_token = $4";
+
+    /// A waiter's mark on an in-flight record (PostgreSQL notifies only
+    /// marked records when they settle).
+    pub(crate) const MARK_WAITING: &str = "UPDATE idem_inbound SET waiting = TRUE \
+        WHERE actor = $1 AND endpoint = $2 AND key = $3 AND state = 'in_flight'";
 
     pub(crate) const RELEASE: &str = "DELETE FROM idem_inbound WHERE actor = $1 AND \
         endpoint = $2 AND key = $3 AND state = 'in_flight' AND lease_token = $4";
@@ -864,10 +869,18 @@ mod postgres_impl {
         let local = local_notifier().notified();
         tokio::pin!(local);
         local.as_mut().enable();
-        // Look again after subscribing, so a completion in between is not
-        // missed.
-        match store.get(scope).await {
-            Ok(Some(r)) if r.state == RecordState::InFlight => {}
+        // Mark the record as waited for, after subscribing: a completion
+        // before the mark finds no waiter and sends nothing, but then the
+        // mark matches no in-flight record and the wait ends here; a
+        // completion after it sees the mark and notifies.
+        match sqlx::query(sql::MARK_WAITING)
+            .bind(&scope.actor)
+            .bind(&scope.endpoint)
+            .bind(scope.key.as_str())
+            .execute(&store.pool)
+            .await
+        {
+            Ok(done) if done.rows_affected() == 1 => {}
             _ => return,
         }
         let key = scope.key.as_str().to_owned();

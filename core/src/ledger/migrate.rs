@@ -36,6 +36,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "webhooks",
         sql: include_str!("../../migrations/sqlite/0010_webhooks.sql"),
     },
+    Migration {
+        version: 11,
+        name: "inbound_waiters",
+        sql: include_str!("../../migrations/sqlite/0011_inbound_waiters.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, in order.
@@ -60,6 +65,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 10,
         name: "webhooks",
         sql: include_str!("../../migrations/postgres/0010_webhooks.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "inbound_waiters",
+        sql: include_str!("../../migrations/postgres/0011_inbound_waiters.sql"),
     },
 ];
 
