@@ -19,6 +19,16 @@
 //! The price, measured on this project's 2-core CI machine: a fresh key
 //! (one durable write) took about 161 µs with `NORMAL` and 488 µs with
 //! `FULL`. [`SqliteStore::synchronous`] reports the level in force.
+//!
+//! # The hot path
+//!
+//! A store opened by [`SqliteStore::open`], [`connect`](SqliteStore::connect)
+//! or [`connect_with`](SqliteStore::connect_with) on a file runs its four hot
+//! writes (`begin_claimed`, `claim`, `renew`, `complete`) on one rusqlite
+//! connection beside the sqlx pool, with the pool's `synchronous` level and
+//! busy timeout: sqlx's worker thread and per-acquire ping cost more than
+//! SQLite itself on this path (ADR 0008). Everything else, and every store
+//! made by [`from_pool`](SqliteStore::from_pool), runs on sqlx.
 
 use std::path::Path;
 use std::str::FromStr;

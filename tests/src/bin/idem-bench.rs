@@ -32,11 +32,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use idem::Fingerprint;
+use idem::inbound::IdempotencyLayer;
 use idem::inbound::{
     Begin, BeginRequest, ClientKey, InboundStore, RecordState, Scope, StoredResponse, Sweeper,
 };
 use idem::ledger::{PgStore, SqliteStore};
-use idem_examples::inbound::{Counters, app};
+use idem_examples::inbound::Counters;
 use idem_tests::http1::Conn;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -59,7 +60,7 @@ struct Sizes {
 }
 
 const FULL: Sizes = Sizes {
-    load_clients: 16,
+    load_clients: 32,
     load_requests: 500,
     lookups: 10_000,
     growth: &[1_000, 10_000, 100_000, 1_000_000],
@@ -439,14 +440,78 @@ async fn send(conn: &mut Conn, key: Option<&str>, body: &[u8]) -> u16 {
         .status
 }
 
-async fn load(sizes: Sizes) {
-    println!("\n## Inbound load: example server on loopback vs the bare handler\n");
+/// The insert-handler baseline: the same `POST /orders`, which now inserts
+/// one order into the database the store uses (what a real create endpoint
+/// does), with no idempotency layer. The layered rows wrap this handler.
+#[derive(Clone)]
+enum OrderDb {
+    Sqlite(sqlx::SqlitePool),
+    Pg(sqlx::PgPool),
+}
+
+const ORDERS_SQLITE: &str = "CREATE TABLE IF NOT EXISTS bench_orders (id INTEGER PRIMARY KEY \
+    AUTOINCREMENT, item TEXT NOT NULL, created_at BIGINT NOT NULL)";
+const ORDERS_PG: &str = "CREATE TABLE IF NOT EXISTS bench_orders (id BIGINT GENERATED ALWAYS AS \
+    IDENTITY PRIMARY KEY, item TEXT NOT NULL, created_at BIGINT NOT NULL)";
+const INSERT_ORDER: &str =
+    "INSERT INTO bench_orders (item, created_at) VALUES ($1, $2) RETURNING id";
+
+async fn insert_order(
+    State((db, c)): State<(OrderDb, Arc<Counters>)>,
+    axum::Json(body): axum::Json<Value>,
+) -> Result<impl IntoResponse, StatusCode> {
+    let item = body
+        .get("item")
+        .and_then(Value::as_str)
+        .unwrap_or("none")
+        .to_owned();
+    let id: i64 = match &db {
+        OrderDb::Sqlite(pool) => {
+            sqlx::query_scalar(INSERT_ORDER)
+                .bind(&item)
+                .bind(now_ms())
+                .fetch_one(pool)
+                .await
+        }
+        OrderDb::Pg(pool) => {
+            sqlx::query_scalar(INSERT_ORDER)
+                .bind(&item)
+                .bind(now_ms())
+                .fetch_one(pool)
+                .await
+        }
+    }
+    .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    c.orders.fetch_add(1, Ordering::SeqCst);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/orders/{id}"))],
+        axum::Json(json!({ "id": id, "item": item })),
+    ))
+}
+
+fn load_row(store: &str, label: &str, s: &Stats, rps: f64, base_rps: f64, runs: u64) {
     println!(
-        "{} concurrent clients x {} requests each per row; `POST /orders` with a JSON body.\n",
+        "| {store} | {label} | {} | {rps:.0} | {:.2} | {} | {} | {} | {runs} |",
+        s.n,
+        rps / base_rps,
+        ms(s.p50),
+        ms(s.p99),
+        ms(s.max)
+    );
+}
+
+async fn load(sizes: Sizes) {
+    println!("\n## Inbound load: the layer on loopback vs the same handler without it\n");
+    println!(
+        "{} concurrent clients x {} requests each per row; `POST /orders` with a JSON body. \
+         \"insert handler\" inserts one order into the store's database; the layered rows wrap \
+         that handler in `IdempotencyLayer` (the example's `create-order` endpoint config and \
+         actor). Ratios are to the insert handler on the same database, measured in the same run.\n",
         sizes.load_clients, sizes.load_requests
     );
     println!(
-        "| store | mode | requests | throughput (req/s) | vs bare | p50 (ms) | p99 (ms) | max (ms) | handler runs |"
+        "| store | mode | requests | throughput (req/s) | vs insert handler | p50 (ms) | p99 (ms) | max (ms) | handler runs |"
     );
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let counters = Arc::new(Counters::default());
@@ -458,7 +523,7 @@ async fn load(sizes: Sizes) {
     .await;
     let (bare, bare_rps) = generate(bare_addr, Mode::Bare, sizes).await;
     println!(
-        "| none | bare handler | {} | {bare_rps:.0} | 1.00 | {} | {} | {} | {} |",
+        "| none | handler without a database (reference) | {} | {bare_rps:.0} | – | {} | {} | {} | {} |",
         bare.n,
         ms(bare.p50),
         ms(bare.p99),
@@ -467,16 +532,56 @@ async fn load(sizes: Sizes) {
     );
     let (dbs, _dirs) = databases("bench_load").await;
     for db in dbs {
+        let orders = match &db {
+            Db::Sqlite(s) => {
+                sqlx::query(ORDERS_SQLITE)
+                    .execute(s.pool())
+                    .await
+                    .expect("orders table");
+                OrderDb::Sqlite(s.pool().clone())
+            }
+            Db::Pg(s) => {
+                sqlx::query(ORDERS_PG)
+                    .execute(s.pool())
+                    .await
+                    .expect("orders table");
+                OrderDb::Pg(s.pool().clone())
+            }
+        };
         let counters = Arc::new(Counters::default());
-        let router = match &db {
-            Db::Sqlite(s) => app(s.clone(), counters.clone()),
-            Db::Pg(s) => app(s.clone(), counters.clone()),
-        }
-        .expect("example app");
-        let addr = serve(router).await;
-        for (mode, label) in [(Mode::Fresh, "fresh keys"), (Mode::Replay, "replays")] {
+        let plain = serve(
+            Router::new()
+                .route("/orders", post(insert_order))
+                .with_state((orders.clone(), counters.clone())),
+        )
+        .await;
+        let (s, base_rps) = generate(plain, Mode::Bare, sizes).await;
+        let runs = counters.orders.swap(0, Ordering::SeqCst);
+        load_row(db.name(), "insert handler", &s, base_rps, base_rps, runs);
+        let config = idem_examples::inbound::endpoints().expect("endpoint config")[0].clone();
+        let layer = match &db {
+            Db::Sqlite(s) => {
+                let layer = IdempotencyLayer::new(s.clone(), config);
+                Router::new().route(
+                    "/orders",
+                    post(insert_order).route_layer(layer.actor_from(idem_examples::inbound::actor)),
+                )
+            }
+            Db::Pg(s) => {
+                let layer = IdempotencyLayer::new(s.clone(), config);
+                Router::new().route(
+                    "/orders",
+                    post(insert_order).route_layer(layer.actor_from(idem_examples::inbound::actor)),
+                )
+            }
+        };
+        let layered = serve(layer.with_state((orders, counters.clone()))).await;
+        for (mode, label) in [
+            (Mode::Fresh, "layer + insert handler, fresh keys"),
+            (Mode::Replay, "layer + insert handler, replays"),
+        ] {
             let before = counters.orders.load(Ordering::SeqCst);
-            let (s, rps) = generate(addr, mode, sizes).await;
+            let (s, rps) = generate(layered, mode, sizes).await;
             let runs = counters.orders.load(Ordering::SeqCst) - before;
             let expected = match mode {
                 Mode::Fresh => (sizes.load_clients * sizes.load_requests) as u64,
@@ -486,15 +591,7 @@ async fn load(sizes: Sizes) {
                 runs, expected,
                 "handler runs: once per fresh key, once per replayed key"
             );
-            println!(
-                "| {} | {label} | {} | {rps:.0} | {:.2} | {} | {} | {} | {runs} |",
-                db.name(),
-                s.n,
-                rps / bare_rps,
-                ms(s.p50),
-                ms(s.p99),
-                ms(s.max)
-            );
+            load_row(db.name(), label, &s, rps, base_rps, runs);
         }
     }
 }
