@@ -4,28 +4,36 @@
 
 use std::time::SystemTime;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use bytes::Bytes;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use sqlx::Row;
 
 use super::{Completion, Operation, OperationState, Resolution};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::clock::from_millis;
 use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::key::IdempotencyKey;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const COLUMNS: &str = "key, provider, operation, fingerprint, state, claims, \
     lease_expires_at, first_sent_at, created_at, updated_at, response_status, response_body, \
     note, checkpoint, superseded_by, maybe_applied_at, provider_id, compacted_at";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const INSERT: &str = "INSERT INTO idem_operations \
     (key, provider, operation, fingerprint, state, claims, created_at, updated_at) \
     VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) ON CONFLICT (key) DO NOTHING";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const INSERT_CLAIMED: &str = "INSERT INTO idem_operations \
     (key, provider, operation, fingerprint, state, claims, lease_token, lease_expires_at, \
     first_sent_at, created_at, updated_at) \
     VALUES ($1, $2, $3, $4, 'sending', 1, $5, $6, $7, $7, $7) ON CONFLICT (key) DO NOTHING";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// A `pending` row that may have taken effect (it should not exist: such a
 /// row is `unknown`) is claimable only when the caller allows `unknown`.
 pub(crate) const CLAIM: &str = "UPDATE idem_operations SET state = 'sending', lease_token = $2, \
@@ -34,6 +42,7 @@ pub(crate) const CLAIM: &str = "UPDATE idem_operations SET state = 'sending', le
     WHERE key = $1 AND ((state = 'pending' AND (maybe_applied_at IS NULL OR $5)) \
     OR ($5 AND state = 'unknown'))";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// The lease token is kept: the holder, if it is only late (a paused VM, a
 /// slow answer), may still record a definitive answer as long as no newer
 /// claim has replaced the token.
@@ -42,14 +51,17 @@ pub(crate) const EXPIRE: &str = "UPDATE idem_operations SET state = 'unknown', \
     maybe_applied_at = COALESCE(maybe_applied_at, first_sent_at, $2), updated_at = $2 \
     WHERE key = $1 AND state = 'sending' AND (lease_expires_at IS NULL OR lease_expires_at <= $2)";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Extends a held lease. Fenced on the token and the `sending` state, so it
 /// fails once another worker has expired or claimed the row.
 pub(crate) const RENEW: &str = "UPDATE idem_operations SET lease_expires_at = $3, updated_at = $4 \
     WHERE key = $1 AND lease_token = $2 AND state = 'sending'";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const CHECKPOINT: &str = "UPDATE idem_operations SET checkpoint = $3, updated_at = $4 \
     WHERE key = $1 AND state = 'sending' AND lease_token = $2";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Ends a claim, fenced on "no newer claim": the token matches. That holds
 /// while `sending`, after the lease expired (`unknown`, token kept) and after
 /// reconciliation found no effect (`pending`, token kept); in the last two
@@ -71,6 +83,7 @@ pub(crate) const COMPLETE: &str = "UPDATE idem_operations SET \
     WHERE key = $1 AND lease_token = $2 AND (state IN ('sending', 'unknown') \
     OR (state = 'pending' AND $3 IN ('succeeded', 'failed')))";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Settles an `unknown` row. "Not applied" clears `maybe_applied_at` and keeps
 /// the last holder's token, so its late definitive answer still counts.
 pub(crate) const RESOLVE: &str = "UPDATE idem_operations SET state = $2, response_status = $3, \
@@ -82,12 +95,14 @@ pub(crate) const RESOLVE: &str = "UPDATE idem_operations SET state = $2, respons
     WHERE key = $1 AND (state = 'unknown' OR (state = 'sending' AND \
     (lease_expires_at IS NULL OR lease_expires_at <= $6)))";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const BUMP: &str = "UPDATE idem_operations SET state = 'superseded', superseded_by = $2, \
     lease_token = NULL, lease_expires_at = NULL, updated_at = $3 \
     WHERE key = $1 AND state <> 'superseded' \
     AND NOT (state = 'sending' AND lease_expires_at IS NOT NULL AND lease_expires_at > $3) \
     AND (state <> 'succeeded' OR $4)";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// The sweep: drops the stored bodies of settled rows and keeps the rows, so a
 /// redelivered job still finds its key (and is not sent again).
 pub(crate) const COMPACT: &str = "UPDATE idem_operations SET response_body = NULL, \
@@ -95,6 +110,7 @@ pub(crate) const COMPACT: &str = "UPDATE idem_operations SET response_body = NUL
     WHERE state IN ('succeeded', 'failed', 'superseded') AND updated_at < $1 \
     AND compacted_at IS NULL LIMIT $2)";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Outright deletion of settled rows: a retry of these keys sends again.
 pub(crate) const FORGET: &str = "DELETE FROM idem_operations WHERE key IN (SELECT key FROM \
     idem_operations WHERE state IN ('succeeded', 'failed', 'superseded') AND updated_at < $1 \
@@ -232,10 +248,12 @@ pub(crate) fn check_same_request(
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// One row of [`COLUMNS`] as the database returns it, before validation.
 /// Each driver fills it from its own row type ([`decode_row`] for sqlx, the
 /// SQLite writer for rusqlite); [`RawRow::into_operation`] checks it once.
@@ -260,6 +278,7 @@ pub(crate) struct RawRow {
     pub(crate) compacted_at: Option<i64>,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl RawRow {
     /// Validates the row: a stored key, state or status that does not parse
     /// is [`StoreError::Corrupt`].
@@ -296,6 +315,7 @@ impl RawRow {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Reads one row of [`COLUMNS`].
 pub(crate) fn decode_row<R>(row: &R) -> Result<Operation, StoreError>
 where
@@ -334,6 +354,7 @@ where
     .into_operation()
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Writes the [`LedgerStore`](super::LedgerStore) impl and the shared
 /// inherent methods for one sqlx backend.
 ///
@@ -743,4 +764,5 @@ macro_rules! impl_sql_store {
     };
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use impl_sql_store;
