@@ -33,27 +33,27 @@ pub(crate) const INSERT_CLAIMED: &str = "INSERT INTO idem_operations \
     first_sent_at, created_at, updated_at) \
     VALUES ($1, $2, $3, $4, 'sending', 1, $5, $6, $7, $7, $7) ON CONFLICT (key) DO NOTHING";
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// A `pending` row that may have taken effect (it should not exist: such a
 /// row is `unknown`) is claimable only when the caller allows `unknown`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const CLAIM: &str = "UPDATE idem_operations SET state = 'sending', lease_token = $2, \
     lease_expires_at = $3, claims = claims + 1, updated_at = $4, \
     first_sent_at = COALESCE(first_sent_at, $4) \
     WHERE key = $1 AND ((state = 'pending' AND (maybe_applied_at IS NULL OR $5)) \
     OR ($5 AND state = 'unknown'))";
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// The lease token is kept: the holder, if it is only late (a paused VM, a
 /// slow answer), may still record a definitive answer as long as no newer
 /// claim has replaced the token.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const EXPIRE: &str = "UPDATE idem_operations SET state = 'unknown', \
     note = 'lease expired while sending: the sender stopped before recording an outcome', \
     maybe_applied_at = COALESCE(maybe_applied_at, first_sent_at, $2), updated_at = $2 \
     WHERE key = $1 AND state = 'sending' AND (lease_expires_at IS NULL OR lease_expires_at <= $2)";
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Extends a held lease. Fenced on the token and the `sending` state, so it
 /// fails once another worker has expired or claimed the row.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const RENEW: &str = "UPDATE idem_operations SET lease_expires_at = $3, updated_at = $4 \
     WHERE key = $1 AND lease_token = $2 AND state = 'sending'";
 
@@ -61,7 +61,6 @@ pub(crate) const RENEW: &str = "UPDATE idem_operations SET lease_expires_at = $3
 pub(crate) const CHECKPOINT: &str = "UPDATE idem_operations SET checkpoint = $3, updated_at = $4 \
     WHERE key = $1 AND state = 'sending' AND lease_token = $2";
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Ends a claim, fenced on "no newer claim": the token matches. That holds
 /// while `sending`, after the lease expired (`unknown`, token kept) and after
 /// reconciliation found no effect (`pending`, token kept); in the last two
@@ -70,6 +69,7 @@ pub(crate) const CHECKPOINT: &str = "UPDATE idem_operations SET checkpoint = $3,
 /// "May have taken effect" is never downgraded: a `pending` completion
 /// (nothing sent this time) of a row with `maybe_applied_at` set leaves it
 /// `unknown`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const COMPLETE: &str = "UPDATE idem_operations SET \
     state = CASE WHEN $3 = 'pending' AND maybe_applied_at IS NOT NULL THEN 'unknown' \
         ELSE $3 END, \
@@ -83,9 +83,9 @@ pub(crate) const COMPLETE: &str = "UPDATE idem_operations SET \
     WHERE key = $1 AND lease_token = $2 AND (state IN ('sending', 'unknown') \
     OR (state = 'pending' AND $3 IN ('succeeded', 'failed')))";
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Settles an `unknown` row. "Not applied" clears `maybe_applied_at` and keeps
 /// the last holder's token, so its late definitive answer still counts.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const RESOLVE: &str = "UPDATE idem_operations SET state = $2, response_status = $3, \
     response_body = $4, note = $5, \
     lease_token = CASE WHEN $2 = 'pending' THEN lease_token ELSE NULL END, \
@@ -102,16 +102,16 @@ pub(crate) const BUMP: &str = "UPDATE idem_operations SET state = 'superseded', 
     AND NOT (state = 'sending' AND lease_expires_at IS NOT NULL AND lease_expires_at > $3) \
     AND (state <> 'succeeded' OR $4)";
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// The sweep: drops the stored bodies of settled rows and keeps the rows, so a
 /// redelivered job still finds its key (and is not sent again).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const COMPACT: &str = "UPDATE idem_operations SET response_body = NULL, \
     compacted_at = $1 WHERE key IN (SELECT key FROM idem_operations \
     WHERE state IN ('succeeded', 'failed', 'superseded') AND updated_at < $1 \
     AND compacted_at IS NULL LIMIT $2)";
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Outright deletion of settled rows: a retry of these keys sends again.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const FORGET: &str = "DELETE FROM idem_operations WHERE key IN (SELECT key FROM \
     idem_operations WHERE state IN ('succeeded', 'failed', 'superseded') AND updated_at < $1 \
     LIMIT $2)";
@@ -253,10 +253,10 @@ pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// One row of [`COLUMNS`] as the database returns it, before validation.
 /// Each driver fills it from its own row type ([`decode_row`] for sqlx, the
 /// SQLite writer for rusqlite); [`RawRow::into_operation`] checks it once.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) struct RawRow {
     pub(crate) key: String,
     pub(crate) provider: String,
@@ -315,8 +315,8 @@ impl RawRow {
     }
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Reads one row of [`COLUMNS`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn decode_row<R>(row: &R) -> Result<Operation, StoreError>
 where
     R: Row,
@@ -354,13 +354,13 @@ where
     .into_operation()
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Writes the [`LedgerStore`](super::LedgerStore) impl and the shared
 /// inherent methods for one sqlx backend.
 ///
 /// With a fourth argument, the name of an `Option<SqliteWriter>` field, the
 /// hot methods (`begin_claimed`, `claim`, `renew`, `complete`) go through
 /// that writer when it is set (see `sqlite_writer`).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! impl_sql_store {
     ($store:ident, $db:ty, $conn:ty $(, $fast:ident)?) => {
         impl $store {

@@ -427,8 +427,8 @@ pub trait WebhookStore: LedgerStore + Clone {
     async fn purge_deliveries(&self, before: SystemTime, batch: u32) -> Result<u64, StoreError>;
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// `webhook:{event_id}`, the delivery's idempotency key.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn dedupe_key(event_id: &str) -> String {
     format!("webhook:{event_id}")
 }
