@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod reconcile;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod time;
 pub mod webhook;

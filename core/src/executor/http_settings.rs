@@ -107,6 +107,10 @@ impl HttpSettings {
     }
 
     /// Trusts this PEM root certificate in addition to the system's.
+    ///
+    /// Needs a TLS backend: idem's `rustls` (default) or `native-tls` feature.
+    #[cfg(any(feature = "rustls", feature = "native-tls"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "rustls", feature = "native-tls"))))]
     pub fn add_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.root_certificates_pem.push(pem.into());
         self
@@ -143,6 +147,7 @@ impl HttpSettings {
                 .map_err(|_| HttpSettingsError::Proxy("not a valid proxy URL".to_owned()))?;
             b = b.proxy(proxy);
         }
+        #[cfg(any(feature = "rustls", feature = "native-tls"))]
         for (index, pem) in self.root_certificates_pem.iter().enumerate() {
             let cert = reqwest::Certificate::from_pem(pem).map_err(|e| {
                 HttpSettingsError::Certificate {
@@ -177,6 +182,11 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, HttpSettingsError::Proxy(_)));
         assert!(!err.to_string().contains("secret-password"));
+    }
+
+    #[cfg(any(feature = "rustls", feature = "native-tls"))]
+    #[test]
+    fn a_bad_root_certificate_is_a_typed_error() {
         let err = HttpSettings::new()
             .add_root_certificate_pem(
                 "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n",

@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use http::{HeaderName, HeaderValue};
 use tokio::sync::Notify;
 
 use super::header::ClientKey;
@@ -59,6 +61,7 @@ pub enum RecordState {
 }
 
 impl RecordState {
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     fn parse(s: &str) -> Result<Self, StoreError> {
         match s {
             "in_flight" => Ok(Self::InFlight),
@@ -371,6 +374,7 @@ pub trait TxInboundStore: InboundStore {
     ) -> Result<bool, StoreError>;
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod sql {
     use super::*;
     use crate::clock::from_millis;
@@ -549,6 +553,7 @@ pub(crate) mod sql {
 
 /// Writes the [`InboundStore`] and [`TxInboundStore`] impls for one sqlx
 /// backend.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! impl_inbound_store {
     ($store:ty, $db:ty, $wait:ident) => {
         impl $store {

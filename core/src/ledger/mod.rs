@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Two stores implement [`LedgerStore`] for production: [`SqliteStore`]
-//! (embedded default) and [`PgStore`] (many workers on many machines).
+//! (embedded default, feature `sqlite`) and [`PgStore`] (many workers on many
+//! machines, feature `postgres`).
 //! [`MemoryStore`] keeps the same semantics in memory, for fast tests. All
 //! three run the same conformance suite.
 
@@ -28,6 +29,7 @@ use crate::fingerprint::Fingerprint;
 use crate::key::IdempotencyKey;
 
 mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -19,6 +19,7 @@ use crate::error::StoreError;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub struct PgStore {
     pub(crate) pool: PgPool,
 }

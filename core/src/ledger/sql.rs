@@ -4,23 +4,30 @@
 
 use std::time::SystemTime;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use bytes::Bytes;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use sqlx::Row;
 
 use super::{Completion, Operation, OperationState, Resolution};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::clock::from_millis;
 use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::key::IdempotencyKey;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const COLUMNS: &str = "key, provider, operation, fingerprint, state, claims, \
     lease_expires_at, first_sent_at, created_at, updated_at, response_status, response_body, \
     note, checkpoint, superseded_by, maybe_applied_at, provider_id, compacted_at";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const INSERT: &str = "INSERT INTO idem_operations \
     (key, provider, operation, fingerprint, state, claims, created_at, updated_at) \
     VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) ON CONFLICT (key) DO NOTHING";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const INSERT_CLAIMED: &str = "INSERT INTO idem_operations \
     (key, provider, operation, fingerprint, state, claims, lease_token, lease_expires_at, \
     first_sent_at, created_at, updated_at) \
@@ -28,6 +35,7 @@ pub(crate) const INSERT_CLAIMED: &str = "INSERT INTO idem_operations \
 
 /// A `pending` row that may have taken effect (it should not exist: such a
 /// row is `unknown`) is claimable only when the caller allows `unknown`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const CLAIM: &str = "UPDATE idem_operations SET state = 'sending', lease_token = $2, \
     lease_expires_at = $3, claims = claims + 1, updated_at = $4, \
     first_sent_at = COALESCE(first_sent_at, $4) \
@@ -37,6 +45,7 @@ pub(crate) const CLAIM: &str = "UPDATE idem_operations SET state = 'sending', le
 /// The lease token is kept: the holder, if it is only late (a paused VM, a
 /// slow answer), may still record a definitive answer as long as no newer
 /// claim has replaced the token.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const EXPIRE: &str = "UPDATE idem_operations SET state = 'unknown', \
     note = 'lease expired while sending: the sender stopped before recording an outcome', \
     maybe_applied_at = COALESCE(maybe_applied_at, first_sent_at, $2), updated_at = $2 \
@@ -44,9 +53,11 @@ pub(crate) const EXPIRE: &str = "UPDATE idem_operations SET state = 'unknown', \
 
 /// Extends a held lease. Fenced on the token and the `sending` state, so it
 /// fails once another worker has expired or claimed the row.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const RENEW: &str = "UPDATE idem_operations SET lease_expires_at = $3, updated_at = $4 \
     WHERE key = $1 AND lease_token = $2 AND state = 'sending'";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const CHECKPOINT: &str = "UPDATE idem_operations SET checkpoint = $3, updated_at = $4 \
     WHERE key = $1 AND state = 'sending' AND lease_token = $2";
 
@@ -58,6 +69,7 @@ pub(crate) const CHECKPOINT: &str = "UPDATE idem_operations SET checkpoint = $3,
 /// "May have taken effect" is never downgraded: a `pending` completion
 /// (nothing sent this time) of a row with `maybe_applied_at` set leaves it
 /// `unknown`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const COMPLETE: &str = "UPDATE idem_operations SET \
     state = CASE WHEN $3 = 'pending' AND maybe_applied_at IS NOT NULL THEN 'unknown' \
         ELSE $3 END, \
@@ -73,6 +85,7 @@ pub(crate) const COMPLETE: &str = "UPDATE idem_operations SET \
 
 /// Settles an `unknown` row. "Not applied" clears `maybe_applied_at` and keeps
 /// the last holder's token, so its late definitive answer still counts.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const RESOLVE: &str = "UPDATE idem_operations SET state = $2, response_status = $3, \
     response_body = $4, note = $5, \
     lease_token = CASE WHEN $2 = 'pending' THEN lease_token ELSE NULL END, \
@@ -82,6 +95,7 @@ pub(crate) const RESOLVE: &str = "UPDATE idem_operations SET state = $2, respons
     WHERE key = $1 AND (state = 'unknown' OR (state = 'sending' AND \
     (lease_expires_at IS NULL OR lease_expires_at <= $6)))";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const BUMP: &str = "UPDATE idem_operations SET state = 'superseded', superseded_by = $2, \
     lease_token = NULL, lease_expires_at = NULL, updated_at = $3 \
     WHERE key = $1 AND state <> 'superseded' \
@@ -90,12 +104,14 @@ pub(crate) const BUMP: &str = "UPDATE idem_operations SET state = 'superseded', 
 
 /// The sweep: drops the stored bodies of settled rows and keeps the rows, so a
 /// redelivered job still finds its key (and is not sent again).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const COMPACT: &str = "UPDATE idem_operations SET response_body = NULL, \
     compacted_at = $1 WHERE key IN (SELECT key FROM idem_operations \
     WHERE state IN ('succeeded', 'failed', 'superseded') AND updated_at < $1 \
     AND compacted_at IS NULL LIMIT $2)";
 
 /// Outright deletion of settled rows: a retry of these keys sends again.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const FORGET: &str = "DELETE FROM idem_operations WHERE key IN (SELECT key FROM \
     idem_operations WHERE state IN ('succeeded', 'failed', 'superseded') AND updated_at < $1 \
     LIMIT $2)";
@@ -232,6 +248,7 @@ pub(crate) fn check_same_request(
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
@@ -239,6 +256,7 @@ pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
 /// One row of [`COLUMNS`] as the database returns it, before validation.
 /// Each driver fills it from its own row type ([`decode_row`] for sqlx, the
 /// SQLite writer for rusqlite); [`RawRow::into_operation`] checks it once.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) struct RawRow {
     pub(crate) key: String,
     pub(crate) provider: String,
@@ -260,6 +278,7 @@ pub(crate) struct RawRow {
     pub(crate) compacted_at: Option<i64>,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl RawRow {
     /// Validates the row: a stored key, state or status that does not parse
     /// is [`StoreError::Corrupt`].
@@ -297,6 +316,7 @@ impl RawRow {
 }
 
 /// Reads one row of [`COLUMNS`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn decode_row<R>(row: &R) -> Result<Operation, StoreError>
 where
     R: Row,
@@ -340,6 +360,7 @@ where
 /// With a fourth argument, the name of an `Option<SqliteWriter>` field, the
 /// hot methods (`begin_claimed`, `claim`, `renew`, `complete`) go through
 /// that writer when it is set (see `sqlite_writer`).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! impl_sql_store {
     ($store:ident, $db:ty, $conn:ty $(, $fast:ident)?) => {
         impl $store {
@@ -743,4 +764,5 @@ macro_rules! impl_sql_store {
     };
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use impl_sql_store;

@@ -58,6 +58,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     /// The hot path's writer connection (see `sqlite_writer`); `None` for a

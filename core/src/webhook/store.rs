@@ -5,8 +5,10 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use sqlx::Row;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::clock::{from_millis, to_millis};
 use crate::error::StoreError;
 use crate::ledger::LedgerStore;
@@ -34,6 +36,7 @@ impl EventState {
         }
     }
 
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     fn parse(s: &str) -> Result<Self, StoreError> {
         [Self::Pending, Self::Processing, Self::Processed]
             .into_iter()
@@ -127,6 +130,7 @@ impl DeliveryState {
         }
     }
 
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     fn parse(s: &str) -> Result<Self, StoreError> {
         [Self::Pending, Self::Delivered, Self::Failed]
             .into_iter()
@@ -424,22 +428,27 @@ pub trait WebhookStore: LedgerStore + Clone {
 }
 
 /// `webhook:{event_id}`, the delivery's idempotency key.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn dedupe_key(event_id: &str) -> String {
     format!("webhook:{event_id}")
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn corrupt(e: impl fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn to_u32(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn opt_status(v: Option<i64>) -> Result<Option<u16>, StoreError> {
     v.map(|s| u16::try_from(s).map_err(corrupt)).transpose()
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn decode_event<R>(row: &R) -> Result<EventRecord, StoreError>
 where
     R: Row,
@@ -467,6 +476,7 @@ where
     })
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn decode_endpoint<R>(row: &R) -> Result<EndpointStatus, StoreError>
 where
     R: Row,
@@ -487,6 +497,7 @@ where
     })
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn decode_delivery<R>(row: &R) -> Result<Delivery, StoreError>
 where
     R: Row,
@@ -514,6 +525,7 @@ where
     })
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn decode_attempt<R>(row: &R) -> Result<DeliveryAttempt, StoreError>
 where
     R: Row,
@@ -533,13 +545,17 @@ where
     })
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 const EVENT_COLUMNS: &str = "endpoint, event_id, provider, state, deliveries, runs, last_error, \
     lease_expires_at, received_at, processed_at";
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 const ENDPOINT_COLUMNS: &str =
     "id, url, state, consecutive_failures, disabled_at, disabled_reason, secrets";
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 const DELIVERY_COLUMNS: &str = "event_id, endpoint_id, ledger_key, payload, payload_sha256, state, \
     attempts, next_attempt_at, last_status, last_error, created_at, delivered_at";
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! impl_webhook_store {
     ($store:ty, $db:ty, $begin:expr) => {
         #[async_trait]
