@@ -412,6 +412,7 @@ pub(crate) mod sql {
 
     /// A waiter's mark on an in-flight record (PostgreSQL notifies only
     /// marked records when they settle).
+    #[cfg(feature = "postgres")]
     pub(crate) const MARK_WAITING: &str = "UPDATE idem_inbound SET waiting = TRUE \
         WHERE actor = $1 AND endpoint = $2 AND key = $3 AND state = 'in_flight'";
 
