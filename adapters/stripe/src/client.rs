@@ -13,7 +13,7 @@ use idem::{Provider, SafetyClass, StoreError};
 use serde::de::DeserializeOwned;
 
 use crate::classifier::StripeClassifier;
-use crate::error::{ConfigError, Error, StripeError};
+use crate::error::{AdapterError, ConfigError, Error, StripeError};
 use crate::form::Form;
 use crate::objects::{Charge, Customer, PaymentIntent, PaymentIntentStatus, Refund, StripeObject};
 use crate::params::{
@@ -21,6 +21,7 @@ use crate::params::{
     CreateRefund, RefundTarget,
 };
 use crate::types::{Amount, IDEM_KEY_METADATA, Metadata, PaymentIntentId};
+use idem::adapter::{Provider as AdapterProvider, join_url};
 
 /// Stripe's production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
@@ -35,11 +36,37 @@ pub const KEY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// them: 3 attempts (2 retries, as Stripe's own clients), backoff 0.5 s to 5 s
 /// with jitter, 80 s per attempt (Stripe's clients' timeout), 120 s in all.
 pub fn default_retry() -> RetrySettings {
-    RetrySettings::default()
-        .with_max_attempts(3)
-        .with_backoff(Duration::from_millis(500), Duration::from_secs(5))
-        .with_attempt_timeout(Duration::from_secs(80))
-        .with_total_timeout(Duration::from_secs(120))
+    Stripe::default_retry()
+}
+
+/// Stripe as idem's adapter kit describes it: name, safety class
+/// ([`NativeKey`](SafetyClass::NativeKey), 24 h), classifier, retry and
+/// wire error.
+#[derive(Debug, Clone, Copy)]
+pub struct Stripe;
+
+impl AdapterProvider for Stripe {
+    const NAME: &'static str = PROVIDER_NAME;
+    type WireError = StripeError;
+    type Classifier = StripeClassifier;
+
+    fn safety_class() -> SafetyClass {
+        SafetyClass::NativeKey {
+            retention: KEY_RETENTION,
+        }
+    }
+
+    fn classifier() -> StripeClassifier {
+        StripeClassifier
+    }
+
+    fn default_retry() -> RetrySettings {
+        RetrySettings::default()
+            .with_max_attempts(3)
+            .with_backoff(Duration::from_millis(500), Duration::from_secs(5))
+            .with_attempt_timeout(Duration::from_secs(80))
+            .with_total_timeout(Duration::from_secs(120))
+    }
 }
 
 /// The operations this crate writes, as named in the ledger.
@@ -188,7 +215,7 @@ impl StripeClientBuilder {
     ///
     /// With a version, every request is checked against it before anything
     /// is recorded or sent: a parameter the version does not have is
-    /// [`Error::UnsupportedParameter`]. `build` refuses a version that does
+    /// [`AdapterError::UnsupportedParameter`]. `build` refuses a version that does
     /// not start with a `YYYY-MM-DD` date ([`ConfigError::StripeVersion`]).
     pub fn stripe_version(mut self, version: impl Into<String>) -> Self {
         self.stripe_version = Some(version.into());
@@ -240,10 +267,7 @@ impl StripeClientBuilder {
                 }
             }
         }
-        let class = SafetyClass::NativeKey {
-            retention: KEY_RETENTION,
-        };
-        let provider = Provider::new(PROVIDER_NAME, class, StripeClassifier).with_retry(self.retry);
+        let provider = Stripe::executor_provider(self.retry);
         Ok(StripeClient {
             inner: Arc::new(Inner {
                 executor: self.executor,
@@ -349,9 +373,9 @@ impl StripeClient {
     ///
     /// # Errors
     ///
-    /// [`Error::NoRecord`] when the ledger has no such key,
-    /// [`Error::InFlight`] while a worker is sending it, [`Error::Api`] when it
-    /// failed earlier, [`Error::Superseded`], [`Error::Reconcile`] when the
+    /// [`AdapterError::NoRecord`] when the ledger has no such key,
+    /// [`Error::InFlight`] while a worker is sending it, [`Error::Rejected`] when it
+    /// failed earlier, [`Error::Superseded`], [`AdapterError::Reconcile`] when the
     /// lookup itself failed, and store errors.
     pub async fn reconcile(&self, key: &IdempotencyKey) -> Result<Reconciliation, Error> {
         let kind = self.kind_of(key).await?;
@@ -383,9 +407,8 @@ impl StripeClient {
             .executor
             .store()
             .get(key)
-            .await
-            .map_err(Error::Store)?
-            .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
+            .await?
+            .ok_or_else(|| no_record(key))?;
         if op.provider != PROVIDER_NAME {
             return Err(Error::InvalidRequest {
                 key: key.clone(),
@@ -403,9 +426,8 @@ impl StripeClient {
         let op = executor
             .store()
             .get(key)
-            .await
-            .map_err(Error::Store)?
-            .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
+            .await?
+            .ok_or_else(|| no_record(key))?;
         let kind = OpKind::from_name(&op.operation).ok_or_else(|| Error::InvalidRequest {
             key: key.clone(),
             reason: format!("unknown Stripe operation {:?}", op.operation),
@@ -423,18 +445,10 @@ impl StripeClient {
                 ));
             }
             OperationState::Failed => {
-                let status = op
-                    .response_status
-                    .and_then(|s| http::StatusCode::from_u16(s).ok())
-                    .unwrap_or(http::StatusCode::BAD_REQUEST);
-                return Err(map_exec(
-                    ExecError::Rejected {
-                        key: key.clone(),
-                        status,
-                        body: op.response_body.clone().unwrap_or_default(),
-                        from_ledger: true,
-                    },
-                    None,
+                return Err(Error::rejected_from_ledger(
+                    key,
+                    op.response_status,
+                    op.response_body.clone(),
                 ));
             }
             OperationState::Superseded => {
@@ -467,18 +481,19 @@ impl StripeClient {
         let answer = executor
             .read(&self.inner.provider, request)
             .await
-            .map_err(|e| Error::Reconcile {
+            .map_err(|e| AdapterError::Reconcile {
                 key: key.clone(),
                 reason: format!("{what} failed: {e}"),
             })?;
         if answer.verdict != Verdict::Success {
-            return Err(Error::Reconcile {
+            return Err(AdapterError::Reconcile {
                 key: key.clone(),
                 reason: format!(
                     "{what} failed: HTTP {} after {} attempt(s)",
                     answer.status, answer.attempts
                 ),
-            });
+            }
+            .into());
         }
         let found = interpret(kind, key, &answer.body, &what, op.checkpoint.as_deref());
         let resolution = match &found {
@@ -494,18 +509,18 @@ impl StripeClient {
                 let current = executor
                     .store()
                     .get(key)
-                    .await
-                    .map_err(Error::Store)?
-                    .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
+                    .await?
+                    .ok_or_else(|| no_record(key))?;
                 if current.state != op.state || current.claims != op.claims {
-                    return Err(Error::Reconcile {
+                    return Err(AdapterError::Reconcile {
                         key: key.clone(),
                         reason: format!(
                             "the record changed (now {}) while Stripe was being asked; \
                              reconcile again",
                             current.state
                         ),
-                    });
+                    }
+                    .into());
                 }
                 Resolution::NotApplied {
                     note: format!("reconciled: {note}"),
@@ -532,14 +547,13 @@ impl StripeClient {
                 let op = executor
                     .store()
                     .get(key)
-                    .await
-                    .map_err(Error::Store)?
-                    .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
+                    .await?
+                    .ok_or_else(|| no_record(key))?;
                 return Ok(RawReconciliation::Found(
                     op.response_body.unwrap_or_default(),
                 ));
             }
-            Err(e) => return Err(Error::Store(e)),
+            Err(e) => return Err(e.into()),
         }
         tracing::info!(key = %key, operation = kind.name(), lookup = %what, "Stripe reconciliation done");
         Ok(found)
@@ -598,12 +612,13 @@ impl StripeClient {
             });
         };
         let refuse = |param, hint| {
-            Err(Error::UnsupportedParameter {
+            Err(AdapterError::UnsupportedParameter {
                 key: key.clone(),
                 param,
                 version: version.clone(),
                 hint,
-            })
+            }
+            .into())
         };
         if !params.payment_method_types.is_empty() && date >= ENDIVE {
             return refuse(
@@ -621,14 +636,7 @@ impl StripeClient {
     }
 
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
-        let mut url = self.inner.base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        url
+        join_url(&self.inner.base, segments, query)
     }
 
     fn with_common_headers(&self, mut req: OutboundRequest) -> OutboundRequest {
@@ -679,10 +687,11 @@ impl StripeClient {
                     }
                 }
                 Ok(_) => {
-                    return Err(Error::Reconcile {
+                    return Err(AdapterError::Reconcile {
                         key: key.clone(),
                         reason: "unexpected executor answer".to_owned(),
-                    });
+                    }
+                    .into());
                 }
                 Err(e) => Err((e, None)),
             };
@@ -694,7 +703,7 @@ impl StripeClient {
                         None => last_unknown = Some(key),
                     }
                 }
-                Err((e, headers)) => return Err(map_exec(e, headers.as_ref())),
+                Err((e, headers)) => return Err(Error::from_exec(e, headers.as_ref())),
             }
         }
         Err(Error::OutcomeUnknown {
@@ -734,9 +743,8 @@ impl StripeClient {
         let op = executor
             .store()
             .get(key)
-            .await
-            .map_err(Error::Store)?
-            .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
+            .await?
+            .ok_or_else(|| no_record(key))?;
         let now = executor.now();
         let budget = provider.retry().claim_budget();
         if provider
@@ -763,14 +771,16 @@ impl StripeClient {
                 }))
             }
             RawReconciliation::NotApplied(_) => Ok(None),
-            RawReconciliation::NotFound(note) => Err(Error::NotFound {
+            RawReconciliation::NotFound(note) => Err(AdapterError::NotFound {
                 key: key.clone(),
                 note,
-            }),
-            RawReconciliation::Undetermined(note) => Err(Error::Undetermined {
+            }
+            .into()),
+            RawReconciliation::Undetermined(note) => Err(AdapterError::Undetermined {
                 key: key.clone(),
                 note,
-            }),
+            }
+            .into()),
         }
     }
 }
@@ -893,9 +903,12 @@ fn interpret(
 }
 
 fn decode<T: DeserializeOwned>(key: &IdempotencyKey, body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|source| Error::Decode {
-        key: key.clone(),
-        source,
+    serde_json::from_slice(body).map_err(|source| {
+        AdapterError::Decode {
+            key: key.clone(),
+            source,
+        }
+        .into()
     })
 }
 
@@ -921,60 +934,8 @@ fn respond<T: DeserializeOwned>(
     })
 }
 
-fn map_exec(e: ExecError, headers: Option<&HeaderMap>) -> Error {
-    match e {
-        ExecError::Rejected {
-            key,
-            status,
-            body,
-            from_ledger,
-        } => {
-            let error = StripeError::from_response(status, headers, &body);
-            if error.is_key_reuse() {
-                Error::KeyReused {
-                    key,
-                    detail: "Stripe answered idempotency_error: the key was first used with other parameters".to_owned(),
-                    stripe: Some(Box::new(error)),
-                }
-            } else {
-                Error::Api {
-                    key,
-                    error: Box::new(error),
-                    from_ledger,
-                }
-            }
-        }
-        ExecError::OutcomeUnknown { key, reason } => Error::OutcomeUnknown {
-            key,
-            reason,
-            resend_safe_until: None,
-        },
-        ExecError::NotSent {
-            key,
-            reason,
-            retry_after,
-        } => Error::NotSent {
-            key,
-            reason,
-            retry_after,
-        },
-        ExecError::InFlight {
-            key,
-            lease_expires_at,
-        } => Error::InFlight {
-            key,
-            lease_expires_at,
-        },
-        ExecError::Superseded { key, by } => Error::Superseded { key, by },
-        ExecError::InvalidRequest { key, reason } => Error::InvalidRequest { key, reason },
-        ExecError::Store(StoreError::KeyReused { key, detail }) => Error::KeyReused {
-            key,
-            detail: format!("the ledger holds another request under it: {detail}"),
-            stripe: None,
-        },
-        ExecError::Store(e) => Error::Store(e),
-        other => Error::Executor(other),
-    }
+fn no_record(key: &IdempotencyKey) -> Error {
+    AdapterError::NoRecord { key: key.clone() }.into()
 }
 
 /// Adds `metadata[idem_key]` to the caller's metadata.

@@ -23,7 +23,7 @@ use idem::IdempotencyKey;
 use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
 
 use crate::client::{PROVIDER_NAME, Reconciliation, StripeClient};
-use crate::error::Error;
+use crate::error::{AdapterError, Error};
 use crate::objects::StripeObject;
 
 #[async_trait]
@@ -62,9 +62,9 @@ fn object_id(object: &StripeObject) -> String {
 fn to_trait_error(key: &IdempotencyKey, e: Error) -> ReconcileError {
     let reason = e.to_string();
     match e {
-        Error::NoRecord { .. }
+        Error::Adapter(AdapterError::NoRecord { .. })
         | Error::InFlight { .. }
-        | Error::Api { .. }
+        | Error::Rejected { .. }
         | Error::Superseded { .. }
         | Error::InvalidRequest { .. } => ReconcileError::NotReconcilable {
             key: key.clone(),
