@@ -70,10 +70,10 @@ pub mod signature;
 
 pub use classify::TwilioClassifier;
 pub use client::{
-    CALLBACK_KEY_PARAM, Credentials, DEFAULT_BASE_URL, Messages, OPERATION, PROVIDER, Sent,
+    CALLBACK_KEY_PARAM, Credentials, DEFAULT_BASE_URL, Messages, OPERATION, PROVIDER, Sent, Twilio,
     TwilioClient, TwilioClientBuilder,
 };
-pub use error::{Error, TwilioError};
+pub use error::{AdapterError, Error, TwilioError};
 pub use message::{
     CreateMessage, MAX_BODY_CHARS, MAX_MEDIA, Message, MessageSid, MessageStatus, Sender,
 };

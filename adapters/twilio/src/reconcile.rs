@@ -59,7 +59,7 @@ use serde::Deserialize;
 use crate::client::{
     CALLBACK_KEY_PARAM, Messages, OPERATION, PROVIDER, Sent, TwilioClient, decode,
 };
-use crate::error::{Error, TwilioError};
+use crate::error::{AdapterError, Error, TwilioError};
 use crate::message::{CreateMessage, Message, MessageSid, MessageStatus, Sender};
 use idem::time::parse_rfc2822;
 
@@ -192,8 +192,8 @@ pub enum CallbackOutcome {
 ///
 /// # Errors
 ///
-/// [`Error::Callback`] for a malformed callback or a key that is not a
-/// Twilio message's; [`Error::Exec`] when the ledger fails or has no such
+/// [`AdapterError::Callback`] for a malformed callback or a key that is not a
+/// Twilio message's; [`Error::Store`] when the ledger fails or has no such
 /// key.
 pub async fn reconcile_from_callback<I, K, V>(
     store: &dyn LedgerStore,
@@ -237,7 +237,9 @@ impl CallbackParams {
             match k.as_ref() {
                 CALLBACK_KEY_PARAM => {
                     let key = v.parse().map_err(|e| {
-                        Error::Callback(format!("`{CALLBACK_KEY_PARAM}` is not an idem key: {e}"))
+                        AdapterError::Callback(format!(
+                            "`{CALLBACK_KEY_PARAM}` is not an idem key: {e}"
+                        ))
                     })?;
                     cb.key = Some(key);
                 }
@@ -261,7 +263,7 @@ impl CallbackParams {
         let sid = self
             .sid
             .as_deref()
-            .ok_or_else(|| Error::Callback("no MessageSid".into()))?;
+            .ok_or_else(|| AdapterError::Callback("no MessageSid".into()))?;
         MessageSid::parse(sid)
     }
 
@@ -298,10 +300,11 @@ async fn apply_callback(
             .await?
             .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
         if op.provider != PROVIDER || op.operation != OPERATION {
-            return Err(Error::Callback(format!(
+            return Err(AdapterError::Callback(format!(
                 "{key} is a {} {} record, not a Twilio message",
                 op.provider, op.operation
-            )));
+            ))
+            .into());
         }
         match op.state {
             OperationState::Unknown | OperationState::Sending => {
@@ -374,9 +377,10 @@ async fn apply_callback(
             }
         }
     }
-    Err(Error::Callback(format!(
+    Err(AdapterError::Callback(format!(
         "{key} kept changing while the callback was applied; deliver the callback again"
-    )))
+    ))
+    .into())
 }
 
 impl TwilioClient {
@@ -385,7 +389,7 @@ impl TwilioClient {
     ///
     /// # Errors
     ///
-    /// As [`reconcile_from_callback`], and [`Error::Callback`] when the
+    /// As [`reconcile_from_callback`], and [`AdapterError::Callback`] when the
     /// account differs.
     pub async fn handle_status_callback<I, K, V>(&self, params: I) -> Result<CallbackOutcome, Error>
     where
@@ -398,9 +402,10 @@ impl TwilioClient {
             return Ok(CallbackOutcome::NotOurs);
         };
         if cb.account_sid.as_deref() != Some(self.account_sid()) {
-            return Err(Error::Callback(
+            return Err(AdapterError::Callback(
                 "the callback's AccountSid is not this client's account".into(),
-            ));
+            )
+            .into());
         }
         let exec = self.executor();
         apply_callback(exec.store().as_ref(), &key, &cb, exec.now()).await
@@ -457,10 +462,10 @@ impl Messages<'_> {
     ///
     /// # Errors
     ///
-    /// [`Error::Lookup`] when Twilio could not be asked (row unchanged),
-    /// [`Error::State`] for a row that is `pending` or `failed`,
+    /// [`AdapterError::Lookup`] when Twilio could not be asked (row unchanged),
+    /// [`AdapterError::State`] for a row that is `pending` or `failed`,
     /// [`Error::InFlight`], [`Error::Superseded`], [`Error::InvalidRequest`],
-    /// and [`Error::Exec`] for ledger failures or a message that is not the
+    /// and [`Error::Store`] for ledger failures or a message that is not the
     /// one recorded under `key`.
     pub async fn reconcile(
         self,
@@ -487,19 +492,21 @@ impl Messages<'_> {
                         key: key.clone(),
                         by,
                     },
-                    None => Error::State {
+                    None => AdapterError::State {
                         key: key.clone(),
                         state: op.state,
                         reason: "superseded; reconcile the newest attempt",
-                    },
+                    }
+                    .into(),
                 });
             }
             state => {
-                return Err(Error::State {
+                return Err(AdapterError::State {
                     key: key.clone(),
                     state,
                     reason: "only an unknown send can be reconciled",
-                });
+                }
+                .into());
             }
         }
         // The row must be this very send (what `begin` checks for a send).
@@ -507,12 +514,10 @@ impl Messages<'_> {
             || op.operation != OPERATION
             || op.fingerprint != req.fingerprint()
         {
-            return Err(Error::from_exec(idem::ExecError::Store(
-                StoreError::KeyReused {
-                    key: key.clone(),
-                    detail: "the row was recorded for another message".to_owned(),
-                },
-            )));
+            return Err(Error::from(StoreError::KeyReused {
+                key: key.clone(),
+                detail: "the row was recorded for another message".to_owned(),
+            }));
         }
 
         // The send window: from the first claim to the moment the row went
@@ -562,30 +567,32 @@ impl Messages<'_> {
                     client.authorize(OutboundRequest::get(page_url)),
                 )
                 .await
-                .map_err(|e| Error::Lookup {
+                .map_err(|e| AdapterError::Lookup {
                     key: key.clone(),
                     reason: format!("message list failed: {e}"),
-                    twilio: None,
+                    error: None,
                 })?;
             if !answer.is_success() {
-                return Err(Error::Lookup {
+                return Err(AdapterError::Lookup {
                     key: key.clone(),
                     reason: format!(
                         "message list failed: HTTP {} after {} attempt(s)",
                         answer.status, answer.attempts
                     ),
-                    twilio: Some(Box::new(TwilioError::from_response(
+                    error: Some(Box::new(TwilioError::from_response(
                         answer.status,
                         &answer.body,
                     ))),
-                });
+                }
+                .into());
             }
-            let page =
-                serde_json::from_slice::<ListPage>(&answer.body).map_err(|e| Error::Lookup {
+            let page = serde_json::from_slice::<ListPage>(&answer.body).map_err(|e| {
+                AdapterError::Lookup {
                     key: key.clone(),
                     reason: format!("Twilio's message list is unreadable: {e}"),
-                    twilio: None,
-                })?;
+                    error: None,
+                }
+            })?;
             matches.extend(
                 page.messages
                     .into_iter()
@@ -602,11 +609,12 @@ impl Messages<'_> {
         match matches.len() {
             1 => {
                 let message = matches.remove(0);
-                let body =
-                    Bytes::from(serde_json::to_vec(&message).map_err(|e| Error::Decode {
+                let body = Bytes::from(serde_json::to_vec(&message).map_err(|e| {
+                    AdapterError::Decode {
                         key: key.clone(),
                         reason: e.to_string(),
-                    })?);
+                    }
+                })?);
                 let resolution = Resolution::Succeeded {
                     status: 200,
                     body,

@@ -24,7 +24,7 @@ use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
 use idem::{IdempotencyKey, OperationState};
 
 use crate::client::{OPERATION, PROVIDER, TwilioClient, decode};
-use crate::error::Error;
+use crate::error::{AdapterError, Error};
 use crate::reconcile::{Reconciled, recorded_message};
 
 #[async_trait]
@@ -100,7 +100,7 @@ impl Reconcile for TwilioClient {
 fn to_trait_error(key: &IdempotencyKey, e: Error) -> ReconcileError {
     let reason = e.to_string();
     match e {
-        Error::State { .. }
+        Error::Adapter(AdapterError::State { .. })
         | Error::Superseded { .. }
         | Error::InFlight { .. }
         | Error::InvalidRequest { .. } => ReconcileError::NotReconcilable {
