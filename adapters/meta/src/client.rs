@@ -14,12 +14,13 @@ use idem::{ExecError, Executor, Fingerprint, IdempotencyKey, OutboundRequest};
 use serde::Deserialize;
 
 use crate::classifier::MetaClassifier;
-use crate::error::Error;
+use crate::error::{AdapterError, Error, MetaError};
 use crate::types::{
     ContainerId, ContainerStatus, IgMedia, IgPublished, IgUserId, MediaId, PageId, PagePost,
     PostCreated, PostId, Publish, Reconciled, check_segment,
 };
 use crate::usage::Usage;
+use idem::adapter::Provider as AdapterProvider;
 
 /// Meta's Graph API host.
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
@@ -40,6 +41,30 @@ pub const OP_IG_PUBLISH: &str = "instagram.publish";
 pub const RECONCILE_MAX_PAGES: usize = 10;
 
 const FORM: &[u8] = b"application/x-www-form-urlencoded";
+
+/// Meta's Graph API as idem's adapter kit describes it: writes are
+/// [`LocalOnly`](SafetyClass::LocalOnly) (the Graph API has no idempotency
+/// key), with the default retry bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta;
+
+impl AdapterProvider for Meta {
+    const NAME: &'static str = PROVIDER_NAME;
+    type WireError = MetaError;
+    type Classifier = MetaClassifier;
+
+    fn safety_class() -> SafetyClass {
+        SafetyClass::LocalOnly
+    }
+
+    fn classifier() -> MetaClassifier {
+        MetaClassifier
+    }
+
+    fn default_retry() -> RetrySettings {
+        RetrySettings::default()
+    }
+}
 
 /// Builds a [`MetaClient`].
 pub struct MetaClientBuilder {
@@ -100,7 +125,7 @@ impl MetaClientBuilder {
     }
 
     /// The longest hold a write waits out in place; a longer one fails fast
-    /// with [`Error::Throttled`] (default 30 s).
+    /// with [`AdapterError::Throttled`] (default 30 s).
     pub fn max_usage_wait(mut self, wait: Duration) -> Self {
         self.max_usage_wait = wait;
         self
@@ -125,17 +150,18 @@ impl MetaClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an unparsable base URL, a version not of the
+    /// [`AdapterError::Config`] for an unparsable base URL, a version not of the
     /// form `v<major>.<minor>`, or an empty token.
     pub fn build(self) -> Result<MetaClient, Error> {
         let base: Url = self
             .base_url
             .parse()
-            .map_err(|e| Error::Config(format!("base URL: {e}")))?;
+            .map_err(|e| AdapterError::Config(format!("base URL: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") || base.query().is_some() {
-            return Err(Error::Config(
+            return Err(AdapterError::Config(
                 "base URL must be http(s) with no query string".to_owned(),
-            ));
+            )
+            .into());
         }
         let v = &self.api_version;
         let ok = v
@@ -148,15 +174,15 @@ impl MetaClientBuilder {
                     && b.bytes().all(|c| c.is_ascii_digit())
             });
         if !ok {
-            return Err(Error::Config(format!(
+            return Err(AdapterError::Config(format!(
                 "API version {v:?} is not of the form v<major>.<minor>"
-            )));
+            ))
+            .into());
         }
         if self.token.trim().is_empty() {
-            return Err(Error::Config("the access token is empty".to_owned()));
+            return Err(AdapterError::Config("the access token is empty".to_owned()).into());
         }
-        let provider = Provider::new(PROVIDER_NAME, SafetyClass::LocalOnly, MetaClassifier)
-            .with_retry(self.retry);
+        let provider = Meta::executor_provider(self.retry);
         Ok(MetaClient {
             inner: Arc::new(Inner {
                 executor: self.executor,
@@ -327,7 +353,7 @@ impl MetaClient {
             token: access_token.into(),
             base_url: DEFAULT_BASE_URL.to_owned(),
             api_version: DEFAULT_API_VERSION.to_owned(),
-            retry: RetrySettings::default(),
+            retry: Meta::default_retry(),
             usage_threshold: 90.0,
             high_usage_pause: Duration::from_secs(60),
             max_usage_wait: Duration::from_secs(30),
@@ -358,17 +384,11 @@ impl MetaClient {
     ///
     /// # Errors
     ///
-    /// [`Error::Exec`] with the store's refusal (live lease, already
+    /// [`Error::Store`] with the store's refusal (live lease, already
     /// superseded, succeeded without `force`).
     pub async fn bump(&self, key: &IdempotencyKey, force: bool) -> Result<IdempotencyKey, Error> {
         let now = self.inner.executor.now();
-        Ok(self
-            .inner
-            .executor
-            .store()
-            .bump(key, force, now)
-            .await
-            .map_err(ExecError::from)?)
+        Ok(self.inner.executor.store().bump(key, force, now).await?)
     }
 
     // ----- Page posts -------------------------------------------------
@@ -382,9 +402,9 @@ impl MetaClient {
     ///
     /// # Errors
     ///
-    /// [`Error::Api`] (rejected, recorded `failed`), [`Error::OutcomeUnknown`],
-    /// [`Error::NotSent`] (throttled; retry later), [`Error::Throttled`],
-    /// [`Error::InvalidInput`], or [`Error::Exec`].
+    /// [`Error::Rejected`] (rejected, recorded `failed`), [`Error::OutcomeUnknown`],
+    /// [`Error::NotSent`] (throttled; retry later), [`AdapterError::Throttled`],
+    /// [`AdapterError::InvalidInput`], or [`Error::Store`].
     pub async fn publish_page_post(
         &self,
         key: &IdempotencyKey,
@@ -401,7 +421,7 @@ impl MetaClient {
             .executor
             .begin(&self.inner.provider, key, OP_PAGE_POST, fingerprint)
             .await
-            .map_err(Error::from_exec)?;
+            .map_err(Error::from)?;
         match begun {
             Begun::Done(delivered) => Ok(PostCreated {
                 id: PostId::new(parse_id(key, &delivered.body)?),
@@ -411,7 +431,7 @@ impl MetaClient {
                 let mut claim = self.headroom_or_release(claim).await?;
                 let outcome = claim.send(request).await;
                 self.observe_outcome(&outcome);
-                let delivered = claim.finish(outcome).await.map_err(Error::from_exec)?;
+                let delivered = claim.finish(outcome).await.map_err(Error::from)?;
                 Ok(PostCreated {
                     id: PostId::new(parse_id(key, &delivered.body)?),
                     source: delivered.source,
@@ -443,9 +463,9 @@ impl MetaClient {
     ///
     /// # Errors
     ///
-    /// [`Error::NotReconcilable`] (no record, another request's record, a
+    /// [`AdapterError::NotReconcilable`] (no record, another request's record, a
     /// state other than `unknown`/`succeeded`, or a post that cannot be
-    /// matched), [`Error::ReadFailed`], or [`Error::Exec`] from the store.
+    /// matched), [`AdapterError::ReadFailed`], or [`Error::Store`] from the store.
     pub async fn reconcile_page_post(
         &self,
         key: &IdempotencyKey,
@@ -467,19 +487,21 @@ impl MetaClient {
             )?)));
         }
         let Some(text) = post.text().map(str::trim).filter(|t| !t.is_empty()) else {
-            return Err(Error::NotReconcilable {
+            return Err(AdapterError::NotReconcilable {
                 key: key.clone(),
                 reason: "a post with no message cannot be matched by content".to_owned(),
-            });
+            }
+            .into());
         };
         let edges: &[&str] = match post.publish() {
             Publish::Now => &["published_posts"],
             Publish::At(_) => &["scheduled_posts", "published_posts"],
             _ => {
-                return Err(Error::NotReconcilable {
+                return Err(AdapterError::NotReconcilable {
                     key: key.clone(),
                     reason: "unpublished, unscheduled posts are not listed by Meta".to_owned(),
-                });
+                }
+                .into());
             }
         };
         let first = op.first_sent_at.unwrap_or(op.created_at);
@@ -585,8 +607,8 @@ impl MetaClient {
     /// # Errors
     ///
     /// As [`publish_page_post`](Self::publish_page_post), plus
-    /// [`Error::ContainerNotReady`], [`Error::ContainerFailed`] and
-    /// [`Error::ReadFailed`].
+    /// [`AdapterError::ContainerNotReady`], [`AdapterError::ContainerFailed`] and
+    /// [`AdapterError::ReadFailed`].
     pub async fn publish_instagram(
         &self,
         key: &IdempotencyKey,
@@ -630,18 +652,20 @@ impl MetaClient {
                 ..
             }) if serde_json::from_slice::<FailedContainer>(&body).is_ok() => {
                 // A container recorded as failed by an earlier run.
-                let failed: FailedContainer =
-                    serde_json::from_slice(&body).map_err(|e| Error::UnexpectedResponse {
+                let failed: FailedContainer = serde_json::from_slice(&body).map_err(|e| {
+                    AdapterError::UnexpectedResponse {
                         key: key.clone(),
                         reason: e.to_string(),
-                    })?;
-                Err(Error::ContainerFailed {
+                    }
+                })?;
+                Err(AdapterError::ContainerFailed {
                     key,
                     container: failed.container_id,
                     status: ContainerStatus::parse(&failed.status_code),
-                })
+                }
+                .into())
             }
-            Err(e) => Err(Error::from_exec(e)),
+            Err(e) => Err(Error::from(e)),
         }
     }
 
@@ -671,10 +695,11 @@ impl MetaClient {
                         status: outcome.response.as_ref().map(|(s, _, _)| s.as_u16()),
                     })
                     .await?;
-                Err(Error::UnexpectedResponse {
+                Err(AdapterError::UnexpectedResponse {
                     key: key.clone(),
                     reason: "container created but its id is unreadable".to_owned(),
-                })
+                }
+                .into())
             }
             _ => Err(self.finish_err(claim, outcome, key).await),
         }
@@ -720,11 +745,12 @@ impl MetaClient {
                             ),
                         })
                         .await?;
-                    return Err(Error::ContainerFailed {
+                    return Err(AdapterError::ContainerFailed {
                         key: key.clone(),
                         container,
                         status,
-                    });
+                    }
+                    .into());
                 }
                 _ => {
                     if tokio::time::Instant::now() + self.inner.container_poll > deadline {
@@ -735,15 +761,16 @@ impl MetaClient {
                                 ),
                             })
                             .await?;
-                        return Err(Error::ContainerNotReady {
+                        return Err(AdapterError::ContainerNotReady {
                             key: key.clone(),
                             container,
-                        });
+                        }
+                        .into());
                     }
                     tokio::time::sleep(self.inner.container_poll).await;
                     // Polls can outlast the lease: keep it, or stop here
                     // (another worker has taken the operation over).
-                    claim.renew().await.map_err(Error::from_exec)?;
+                    claim.renew().await.map_err(Error::from)?;
                 }
             }
         }
@@ -830,6 +857,7 @@ impl MetaClient {
                      may exist at Meta (never shown unless published, expires after 24 h). Bump to \
                      create a new one"
                 ),
+                resend_safe_until: None,
             });
         };
         match self.container_status(key, &container).await? {
@@ -841,7 +869,7 @@ impl MetaClient {
                     .executor
                     .begin_after_reconcile(&self.inner.provider, key, OP_IG_PUBLISH, fingerprint)
                     .await
-                    .map_err(Error::from_exec)?
+                    .map_err(Error::from)?
                 {
                     Begun::Claimed(claim) => {
                         let claim = self.headroom_or_release(claim).await?;
@@ -882,16 +910,18 @@ impl MetaClient {
                 Ok(published)
             }
             status @ (ContainerStatus::Error | ContainerStatus::Expired) => {
-                Err(Error::ContainerFailed {
+                Err(AdapterError::ContainerFailed {
                     key: key.clone(),
                     container,
                     status,
-                })
+                }
+                .into())
             }
-            _ => Err(Error::ContainerNotReady {
+            _ => Err(AdapterError::ContainerNotReady {
                 key: key.clone(),
                 container,
-            }),
+            }
+            .into()),
         }
     }
 
@@ -1026,19 +1056,21 @@ impl MetaClient {
                 note: format!("held back before sending: Meta usage at {percent}%"),
             })
             .await?;
-        Err(Error::Throttled {
+        Err(AdapterError::Throttled {
             percent,
             retry_after: wait,
-        })
+        }
+        .into())
     }
 
     async fn finish_err(&self, claim: Claim, outcome: SendOutcome, key: &IdempotencyKey) -> Error {
         match claim.finish(outcome).await {
-            Ok(_) => Error::UnexpectedResponse {
+            Ok(_) => AdapterError::UnexpectedResponse {
                 key: key.clone(),
                 reason: "a failed step was recorded as a success".to_owned(),
-            },
-            Err(e) => Error::from_exec(e),
+            }
+            .into(),
+            Err(e) => Error::from(e),
         }
     }
 
@@ -1047,31 +1079,28 @@ impl MetaClient {
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
     ) -> Result<Operation, Error> {
-        let op = self
-            .inner
-            .executor
-            .store()
-            .get(key)
-            .await
-            .map_err(ExecError::from)?
-            .ok_or_else(|| Error::NotReconcilable {
+        let op = self.inner.executor.store().get(key).await?.ok_or_else(|| {
+            AdapterError::NotReconcilable {
                 key: key.clone(),
                 reason: "no ledger record".to_owned(),
-            })?;
+            }
+        })?;
         if &op.fingerprint != fingerprint {
-            return Err(Error::NotReconcilable {
+            return Err(AdapterError::NotReconcilable {
                 key: key.clone(),
                 reason: "the record was made for a different request".to_owned(),
-            });
+            }
+            .into());
         }
         let now = self.inner.executor.now();
         match op.state {
             OperationState::Unknown | OperationState::Succeeded => Ok(op),
             OperationState::Sending if op.lease_expired(now) => Ok(op),
-            state => Err(Error::NotReconcilable {
+            state => Err(AdapterError::NotReconcilable {
                 key: key.clone(),
                 reason: format!("the record is {state}, not unknown"),
-            }),
+            }
+            .into()),
         }
     }
 
@@ -1085,8 +1114,7 @@ impl MetaClient {
             .executor
             .store()
             .resolve(key, &resolution, now)
-            .await
-            .map_err(ExecError::from)?;
+            .await?;
         Ok(())
     }
 
@@ -1104,7 +1132,7 @@ impl MetaClient {
             .executor
             .read(&self.inner.provider, request)
             .await
-            .map_err(|e| Error::ReadFailed {
+            .map_err(|e| AdapterError::ReadFailed {
                 key: key.clone(),
                 what,
                 reason: e.to_string(),
@@ -1115,23 +1143,26 @@ impl MetaClient {
                 Some(e) => format!("HTTP {}: {e}", answer.status),
                 None => format!("HTTP {}", answer.status),
             };
-            return Err(Error::ReadFailed {
+            return Err(AdapterError::ReadFailed {
                 key: key.clone(),
                 what,
                 reason,
-            });
+            }
+            .into());
         }
-        answer.json().map_err(|e| Error::ReadFailed {
-            key: key.clone(),
-            what,
-            reason: format!("unreadable answer: {e}"),
+        answer.json().map_err(|e| {
+            Error::Adapter(AdapterError::ReadFailed {
+                key: key.clone(),
+                what,
+                reason: format!("unreadable answer: {e}"),
+            })
         })
     }
 
     fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Url, Error> {
         let mut url: Url = format!("{}/{}/{path}", self.inner.base, self.inner.version)
             .parse()
-            .map_err(|e| Error::Config(format!("URL: {e}")))?;
+            .map_err(|e| AdapterError::Config(format!("URL: {e}")))?;
         if !query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in query {
@@ -1164,9 +1195,11 @@ fn fingerprint(path: &str, request: &OutboundRequest, operation: &str) -> Finger
 fn parse_id(key: &IdempotencyKey, body: &[u8]) -> Result<String, Error> {
     serde_json::from_slice::<IdBody>(body)
         .map(|b| b.id)
-        .map_err(|e| Error::UnexpectedResponse {
-            key: key.clone(),
-            reason: format!("no id in the answer: {e}"),
+        .map_err(|e| {
+            Error::Adapter(AdapterError::UnexpectedResponse {
+                key: key.clone(),
+                reason: format!("no id in the answer: {e}"),
+            })
         })
 }
 
@@ -1176,7 +1209,7 @@ fn parse_published(
     source: Source,
 ) -> Result<IgPublished, Error> {
     let mut p: IgPublished =
-        serde_json::from_slice(body).map_err(|e| Error::UnexpectedResponse {
+        serde_json::from_slice(body).map_err(|e| AdapterError::UnexpectedResponse {
             key: key.clone(),
             reason: format!("stored Instagram result unreadable: {e}"),
         })?;
@@ -1189,10 +1222,11 @@ pub(crate) fn published_body(p: &IgPublished) -> Bytes {
 }
 
 fn unexpected_begin(key: &IdempotencyKey, begun: &Begun) -> Error {
-    Error::UnexpectedResponse {
+    AdapterError::UnexpectedResponse {
         key: key.clone(),
         reason: format!("unsupported executor answer {begun:?}"),
     }
+    .into()
 }
 
 fn humanize(d: Duration) -> String {
