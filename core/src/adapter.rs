@@ -167,7 +167,9 @@ pub enum CallError<E, A = Infallible> {
     /// The provider provably did not process the request (never sent, rate
     /// limited). The record is back to `pending`; a later run sends it with
     /// the same key.
-    #[error("{key} was not processed by the provider ({reason}); safe to retry later with the same key")]
+    #[error(
+        "{key} was not processed by the provider ({reason}); safe to retry later with the same key"
+    )]
     NotSent {
         /// The key.
         key: IdempotencyKey,
@@ -322,6 +324,20 @@ impl<E: WireError, A> CallError<E, A> {
 }
 
 impl<E, A> CallError<E, A> {
+    /// Marks an unknown outcome as safe to resend until `until` (a provider
+    /// that dedupes the key, or a write that is an upsert); other errors are
+    /// returned as they are.
+    #[must_use]
+    pub fn resend_safe_until(mut self, until: SystemTime) -> Self {
+        if let Self::OutcomeUnknown {
+            resend_safe_until, ..
+        } = &mut self
+        {
+            *resend_safe_until = Some(until);
+        }
+        self
+    }
+
     /// An invalid request: nothing was recorded or sent.
     pub fn invalid(key: &IdempotencyKey, reason: impl Into<String>) -> Self {
         Self::InvalidRequest {
@@ -412,6 +428,14 @@ impl<E, A: AdapterFailure<E>> CallError<E, A> {
         }
     }
 
+    /// The provider's HTTP status, for a rejection.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Rejected { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// The adapter's own case, if this is one.
     pub fn adapter(&self) -> Option<&A> {
         match self {
@@ -419,6 +443,12 @@ impl<E, A: AdapterFailure<E>> CallError<E, A> {
             _ => None,
         }
     }
+}
+
+/// The `resend_safe_until` of a write that is safe to resend at any time
+/// (an upsert or a delete): the last second of the year 9999.
+pub fn resend_safe_forever() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799)
 }
 
 /// A base URL for an adapter: absolute `http(s)`, able to carry a path.

@@ -10,11 +10,12 @@ mod token;
 
 pub use classify::GoogleClassifier;
 pub use client::{
-    DEFAULT_BASE_URL, GbpClient, GbpClientBuilder, LocalPostCreated, MAX_REPLY_BYTES,
+    DEFAULT_BASE_URL, Gbp, GbpClient, GbpClientBuilder, LocalPostCreated, MAX_REPLY_BYTES,
     OP_CREATE_LOCAL_POST, OP_DELETE_REPLY, OP_UPDATE_REPLY, PROVIDER_NAME, ReplyDeleted,
     ReplyUpdated,
 };
-pub use error::{GbpError, GoogleError, TokenError};
+#[allow(deprecated)]
+pub use error::{AdapterError, Error, GbpApiError, GbpError, GoogleError, TokenError};
 pub use model::{
     ActionType, CallToAction, Date, LocalPost, LocalPostEvent, LocalPostOffer, LocationName,
     MediaFormat, MediaItem, ReviewName, ReviewReply, TimeInterval, TimeOfDay, TopicType,

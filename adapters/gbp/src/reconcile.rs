@@ -11,7 +11,7 @@ use idem::{ExecError, IdempotencyKey, OutboundRequest, StoreError};
 use serde::Deserialize;
 
 use crate::client::{GbpClient, LocalPostCreated, OP_CREATE_LOCAL_POST, PROVIDER_NAME};
-use crate::error::{GbpError, GoogleError};
+use crate::error::{AdapterError, Error, GbpApiError};
 use crate::model::{LocalPost, LocationName};
 use idem::time::parse_rfc3339;
 
@@ -77,7 +77,7 @@ enum Matched {
 
 struct ReadFailure {
     reason: String,
-    error: Option<Box<GoogleError>>,
+    error: Option<Box<GbpApiError>>,
 }
 
 impl GbpClient {
@@ -111,14 +111,14 @@ impl GbpClient {
     /// not found after the settle time). Before a verdict is recorded the row
     /// is checked again: if another worker claimed, settled or bumped it
     /// while the posts were listed, nothing is recorded and
-    /// [`GbpError::ReconcileRead`] asks for another try. No `POST` is ever
+    /// [`AdapterError::ReconcileRead`] asks for another try. No `POST` is ever
     /// sent by this method.
     ///
     /// # Errors
     ///
-    /// [`GbpError::ReconcileMismatch`] when the post differs from the one the
-    /// key was sent with; [`GbpError::NotUnknown`] for a row that is
-    /// `pending`, `failed` or `superseded`; [`GbpError::ReconcileRead`] when
+    /// [`AdapterError::ReconcileMismatch`] when the post differs from the one the
+    /// key was sent with; [`AdapterError::NotUnknown`] for a row that is
+    /// `pending`, `failed` or `superseded`; [`AdapterError::ReconcileRead`] when
     /// the posts cannot be listed (row stays `unknown`); credential and
     /// executor errors.
     pub async fn reconcile_local_post(
@@ -126,7 +126,7 @@ impl GbpClient {
         key: &IdempotencyKey,
         location: &LocationName,
         post: &LocalPost,
-    ) -> Result<Reconciliation, GbpError> {
+    ) -> Result<Reconciliation, Error> {
         let executor = &self.inner.executor;
         let store = executor.store();
         let fingerprint = self.create_post_request(location, post).fingerprint();
@@ -139,7 +139,7 @@ impl GbpClient {
             || op.operation != OP_CREATE_LOCAL_POST
             || op.fingerprint != fingerprint
         {
-            return Err(GbpError::ReconcileMismatch { key: key.clone() });
+            return Err(AdapterError::ReconcileMismatch { key: key.clone() }.into());
         }
         let now = executor.now();
         let observed_since = match op.state {
@@ -152,16 +152,17 @@ impl GbpClient {
                 op.lease_expires_at.unwrap_or(op.updated_at)
             }
             OperationState::Sending => {
-                return Err(GbpError::from(ExecError::InFlight {
+                return Err(Error::from(ExecError::InFlight {
                     key: key.clone(),
                     lease_expires_at: op.lease_expires_at.unwrap_or(now),
                 }));
             }
             state => {
-                return Err(GbpError::NotUnknown {
+                return Err(AdapterError::NotUnknown {
                     key: key.clone(),
                     state,
-                });
+                }
+                .into());
             }
         };
         // The reads below leave the row untouched, so `updated_at` is still
@@ -175,16 +176,17 @@ impl GbpClient {
                 // Nothing was learned; the row is as it was.
                 let key = key.clone();
                 return Err(match failure {
-                    ReadAuthFailure::Token(source) => GbpError::Token { key, source },
-                    ReadAuthFailure::Refused => GbpError::Unauthenticated { key },
+                    ReadAuthFailure::Token(source) => AdapterError::Token { key, source }.into(),
+                    ReadAuthFailure::Refused => AdapterError::Unauthenticated { key }.into(),
                 });
             }
             Err(ListError::Read(failure)) => {
-                return Err(GbpError::ReconcileRead {
+                return Err(AdapterError::ReconcileRead {
                     key: key.clone(),
                     reason: failure.reason,
                     error: failure.error,
-                });
+                }
+                .into());
             }
         };
 
@@ -248,7 +250,7 @@ impl GbpClient {
         key: &IdempotencyKey,
         seen: &idem::Operation,
         resolution: &Resolution,
-    ) -> Result<Option<Reconciliation>, GbpError> {
+    ) -> Result<Option<Reconciliation>, Error> {
         let executor = &self.inner.executor;
         let store = executor.store();
         let current = store
@@ -265,14 +267,15 @@ impl GbpClient {
             )?)));
         }
         if current.state != seen.state || current.claims != seen.claims {
-            return Err(GbpError::ReconcileRead {
+            return Err(AdapterError::ReconcileRead {
                 key: key.clone(),
                 reason: format!(
                     "the record changed (now {}) while the posts were listed; reconcile again",
                     current.state
                 ),
                 error: None,
-            });
+            }
+            .into());
         }
         store
             .resolve(key, resolution, executor.now())
@@ -302,7 +305,7 @@ impl GbpClient {
                         "HTTP {} after {} attempt(s)",
                         answer.status, answer.attempts
                     ),
-                    error: GoogleError::parse(&answer.body).map(Box::new),
+                    error: GbpApiError::parse(&answer.body).map(Box::new),
                 }));
             }
             let page: ListPage = serde_json::from_slice(&answer.body).map_err(|e| {
@@ -388,8 +391,8 @@ fn found(
     key: &IdempotencyKey,
     body: &[u8],
     source: Source,
-) -> Result<Box<LocalPostCreated>, GbpError> {
-    let post = serde_json::from_slice::<LocalPost>(body).map_err(|e| GbpError::Decode {
+) -> Result<Box<LocalPostCreated>, Error> {
+    let post = serde_json::from_slice::<LocalPost>(body).map_err(|e| AdapterError::Decode {
         key: key.clone(),
         source: Box::new(e),
     })?;
