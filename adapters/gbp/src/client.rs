@@ -8,7 +8,7 @@ use http::StatusCode;
 use idem::executor::{Begun, Claim, RetrySettings, SendOutcome, Source, Url};
 use idem::{Executor, IdempotencyKey, OutboundRequest, Provider, SafetyClass};
 
-use crate::classify::GoogleClassifier;
+use crate::classifier::GoogleClassifier;
 use crate::error::{AdapterError, Error, GbpApiError};
 use crate::model::{LocalPost, LocationName, ReviewName, ReviewReply};
 use crate::token::{AccessToken, TokenSource};

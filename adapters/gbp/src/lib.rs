@@ -1,14 +1,13 @@
 #![doc = include_str!("../README.md")]
 
-mod classify;
+mod classifier;
 mod client;
 mod error;
 mod model;
 mod reconcile;
-mod reconcile_trait;
 mod token;
 
-pub use classify::GoogleClassifier;
+pub use classifier::GoogleClassifier;
 pub use client::{
     DEFAULT_BASE_URL, Gbp, GbpClient, GbpClientBuilder, LocalPostCreated, MAX_REPLY_BYTES,
     OP_CREATE_LOCAL_POST, OP_DELETE_REPLY, OP_UPDATE_REPLY, PROVIDER_NAME, ReplyDeleted,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::classifier::MetaClassifier;
 use crate::error::{AdapterError, Error, MetaError};
-use crate::types::{
+use crate::model::{
     ContainerId, ContainerStatus, IgMedia, IgPublished, IgUserId, MediaId, PageId, PagePost,
     PostCreated, PostId, Publish, Reconciled, check_segment,
 };

@@ -12,7 +12,7 @@ use idem::IdempotencyKey;
 use idem::adapter::{AdapterFailure, CallError, WireError};
 use serde::Deserialize;
 
-use crate::types::{ContainerId, ContainerStatus};
+use crate::model::{ContainerId, ContainerStatus};
 
 /// Graph API error codes that mean "throttled": the request was refused
 /// before it was processed.

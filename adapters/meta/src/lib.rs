@@ -40,9 +40,9 @@
 mod classifier;
 mod client;
 mod error;
+mod model;
 mod reconcile_trait;
 mod time;
-mod types;
 pub mod usage;
 
 pub use classifier::MetaClassifier;
@@ -51,7 +51,7 @@ pub use client::{
     OP_PAGE_POST, PROVIDER_NAME, RECONCILE_MAX_PAGES, ReconcileOptions,
 };
 pub use error::{AdapterError, Error, MetaError, THROTTLE_CODES};
-pub use types::{
+pub use model::{
     ContainerId, ContainerStatus, IgMedia, IgMediaKind, IgPublished, IgUserId, MediaId, PageId,
     PagePost, PostCreated, PostId, Publish, Reconciled,
 };

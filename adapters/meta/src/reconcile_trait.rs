@@ -29,7 +29,7 @@ use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
 use idem::{IdempotencyKey, Operation, OperationState};
 
 use crate::client::{MetaClient, OP_IG_PUBLISH, OP_PAGE_POST, PROVIDER_NAME, published_body};
-use crate::types::{ContainerId, ContainerStatus, IgPublished};
+use crate::model::{ContainerId, ContainerStatus, IgPublished};
 
 #[async_trait]
 impl Reconcile for MetaClient {

@@ -8,12 +8,15 @@ use idem::adapter::Provider as AdapterProvider;
 use idem::executor::{Begun, Provider, RetrySettings, SafetyClass, Source, Url};
 use idem::{Executor, IdempotencyKey, OutboundRequest};
 
-use crate::classify::{LookupClassifier, TwilioClassifier};
+use crate::classifier::{LookupClassifier, TwilioClassifier};
 use crate::error::{AdapterError, Error, TwilioError};
-use crate::message::{CreateMessage, Message, check_callback_url};
+use crate::model::{CreateMessage, Message, check_callback_url};
 
 /// The provider name recorded in the ledger.
-pub const PROVIDER: &str = "twilio";
+pub const PROVIDER_NAME: &str = "twilio";
+/// The old name of [`PROVIDER_NAME`].
+#[deprecated(note = "renamed PROVIDER_NAME, as in every adapter")]
+pub const PROVIDER: &str = PROVIDER_NAME;
 /// The operation name recorded in the ledger for a message send.
 pub const OPERATION: &str = "messages.create";
 /// The query parameter of the status-callback URL that carries the key.
@@ -32,7 +35,7 @@ pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 pub struct Twilio;
 
 impl AdapterProvider for Twilio {
-    const NAME: &'static str = PROVIDER;
+    const NAME: &'static str = PROVIDER_NAME;
     type WireError = TwilioError;
     type Classifier = TwilioClassifier;
 
@@ -199,7 +202,7 @@ impl TwilioClientBuilder {
                 // Only ever passed to `Executor::read`, which retries reads
                 // whatever the class; it never claims a ledger row.
                 lookup_provider: Provider::new(
-                    PROVIDER,
+                    PROVIDER_NAME,
                     SafetyClass::NaturallyIdempotent,
                     LookupClassifier,
                 )

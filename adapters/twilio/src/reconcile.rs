@@ -57,10 +57,10 @@ use idem::{IdempotencyKey, OperationState, OutboundRequest, StoreError};
 use serde::Deserialize;
 
 use crate::client::{
-    CALLBACK_KEY_PARAM, Messages, OPERATION, PROVIDER, Sent, TwilioClient, decode,
+    CALLBACK_KEY_PARAM, Messages, OPERATION, PROVIDER_NAME, Sent, TwilioClient, decode,
 };
 use crate::error::{AdapterError, Error, TwilioError};
-use crate::message::{CreateMessage, Message, MessageSid, MessageStatus, Sender};
+use crate::model::{CreateMessage, Message, MessageSid, MessageStatus, Sender};
 use idem::time::parse_rfc2822;
 
 /// Checkpoint prefix of the message a send recorded for lookups.
@@ -299,7 +299,7 @@ async fn apply_callback(
             .get(key)
             .await?
             .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
-        if op.provider != PROVIDER || op.operation != OPERATION {
+        if op.provider != PROVIDER_NAME || op.operation != OPERATION {
             return Err(AdapterError::Callback(format!(
                 "{key} is a {} {} record, not a Twilio message",
                 op.provider, op.operation
@@ -510,7 +510,7 @@ impl Messages<'_> {
             }
         }
         // The row must be this very send (what `begin` checks for a send).
-        if op.provider != PROVIDER
+        if op.provider != PROVIDER_NAME
             || op.operation != OPERATION
             || op.fingerprint != req.fingerprint()
         {
@@ -694,6 +694,131 @@ fn matches_request(m: &Message, msg: &CreateMessage, from: SystemTime, to: Syste
         .and_then(parse_rfc2822)
         .is_some_and(|t| t >= from && t <= to);
     outbound && same_to && same_from && same_service && same_body && same_media && in_window
+}
+
+/// [`idem::reconcile::Reconcile`] for this client: reconciliation from the key alone.
+mod by_key {
+    //! [`idem::reconcile::Reconcile`] for [`TwilioClient`]: reconciliation from
+    //! the key alone, for tools that work across providers (the operator
+    //! console).
+    //!
+    //! Twilio keeps no idempotency key, so the lookup is
+    //! [`Messages::reconcile`](crate::Messages::reconcile): the recipient's
+    //! messages, matched on sender, body, media and creation time. The message
+    //! it needs comes from the ledger row, where each send records it (see the
+    //! [`reconcile`](crate::reconcile) module). The verdicts:
+    //!
+    //! | lookup | [`ReconcileVerdict`] |
+    //! | --- | --- |
+    //! | exactly one match (or the row had already succeeded) | `Applied`, with the Message SID (row `succeeded`) |
+    //! | no match | `Undetermined`: not proof that nothing was sent (row `unknown`) |
+    //! | several matches | `Undetermined` (row `unknown`) |
+    //! | the row records no message | `Undetermined` (row `unknown`) |
+    //!
+    //! It never answers `NotApplied`: nothing Twilio shows proves that a message
+    //! was not created. An operator bumps the key, accepting the risk of a
+    //! second text, or waits for a status callback.
+
+    use async_trait::async_trait;
+    use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
+    use idem::{IdempotencyKey, OperationState};
+
+    use crate::client::{OPERATION, PROVIDER_NAME, TwilioClient, decode};
+    use crate::error::{AdapterError, Error};
+    use crate::reconcile::{Reconciled, recorded_message};
+
+    #[async_trait]
+    impl Reconcile for TwilioClient {
+        fn provider(&self) -> &str {
+            PROVIDER_NAME
+        }
+
+        async fn reconcile(
+            &self,
+            key: &IdempotencyKey,
+        ) -> Result<ReconcileVerdict, ReconcileError> {
+            let not = |reason: String| ReconcileError::NotReconcilable {
+                key: key.clone(),
+                reason,
+            };
+            let op = self
+                .executor()
+                .store()
+                .get(key)
+                .await
+                .map_err(|e| ReconcileError::Failed {
+                    key: key.clone(),
+                    reason: format!("the ledger failed: {e}"),
+                })?
+                .ok_or_else(|| not("no ledger record".to_owned()))?;
+            if op.provider != PROVIDER_NAME || op.operation != OPERATION {
+                return Err(not(format!(
+                    "the record is a {} {} operation, not a Twilio message",
+                    op.provider, op.operation
+                )));
+            }
+            match op.state {
+                OperationState::Succeeded => {
+                    let body = op.response_body.clone().unwrap_or_default();
+                    let sent = decode(key, &body, idem::executor::Source::Ledger)
+                        .map_err(|e| to_trait_error(key, e))?;
+                    return Ok(ReconcileVerdict::Applied {
+                        provider_id: Some(sent.message.sid.to_string()),
+                        note: "the record had already succeeded".to_owned(),
+                    });
+                }
+                OperationState::Unknown | OperationState::Sending => {}
+                state => return Err(not(format!("the record is {state}, not unknown"))),
+            }
+            let Some(msg) = recorded_message(op.checkpoint.as_deref()) else {
+                return Ok(ReconcileVerdict::Undetermined {
+                    note: "the record holds no message to look up (written by an older version, or \
+                           the ledger failed at send time); use Messages::reconcile with the original \
+                           message, or wait for a status callback"
+                        .to_owned(),
+                });
+            };
+            match self.messages().reconcile(key, &msg).await {
+                Ok(Reconciled::Found(sent) | Reconciled::AlreadySucceeded(sent)) => {
+                    Ok(ReconcileVerdict::Applied {
+                        provider_id: Some(sent.message.sid.to_string()),
+                        note: format!("found by lookup: {}", sent.message.sid),
+                    })
+                }
+                Ok(Reconciled::NotFound { .. }) => Ok(ReconcileVerdict::Undetermined {
+                    note:
+                        "no matching message in the send window; that does not prove none was sent"
+                            .to_owned(),
+                }),
+                Ok(Reconciled::Ambiguous { candidates, .. }) => {
+                    Ok(ReconcileVerdict::Undetermined {
+                        note: format!(
+                            "{} identical messages in the send window; cannot tell which is ours",
+                            candidates.len()
+                        ),
+                    })
+                }
+                Err(e) => Err(to_trait_error(key, e)),
+            }
+        }
+    }
+
+    fn to_trait_error(key: &IdempotencyKey, e: Error) -> ReconcileError {
+        let reason = e.to_string();
+        match e {
+            Error::Adapter(AdapterError::State { .. })
+            | Error::Superseded { .. }
+            | Error::InFlight { .. }
+            | Error::InvalidRequest { .. } => ReconcileError::NotReconcilable {
+                key: key.clone(),
+                reason,
+            },
+            _ => ReconcileError::Failed {
+                key: key.clone(),
+                reason,
+            },
+        }
+    }
 }
 
 #[cfg(test)]

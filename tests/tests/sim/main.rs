@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use idem::adapter::{AdapterFailure, CallError, WireError};
 use idem::executor::RetrySettings;
 use idem::ledger::{ListFilter, MemoryStore, Resolution};
-use idem::{ExecError, Executor, IdempotencyKey, LedgerStore, ManualClock, OperationState};
+use idem::{Executor, IdempotencyKey, LedgerStore, ManualClock, OperationState};
 use idem_stripe::{Amount, CreatePaymentIntent, Currency, StripeClient};
 use idem_twilio::{CreateMessage, Credentials, TwilioClient};
 
