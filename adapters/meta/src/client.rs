@@ -9,7 +9,7 @@ use http::HeaderMap;
 use idem::executor::{
     Begun, Claim, Provider, RetrySettings, SafetyClass, SendOutcome, Source, Url, Verdict,
 };
-use idem::ledger::{Completion, Operation, OperationState, Resolution};
+use idem::ledger::Completion;
 use idem::{ExecError, Executor, Fingerprint, IdempotencyKey, OutboundRequest};
 use serde::Deserialize;
 
@@ -33,12 +33,6 @@ pub const PROVIDER_NAME: &str = "meta";
 pub const OP_PAGE_POST: &str = "page_post.create";
 /// Ledger operation name of an Instagram publish (container + publish).
 pub const OP_IG_PUBLISH: &str = "instagram.publish";
-
-/// Pages of 100 posts read per listing edge by
-/// [`MetaClient::reconcile_page_post`]. When the window holds more, "not
-/// found" is not proof and the record stays `unknown` whatever the
-/// [`ReconcileOptions`].
-pub const RECONCILE_MAX_PAGES: usize = 10;
 
 const FORM: &[u8] = b"application/x-www-form-urlencoded";
 
@@ -263,86 +257,6 @@ struct StatusBody {
     status_code: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ListBody<T> {
-    #[serde(default = "Vec::new")]
-    data: Vec<T>,
-    #[serde(default)]
-    paging: Option<Paging>,
-}
-
-/// Graph API cursor paging: `next` is present while more items remain.
-#[derive(Deserialize, Default)]
-struct Paging {
-    #[serde(default)]
-    cursors: Option<Cursors>,
-    #[serde(default)]
-    next: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct Cursors {
-    #[serde(default)]
-    after: Option<String>,
-}
-
-impl<T> ListBody<T> {
-    /// The cursor of the next page, `Ok(None)` on the last page, `Err(())`
-    /// when Meta says more remain but gives no cursor to follow.
-    fn next_cursor(&self) -> Result<Option<String>, ()> {
-        let Some(paging) = &self.paging else {
-            return Ok(None);
-        };
-        if paging.next.is_none() {
-            return Ok(None);
-        }
-        paging
-            .cursors
-            .as_ref()
-            .and_then(|c| c.after.clone())
-            .filter(|a| !a.is_empty())
-            .map(Some)
-            .ok_or(())
-    }
-}
-
-#[derive(Deserialize)]
-struct FeedItem {
-    id: String,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    created_time: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct MediaItem {
-    id: String,
-    #[serde(default)]
-    caption: Option<String>,
-    #[serde(default)]
-    timestamp: Option<String>,
-}
-
-/// Options of [`MetaClient::reconcile_page_post`].
-#[derive(Debug, Clone, Copy, Default)]
-#[non_exhaustive]
-pub struct ReconcileOptions {
-    /// When no matching post is found and at least this long has passed
-    /// since the first send, record the operation as not applied (back to
-    /// `pending`, so the next run posts with the same key). `None` (the
-    /// default) leaves it `unknown` for an operator.
-    pub not_applied_after: Option<Duration>,
-}
-
-impl ReconcileOptions {
-    /// Sets [`not_applied_after`](Self::not_applied_after).
-    pub fn not_applied_after(mut self, grace: Duration) -> Self {
-        self.not_applied_after = Some(grace);
-        self
-    }
-}
-
 impl MetaClient {
     /// Starts building a client over `executor` with a Page (or User)
     /// access token. The token is sent as `Authorization: Bearer`, never in
@@ -439,151 +353,6 @@ impl MetaClient {
             }
             other => Err(unexpected_begin(key, &other)),
         }
-    }
-
-    /// Settles an `unknown` Page post by reading the Page's recent posts
-    /// (`published_posts`; for a scheduled post also `scheduled_posts`) and
-    /// matching the message, created no earlier than the first send (minus
-    /// the clock slack).
-    ///
-    /// Found → the record becomes `succeeded` with the post id, and the next
-    /// publish with the key answers from the ledger. Not found → it stays
-    /// `unknown`, unless `options` allow marking it not applied.
-    ///
-    /// Every page of the window is read (cursor paging, up to
-    /// [`RECONCILE_MAX_PAGES`] pages of 100 per edge). "Not applied" needs
-    /// the whole window read: if Meta lists more, the answer is
-    /// [`Reconciled::NotFound`] and the record stays `unknown`, whatever the
-    /// options.
-    ///
-    /// Limits: a post with no message (link only) or created unpublished
-    /// with no schedule cannot be matched; the same text posted by someone
-    /// else in the window would match (the earliest match is taken); a post
-    /// Meta has not listed yet reads as not found (hence the grace period).
-    ///
-    /// # Errors
-    ///
-    /// [`AdapterError::NotReconcilable`] (no record, another request's record, a
-    /// state other than `unknown`/`succeeded`, or a post that cannot be
-    /// matched), [`AdapterError::ReadFailed`], or [`Error::Store`] from the store.
-    pub async fn reconcile_page_post(
-        &self,
-        key: &IdempotencyKey,
-        page: &PageId,
-        post: &PagePost,
-        options: ReconcileOptions,
-    ) -> Result<Reconciled, Error> {
-        post.validate()?;
-        check_segment("page id", page.as_str())?;
-        let path = format!("{page}/feed");
-        let request = self.post_form(&path, &post.form())?;
-        let op = self
-            .reconcilable(key, &fingerprint(&path, &request, OP_PAGE_POST))
-            .await?;
-        if op.state == OperationState::Succeeded {
-            let body = op.response_body.clone().unwrap_or_default();
-            return Ok(Reconciled::AlreadySucceeded(PostId::new(parse_id(
-                key, &body,
-            )?)));
-        }
-        let Some(text) = post.text().map(str::trim).filter(|t| !t.is_empty()) else {
-            return Err(AdapterError::NotReconcilable {
-                key: key.clone(),
-                reason: "a post with no message cannot be matched by content".to_owned(),
-            }
-            .into());
-        };
-        let edges: &[&str] = match post.publish() {
-            Publish::Now => &["published_posts"],
-            Publish::At(_) => &["scheduled_posts", "published_posts"],
-            _ => {
-                return Err(AdapterError::NotReconcilable {
-                    key: key.clone(),
-                    reason: "unpublished, unscheduled posts are not listed by Meta".to_owned(),
-                }
-                .into());
-            }
-        };
-        let first = op.first_sent_at.unwrap_or(op.created_at);
-        let since = first.checked_sub(self.inner.clock_slack).unwrap_or(first);
-        let mut found: Vec<(Option<SystemTime>, String)> = Vec::new();
-        // Whether every post of the window was read: only then can "no
-        // match" count as proof that the post was not created.
-        let mut complete = true;
-        for edge in edges {
-            let mut after: Option<String> = None;
-            let mut pages = 0;
-            loop {
-                let mut query = vec![
-                    ("fields", "id,message,created_time".to_owned()),
-                    ("since", idem::time::unix_seconds(since).to_string()),
-                    ("limit", "100".to_owned()),
-                ];
-                if let Some(a) = &after {
-                    query.push(("after", a.clone()));
-                }
-                let url = self.url(&format!("{page}/{edge}"), &query)?;
-                let list: ListBody<FeedItem> = self.read_json(key, "the Page's posts", url).await?;
-                pages += 1;
-                let next = list.next_cursor();
-                for item in list.data {
-                    let created = item.created_time.as_deref().and_then(crate::time::parse);
-                    let in_window = created.is_none_or(|c| c >= since);
-                    if in_window && item.message.as_deref().map(str::trim) == Some(text) {
-                        found.push((created, item.id));
-                    }
-                }
-                match next {
-                    Ok(None) => break,
-                    Ok(Some(cursor)) if pages < RECONCILE_MAX_PAGES => after = Some(cursor),
-                    _ => {
-                        complete = false;
-                        break;
-                    }
-                }
-            }
-        }
-        found.sort();
-        let now = self.inner.executor.now();
-        if let Some((_, id)) = found.first() {
-            let body = serde_json::json!({ "id": id }).to_string();
-            let note = format!(
-                "reconciled: found post {id} by message match among the Page's recent posts \
-                 ({} match(es))",
-                found.len()
-            );
-            self.resolve(
-                key,
-                Resolution::Succeeded {
-                    status: 200,
-                    body: Bytes::from(body),
-                    note,
-                },
-                now,
-            )
-            .await?;
-            return Ok(Reconciled::Found {
-                id: PostId::new(id.clone()),
-                matches: found.len(),
-            });
-        }
-        if !complete {
-            tracing::warn!(key = %key, pages = RECONCILE_MAX_PAGES,
-                "Meta lookup: more posts in the window than read; not found is not proof");
-            return Ok(Reconciled::NotFound);
-        }
-        if let Some(grace) = options.not_applied_after {
-            if now.duration_since(first).unwrap_or_default() >= grace {
-                let note = format!(
-                    "reconciled: no matching post among the Page's posts {} or more after the first send",
-                    humanize(grace)
-                );
-                self.resolve(key, Resolution::NotApplied { note }, now)
-                    .await?;
-                return Ok(Reconciled::MarkedNotApplied);
-            }
-        }
-        Ok(Reconciled::NotFound)
     }
 
     // ----- Instagram ---------------------------------------------------
@@ -840,91 +609,6 @@ impl MetaClient {
         Ok(published)
     }
 
-    async fn resume_instagram(
-        &self,
-        key: &IdempotencyKey,
-        ig_user: &IgUserId,
-        media: &IgMedia,
-        fingerprint: Fingerprint,
-        reason: String,
-    ) -> Result<IgPublished, Error> {
-        let op = self.reconcilable(key, &fingerprint).await?;
-        let Some(container) = op.checkpoint.clone().map(ContainerId::new) else {
-            return Err(Error::OutcomeUnknown {
-                key: key.clone(),
-                reason: format!(
-                    "{reason}; the container creation itself has no recorded outcome: a container \
-                     may exist at Meta (never shown unless published, expires after 24 h). Bump to \
-                     create a new one"
-                ),
-                resend_safe_until: None,
-            });
-        };
-        match self.container_status(key, &container).await? {
-            ContainerStatus::Finished => {
-                // Provably not published: claim the row again and publish the
-                // same container.
-                match self
-                    .inner
-                    .executor
-                    .begin_after_reconcile(&self.inner.provider, key, OP_IG_PUBLISH, fingerprint)
-                    .await
-                    .map_err(Error::from)?
-                {
-                    Begun::Claimed(claim) => {
-                        let claim = self.headroom_or_release(claim).await?;
-                        self.publish_container(claim, key, ig_user, media, container)
-                            .await
-                    }
-                    Begun::Done(d) => parse_published(key, &d.body, d.source),
-                    other => Err(unexpected_begin(key, &other)),
-                }
-            }
-            ContainerStatus::Published => {
-                let first = op.first_sent_at.unwrap_or(op.created_at);
-                let media_id = self.find_media(key, ig_user, media, first).await;
-                let published = IgPublished {
-                    media_id,
-                    container_id: container.clone(),
-                    source: Source::Reconciled,
-                };
-                let note = format!(
-                    "reconciled: container {container} is PUBLISHED{}",
-                    published
-                        .media_id
-                        .as_ref()
-                        .map(|m| format!(" as media {m}"))
-                        .unwrap_or_default()
-                );
-                let now = self.inner.executor.now();
-                self.resolve(
-                    key,
-                    Resolution::Succeeded {
-                        status: 200,
-                        body: published_body(&published),
-                        note,
-                    },
-                    now,
-                )
-                .await?;
-                Ok(published)
-            }
-            status @ (ContainerStatus::Error | ContainerStatus::Expired) => {
-                Err(AdapterError::ContainerFailed {
-                    key: key.clone(),
-                    container,
-                    status,
-                }
-                .into())
-            }
-            _ => Err(AdapterError::ContainerNotReady {
-                key: key.clone(),
-                container,
-            }
-            .into()),
-        }
-    }
-
     pub(crate) async fn container_status(
         &self,
         key: &IdempotencyKey,
@@ -943,49 +627,6 @@ impl MetaClient {
             .map_or(ContainerStatus::Other("missing".to_owned()), |s| {
                 ContainerStatus::parse(&s)
             }))
-    }
-
-    /// The media created from a published container, matched by caption in
-    /// the account's recent media. `None` when it cannot be told apart.
-    async fn find_media(
-        &self,
-        key: &IdempotencyKey,
-        ig_user: &IgUserId,
-        media: &IgMedia,
-        first_sent: SystemTime,
-    ) -> Option<MediaId> {
-        let caption = media.caption_text()?.trim().to_owned();
-        let since = first_sent
-            .checked_sub(self.inner.clock_slack)
-            .unwrap_or(first_sent);
-        let url = self
-            .url(
-                &format!("{ig_user}/media"),
-                &[
-                    ("fields", "id,caption,timestamp".to_owned()),
-                    ("limit", "25".to_owned()),
-                ],
-            )
-            .ok()?;
-        let list: ListBody<MediaItem> = match self
-            .read_json(key, "the Instagram account's media", url)
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(key = %key, error = %e, "published container: media id lookup failed");
-                return None;
-            }
-        };
-        let mut hits: Vec<(Option<SystemTime>, String)> = list
-            .data
-            .into_iter()
-            .filter(|m| m.caption.as_deref().map(str::trim) == Some(caption.as_str()))
-            .map(|m| (m.timestamp.as_deref().and_then(crate::time::parse), m.id))
-            .filter(|(t, _)| t.is_none_or(|t| t >= since))
-            .collect();
-        hits.sort();
-        hits.into_iter().next().map(|(_, id)| MediaId::new(id))
     }
 
     // ----- plumbing ------------------------------------------------------
@@ -1072,50 +713,6 @@ impl MetaClient {
             .into(),
             Err(e) => Error::from(e),
         }
-    }
-
-    async fn reconcilable(
-        &self,
-        key: &IdempotencyKey,
-        fingerprint: &Fingerprint,
-    ) -> Result<Operation, Error> {
-        let op = self.inner.executor.store().get(key).await?.ok_or_else(|| {
-            AdapterError::NotReconcilable {
-                key: key.clone(),
-                reason: "no ledger record".to_owned(),
-            }
-        })?;
-        if &op.fingerprint != fingerprint {
-            return Err(AdapterError::NotReconcilable {
-                key: key.clone(),
-                reason: "the record was made for a different request".to_owned(),
-            }
-            .into());
-        }
-        let now = self.inner.executor.now();
-        match op.state {
-            OperationState::Unknown | OperationState::Succeeded => Ok(op),
-            OperationState::Sending if op.lease_expired(now) => Ok(op),
-            state => Err(AdapterError::NotReconcilable {
-                key: key.clone(),
-                reason: format!("the record is {state}, not unknown"),
-            }
-            .into()),
-        }
-    }
-
-    pub(crate) async fn resolve(
-        &self,
-        key: &IdempotencyKey,
-        resolution: Resolution,
-        now: SystemTime,
-    ) -> Result<(), Error> {
-        self.inner
-            .executor
-            .store()
-            .resolve(key, &resolution, now)
-            .await?;
-        Ok(())
     }
 
     async fn read_json<T: serde::de::DeserializeOwned>(
@@ -1232,3 +829,9 @@ fn unexpected_begin(key: &IdempotencyKey, begun: &Begun) -> Error {
 fn humanize(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
+
+// Reconciliation lives in its own file, as a child module so it reaches the
+// client's internals.
+#[path = "reconcile.rs"]
+mod reconcile;
+pub use reconcile::{RECONCILE_MAX_PAGES, ReconcileOptions};

@@ -41,7 +41,6 @@ mod classifier;
 mod client;
 mod error;
 mod model;
-mod reconcile_trait;
 mod time;
 pub mod usage;
 
