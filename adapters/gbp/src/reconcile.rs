@@ -469,7 +469,6 @@ fn match_posts(
     }
 }
 
-/// [`idem::reconcile::Reconcile`] for this client: reconciliation from the key alone.
 mod by_key {
     //! [`idem::reconcile::Reconcile`] for [`GbpClient`], for tools that work
     //! across providers (the operator console).

@@ -696,7 +696,6 @@ fn matches_request(m: &Message, msg: &CreateMessage, from: SystemTime, to: Syste
     outbound && same_to && same_from && same_service && same_body && same_media && in_window
 }
 
-/// [`idem::reconcile::Reconcile`] for this client: reconciliation from the key alone.
 mod by_key {
     //! [`idem::reconcile::Reconcile`] for [`TwilioClient`]: reconciliation from
     //! the key alone, for tools that work across providers (the operator
