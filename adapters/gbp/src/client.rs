@@ -8,10 +8,11 @@ use http::StatusCode;
 use idem::executor::{Begun, Claim, RetrySettings, SendOutcome, Source, Url};
 use idem::{Executor, IdempotencyKey, OutboundRequest, Provider, SafetyClass};
 
-use crate::classify::GoogleClassifier;
-use crate::error::GbpError;
+use crate::classifier::GoogleClassifier;
+use crate::error::{AdapterError, Error, GbpApiError};
 use crate::model::{LocalPost, LocationName, ReviewName, ReviewReply};
 use crate::token::{AccessToken, TokenSource};
+use idem::adapter::Provider as AdapterProvider;
 
 /// Google's production endpoint.
 pub const DEFAULT_BASE_URL: &str = "https://mybusiness.googleapis.com";
@@ -25,6 +26,31 @@ pub const OP_DELETE_REPLY: &str = "reviews.deleteReply";
 pub const OP_CREATE_LOCAL_POST: &str = "localPosts.create";
 /// Google's limit on a reply comment, in bytes.
 pub const MAX_REPLY_BYTES: usize = 4096;
+
+/// Google Business Profile as idem's adapter kit describes it. Review
+/// replies are [`NaturallyIdempotent`](SafetyClass::NaturallyIdempotent)
+/// (an upsert); local posts are built from the same name and classifier
+/// with [`LocalOnly`](SafetyClass::LocalOnly).
+#[derive(Debug, Clone, Copy)]
+pub struct Gbp;
+
+impl AdapterProvider for Gbp {
+    const NAME: &'static str = PROVIDER_NAME;
+    type WireError = GbpApiError;
+    type Classifier = GoogleClassifier;
+
+    fn safety_class() -> SafetyClass {
+        SafetyClass::NaturallyIdempotent
+    }
+
+    fn classifier() -> GoogleClassifier {
+        GoogleClassifier::new()
+    }
+
+    fn default_retry() -> RetrySettings {
+        RetrySettings::default()
+    }
+}
 
 /// Builds a [`GbpClient`].
 pub struct GbpClientBuilder {
@@ -106,27 +132,23 @@ impl GbpClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`GbpError::BaseUrl`] when the base URL is not an absolute http(s)
+    /// [`AdapterError::BaseUrl`] when the base URL is not an absolute http(s)
     /// URL.
-    pub fn build(self) -> Result<GbpClient, GbpError> {
+    pub fn build(self) -> Result<GbpClient, Error> {
         let base: Url = self
             .base_url
             .parse()
-            .map_err(|e: url::ParseError| GbpError::BaseUrl(e.to_string()))?;
+            .map_err(|e: url::ParseError| AdapterError::BaseUrl(e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(GbpError::BaseUrl("must be an http(s) URL".to_owned()));
+            return Err(AdapterError::BaseUrl("must be an http(s) URL".to_owned()).into());
         }
         if base.query().is_some() || !base.username().is_empty() || base.password().is_some() {
-            return Err(GbpError::BaseUrl(
+            return Err(AdapterError::BaseUrl(
                 "must not carry a query string or credentials".to_owned(),
-            ));
+            )
+            .into());
         }
-        let reply = Provider::new(
-            PROVIDER_NAME,
-            SafetyClass::NaturallyIdempotent,
-            GoogleClassifier::new(),
-        )
-        .with_retry(self.retry);
+        let reply = Gbp::executor_provider(self.retry);
         let delete = Provider::new(
             PROVIDER_NAME,
             SafetyClass::NaturallyIdempotent,
@@ -264,7 +286,7 @@ impl GbpClient {
             executor,
             tokens,
             base_url: DEFAULT_BASE_URL.to_owned(),
-            retry: RetrySettings::default(),
+            retry: Gbp::default_retry(),
             read_retry: None,
             reconcile: ReconcileSettings {
                 settle_time: Duration::from_secs(600),
@@ -304,23 +326,24 @@ impl GbpClient {
     ///
     /// # Errors
     ///
-    /// [`GbpError::CommentTooLong`] before anything is recorded;
-    /// [`GbpError::Api`] when Google rejects it (row `failed`);
-    /// [`GbpError::NotSent`] / [`GbpError::OutcomeUnknown`] (resend-safe)
-    /// when it should be run again later; [`GbpError::Unauthenticated`] or
-    /// [`GbpError::Token`] for credential problems (row `pending`); an
+    /// [`AdapterError::CommentTooLong`] before anything is recorded;
+    /// [`Error::Rejected`] when Google rejects it (row `failed`);
+    /// [`Error::NotSent`] / [`Error::OutcomeUnknown`] (resend-safe)
+    /// when it should be run again later; [`AdapterError::Unauthenticated`] or
+    /// [`AdapterError::Token`] for credential problems (row `pending`); an
     /// executor error for ledger problems.
     pub async fn update_reply(
         &self,
         key: &IdempotencyKey,
         review: &ReviewName,
         comment: &str,
-    ) -> Result<ReplyUpdated, GbpError> {
+    ) -> Result<ReplyUpdated, Error> {
         if comment.len() > MAX_REPLY_BYTES {
-            return Err(GbpError::CommentTooLong {
+            return Err(AdapterError::CommentTooLong {
                 len: comment.len(),
                 max: MAX_REPLY_BYTES,
-            });
+            }
+            .into());
         }
         let request = OutboundRequest::put(self.reply_url(review))
             .json(&serde_json::json!({ "comment": comment }));
@@ -350,7 +373,7 @@ impl GbpClient {
         &self,
         key: &IdempotencyKey,
         review: &ReviewName,
-    ) -> Result<ReplyDeleted, GbpError> {
+    ) -> Result<ReplyDeleted, Error> {
         let request = OutboundRequest::delete(self.reply_url(review));
         let provider = self.inner.delete.clone();
         let (status, _body, source) = self
@@ -369,21 +392,21 @@ impl GbpClient {
     /// prevents a duplicate: it is resent only when Google provably did not
     /// process it (connection refused, 429 `RESOURCE_EXHAUSTED`). A timeout,
     /// reset, 500, 503 `UNAVAILABLE` or 504 `DEADLINE_EXCEEDED` after sending
-    /// leaves the row `unknown` and returns [`GbpError::OutcomeUnknown`]:
+    /// leaves the row `unknown` and returns [`Error::OutcomeUnknown`]:
     /// call [`reconcile_local_post`](Self::reconcile_local_post) with the
     /// same key and post.
     ///
     /// # Errors
     ///
-    /// [`GbpError::OutcomeUnknown`] (not resend-safe), [`GbpError::Api`],
-    /// [`GbpError::NotSent`], credential and executor errors as for
+    /// [`Error::OutcomeUnknown`] (not resend-safe), [`Error::Rejected`],
+    /// [`Error::NotSent`], credential and executor errors as for
     /// [`update_reply`](Self::update_reply).
     pub async fn create_local_post(
         &self,
         key: &IdempotencyKey,
         location: &LocationName,
         post: &LocalPost,
-    ) -> Result<LocalPostCreated, GbpError> {
+    ) -> Result<LocalPostCreated, Error> {
         let request = self.create_post_request(location, post);
         let provider = self.inner.post.clone();
         let (_status, body, source) = self
@@ -426,21 +449,22 @@ impl GbpClient {
         operation: &str,
         request: OutboundRequest,
         resend_safe: bool,
-    ) -> Result<(StatusCode, bytes::Bytes, Source), GbpError> {
+    ) -> Result<(StatusCode, bytes::Bytes, Source), Error> {
         let begun = self
             .inner
             .executor
             .begin(provider, key, operation, request.fingerprint())
             .await
-            .map_err(|e| GbpError::from_exec(e, resend_safe))?;
+            .map_err(|e| crate::error::from_exec(e, resend_safe))?;
         let mut claim = match begun {
             Begun::Done(d) => return Ok((d.status, d.body, d.source)),
             Begun::Claimed(claim) => claim,
             _ => {
-                return Err(GbpError::InvalidInput {
+                return Err(AdapterError::InvalidInput {
                     field: "executor",
                     reason: "unexpected answer from Executor::begin".to_owned(),
-                });
+                }
+                .into());
             }
         };
         let outcome = match self.send_authed(&mut claim, &request).await {
@@ -450,7 +474,7 @@ impl GbpClient {
         let delivered = claim
             .finish(outcome)
             .await
-            .map_err(|e| GbpError::from_exec(e, resend_safe))?;
+            .map_err(|e| crate::error::from_exec(e, resend_safe))?;
         Ok((delivered.status, delivered.body, delivered.source))
     }
 
@@ -512,7 +536,7 @@ impl AuthFailure {
     /// Ends the claim truthfully and returns the caller's error: back to
     /// `pending` when nothing can have taken effect (the usual case: a 401
     /// is not processed), `unknown` otherwise.
-    pub(crate) async fn record(self, claim: Claim, resend_safe: bool) -> GbpError {
+    pub(crate) async fn record(self, claim: Claim, resend_safe: bool) -> Error {
         let key = claim.key().clone();
         let what = match &self.kind {
             AuthFailureKind::Token(e) => e.to_string(),
@@ -531,18 +555,23 @@ impl AuthFailure {
             }
         };
         if let Err(e) = claim.complete(completion).await {
-            return GbpError::from(e);
+            return Error::from(e);
         }
         if self.effect_possible {
-            return GbpError::OutcomeUnknown {
+            let unknown = Error::OutcomeUnknown {
                 key,
                 reason: what,
-                resend_safe,
+                resend_safe_until: None,
+            };
+            return if resend_safe {
+                unknown.resend_safe_until(idem::adapter::resend_safe_forever())
+            } else {
+                unknown
             };
         }
         match self.kind {
-            AuthFailureKind::Token(source) => GbpError::Token { key, source },
-            AuthFailureKind::Refused => GbpError::Unauthenticated { key },
+            AuthFailureKind::Token(source) => AdapterError::Token { key, source }.into(),
+            AuthFailureKind::Refused => AdapterError::Unauthenticated { key }.into(),
         }
     }
 }
@@ -558,12 +587,14 @@ fn is_unauthenticated(outcome: &SendOutcome) -> bool {
 fn parse_body<T: serde::de::DeserializeOwned + Default>(
     key: &IdempotencyKey,
     body: &[u8],
-) -> Result<T, GbpError> {
+) -> Result<T, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| GbpError::Decode {
-        key: key.clone(),
-        source: Box::new(e),
+    serde_json::from_slice(body).map_err(|e| {
+        Error::Adapter(AdapterError::Decode {
+            key: key.clone(),
+            source: Box::new(e),
+        })
     })
 }

@@ -1,19 +1,21 @@
 //! Errors of the Google Business Profile adapter.
 
+use std::fmt;
 use std::time::Duration;
 
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
+use idem::adapter::{AdapterFailure, CallError, WireError};
 use idem::ledger::OperationState;
 use idem::{ExecError, IdempotencyKey};
 use serde::Deserialize;
 
-/// Google's error body, `{"error": {"code", "message", "status", "details"}}`.
+/// Google's error body (the wire error of this adapter), `{"error": {"code", "message", "status", "details"}}`.
 ///
 /// `message` is Google's text; it can quote parts of the request, so it is
 /// never part of any `Display` output of this crate. Read it here.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[non_exhaustive]
-pub struct GoogleError {
+pub struct GbpApiError {
     /// The HTTP status Google reports in the body.
     #[serde(default)]
     pub code: u16,
@@ -30,10 +32,14 @@ pub struct GoogleError {
 
 #[derive(Deserialize)]
 struct Envelope {
-    error: GoogleError,
+    error: GbpApiError,
 }
 
-impl GoogleError {
+/// The old name of [`GbpApiError`].
+#[deprecated(note = "renamed GbpApiError: every adapter names its wire error <Provider>Error")]
+pub type GoogleError = GbpApiError;
+
+impl GbpApiError {
     /// Parses Google's error envelope; `None` when `body` is not one.
     pub fn parse(body: &[u8]) -> Option<Self> {
         serde_json::from_slice::<Envelope>(body)
@@ -135,13 +141,25 @@ impl TokenError {
     }
 }
 
-/// A failure of a GBP operation.
+/// A failure of a GBP operation: idem's one error shape with Google's error
+/// body, and this adapter's own cases in [`CallError::Adapter`].
+///
+/// An unknown outcome of a reply (an upsert or a delete) is safe to resend:
+/// its `resend_safe_until` is set ([`resend_safe_forever`](idem::adapter::resend_safe_forever)).
+/// A local post's is not: reconcile first.
+pub type Error = CallError<GbpApiError, AdapterError>;
+
+/// The old name of [`Error`].
+#[deprecated(note = "renamed Error: every adapter's own error is Error")]
+pub type GbpError = Error;
+
+/// This adapter's own failure cases, in [`Error::Adapter`](CallError::Adapter).
 ///
 /// Variants that concern a recorded operation name its key; each says what
 /// state the ledger row was left in, so the caller knows what a re-run does.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum GbpError {
+pub enum AdapterError {
     /// The reply comment is longer than Google's 4,096-byte limit. Nothing
     /// was recorded or sent.
     #[error("review reply comment is {len} bytes; Google accepts at most {max}")]
@@ -159,19 +177,6 @@ pub enum GbpError {
         field: &'static str,
         /// What is wrong.
         reason: String,
-    },
-    /// Google rejected the request; the row is `failed` and a new attempt
-    /// needs an operator bump.
-    #[error("Google rejected {key} with HTTP {status}{}; recorded as failed", google_status(.error))]
-    Api {
-        /// The key.
-        key: IdempotencyKey,
-        /// The HTTP status.
-        status: StatusCode,
-        /// Google's error body, when it sent one.
-        error: Option<Box<GoogleError>>,
-        /// Whether this came from the ledger (an earlier run).
-        from_ledger: bool,
     },
     /// Google refused the access token even after one refresh. Nothing took
     /// effect; the row is back to `pending` and the next run, with working
@@ -192,29 +197,6 @@ pub enum GbpError {
         /// The token source's error.
         #[source]
         source: TokenError,
-    },
-    /// The request may have reached Google but no usable answer came back.
-    /// The row is `unknown`. For replies (`resend_safe`) the next run resends
-    /// with the same key; for local posts, reconcile first.
-    #[error("outcome of {key} is unknown ({reason}); {}", if *.resend_safe { "the next run resends it safely" } else { "not resent: reconcile with Google" })]
-    OutcomeUnknown {
-        /// The key.
-        key: IdempotencyKey,
-        /// What happened, without secrets.
-        reason: String,
-        /// Whether resending is safe (an upsert or delete).
-        resend_safe: bool,
-    },
-    /// Google provably did not process the request (rate limited, connection
-    /// refused). The row is `pending`; run it again later with the same key.
-    #[error("{key} was not processed by Google ({reason}); retry later with the same key")]
-    NotSent {
-        /// The key.
-        key: IdempotencyKey,
-        /// What happened.
-        reason: String,
-        /// How long Google asked us to wait, if it said.
-        retry_after: Option<Duration>,
     },
     /// The write succeeded and is recorded, but Google's answer could not be
     /// read as the expected JSON.
@@ -250,113 +232,84 @@ pub enum GbpError {
         /// What failed.
         reason: String,
         /// Google's error, when it answered with one.
-        error: Option<Box<GoogleError>>,
+        error: Option<Box<GbpApiError>>,
     },
     /// The base URL given to the builder cannot be used.
     #[error("invalid base URL: {0}")]
     BaseUrl(String),
-    /// An executor or ledger error (another worker holds the key, the key was
-    /// superseded or reused for another request, the store failed).
-    #[error(transparent)]
-    Exec(Box<ExecError>),
 }
 
-impl From<ExecError> for GbpError {
-    fn from(e: ExecError) -> Self {
-        Self::Exec(Box::new(e))
-    }
-}
-
-fn google_status(e: &Option<Box<GoogleError>>) -> String {
-    match e {
-        Some(e) if !e.status.is_empty() => format!(" ({})", e.status),
-        _ => String::new(),
-    }
-}
-
-impl GbpError {
-    /// Whether running the same job again later, with the same key, may
-    /// succeed without a person stepping in.
-    pub fn is_retryable(&self) -> bool {
+impl AdapterFailure<GbpApiError> for AdapterError {
+    fn key(&self) -> Option<&IdempotencyKey> {
         match self {
-            Self::NotSent { .. } => true,
-            Self::OutcomeUnknown { resend_safe, .. } => *resend_safe,
-            Self::Token { source, .. } => source.is_retryable(),
-            Self::ReconcileRead { .. } => true,
-            Self::Exec(e) => e.is_retryable(),
-            _ => false,
-        }
-    }
-
-    /// Whether the outcome is unknown (the row is `unknown`).
-    pub fn is_unknown(&self) -> bool {
-        matches!(self, Self::OutcomeUnknown { .. })
-    }
-
-    /// The key the error concerns, if any.
-    pub fn key(&self) -> Option<&IdempotencyKey> {
-        match self {
-            Self::Api { key, .. }
-            | Self::Unauthenticated { key }
+            Self::Unauthenticated { key }
             | Self::Token { key, .. }
-            | Self::OutcomeUnknown { key, .. }
-            | Self::NotSent { key, .. }
             | Self::Decode { key, .. }
             | Self::NotUnknown { key, .. }
             | Self::ReconcileMismatch { key }
             | Self::ReconcileRead { key, .. } => Some(key),
-            Self::Exec(e) => e.key(),
-            _ => None,
+            Self::CommentTooLong { .. } | Self::InvalidInput { .. } | Self::BaseUrl(_) => None,
         }
     }
 
-    /// The HTTP status Google answered with, for [`GbpError::Api`].
-    pub fn status(&self) -> Option<StatusCode> {
+    /// A token source that may recover, or a reconciliation read that
+    /// failed, may succeed later.
+    fn is_retryable(&self) -> bool {
         match self {
-            Self::Api { status, .. } => Some(*status),
-            _ => None,
+            Self::Token { source, .. } => source.is_retryable(),
+            Self::ReconcileRead { .. } => true,
+            _ => false,
         }
     }
 
-    /// Google's error body, when there is one.
-    pub fn google_error(&self) -> Option<&GoogleError> {
+    fn wire_error(&self) -> Option<&GbpApiError> {
         match self {
-            Self::Api { error, .. } | Self::ReconcileRead { error, .. } => error.as_deref(),
+            Self::ReconcileRead { error, .. } => error.as_deref(),
             _ => None,
         }
     }
+}
 
-    /// Maps an executor error; `resend_safe` says whether an `unknown`
-    /// outcome may be resent by the next run.
-    pub(crate) fn from_exec(e: ExecError, resend_safe: bool) -> Self {
-        match e {
-            ExecError::Rejected {
-                key,
-                status,
-                body,
-                from_ledger,
-            } => Self::Api {
-                key,
-                status,
-                error: GoogleError::parse(&body).map(Box::new),
-                from_ledger,
-            },
-            ExecError::OutcomeUnknown { key, reason } => Self::OutcomeUnknown {
-                key,
-                reason,
-                resend_safe,
-            },
-            ExecError::NotSent {
-                key,
-                reason,
-                retry_after,
-            } => Self::NotSent {
-                key,
-                reason,
-                retry_after,
-            },
-            other => Self::Exec(Box::new(other)),
+impl From<AdapterError> for Error {
+    fn from(e: AdapterError) -> Self {
+        Self::Adapter(e)
+    }
+}
+
+impl WireError for GbpApiError {
+    /// Google's envelope, or an error with only the HTTP status when the
+    /// body is not one.
+    fn parse(status: StatusCode, _headers: Option<&HeaderMap>, body: &[u8]) -> Self {
+        Self::parse(body).unwrap_or_else(|| Self {
+            code: status.as_u16(),
+            message: String::new(),
+            status: String::new(),
+            details: Vec::new(),
+        })
+    }
+}
+
+/// `Display` shows the code and the status name, never Google's message.
+impl fmt::Display for GbpApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Google error {}", self.code)?;
+        if !self.status.is_empty() {
+            write!(f, " ({})", self.status)?;
         }
+        Ok(())
+    }
+}
+
+impl std::error::Error for GbpApiError {}
+
+/// Maps an executor error; `resend_safe` says whether an `unknown` outcome
+/// may be resent by the next run (an upsert or a delete).
+pub(crate) fn from_exec(e: ExecError, resend_safe: bool) -> Error {
+    let err = Error::from(e);
+    if resend_safe {
+        err.resend_safe_until(idem::adapter::resend_safe_forever())
+    } else {
+        err
     }
 }
 
@@ -370,13 +323,13 @@ mod tests {
             "status": "RESOURCE_EXHAUSTED",
             "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED"},
                         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.500s"}]}}"#;
-        let e = GoogleError::parse(body).unwrap();
+        let e = GbpApiError::parse(body).unwrap();
         assert_eq!(e.code, 429);
         assert_eq!(e.status, "RESOURCE_EXHAUSTED");
         assert!(e.is_retryable());
         assert_eq!(e.retry_delay(), Some(Duration::from_millis(1500)));
-        assert!(GoogleError::parse(b"<html>").is_none());
-        let invalid = GoogleError::parse(
+        assert!(GbpApiError::parse(b"<html>").is_none());
+        let invalid = GbpApiError::parse(
             br#"{"error": {"code": 400, "message": "x", "status": "INVALID_ARGUMENT"}}"#,
         )
         .unwrap();
@@ -399,13 +352,12 @@ mod tests {
     #[test]
     fn display_hides_google_message() {
         let key: IdempotencyKey = "s_t_1_v1".parse().unwrap();
-        let e = GbpError::Api {
+        let e = Error::Rejected {
             key,
             status: StatusCode::BAD_REQUEST,
-            error: GoogleError::parse(
+            error: Box::new(GbpApiError::parse(
                 br#"{"error": {"code": 400, "message": "Invalid value at 'comment' (secret text)", "status": "INVALID_ARGUMENT"}}"#,
-            )
-            .map(Box::new),
+            ).unwrap()),
             from_ledger: false,
         };
         let shown = e.to_string();

@@ -1,20 +1,20 @@
 #![doc = include_str!("../README.md")]
 
-mod classify;
+mod classifier;
 mod client;
 mod error;
 mod model;
 mod reconcile;
-mod reconcile_trait;
 mod token;
 
-pub use classify::GoogleClassifier;
+pub use classifier::GoogleClassifier;
 pub use client::{
-    DEFAULT_BASE_URL, GbpClient, GbpClientBuilder, LocalPostCreated, MAX_REPLY_BYTES,
+    DEFAULT_BASE_URL, Gbp, GbpClient, GbpClientBuilder, LocalPostCreated, MAX_REPLY_BYTES,
     OP_CREATE_LOCAL_POST, OP_DELETE_REPLY, OP_UPDATE_REPLY, PROVIDER_NAME, ReplyDeleted,
     ReplyUpdated,
 };
-pub use error::{GbpError, GoogleError, TokenError};
+#[allow(deprecated)]
+pub use error::{AdapterError, Error, GbpApiError, GbpError, GoogleError, TokenError};
 pub use model::{
     ActionType, CallToAction, Date, LocalPost, LocalPostEvent, LocalPostOffer, LocationName,
     MediaFormat, MediaItem, ReviewName, ReviewReply, TimeInterval, TimeOfDay, TopicType,

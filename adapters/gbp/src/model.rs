@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::GbpError;
+use crate::error::{AdapterError, Error};
 
 /// A location: `accounts/{accountId}/locations/{locationId}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -12,7 +12,7 @@ pub struct LocationName {
     location: String,
 }
 
-fn check_id(field: &'static str, id: &str) -> Result<(), GbpError> {
+fn check_id(field: &'static str, id: &str) -> Result<(), Error> {
     let bad = id.is_empty()
         || id == "."
         || id == ".."
@@ -20,10 +20,11 @@ fn check_id(field: &'static str, id: &str) -> Result<(), GbpError> {
             c == '/' || c == '?' || c == '#' || c == '%' || c.is_whitespace() || c.is_control()
         });
     if bad {
-        return Err(GbpError::InvalidInput {
+        return Err(AdapterError::InvalidInput {
             field,
             reason: "must be a non-empty id without '/', '?', '#', '%' or spaces".to_owned(),
-        });
+        }
+        .into());
     }
     Ok(())
 }
@@ -33,9 +34,9 @@ impl LocationName {
     ///
     /// # Errors
     ///
-    /// [`GbpError::InvalidInput`] when an id is empty or holds `/`, `?`,
+    /// [`AdapterError::InvalidInput`] when an id is empty or holds `/`, `?`,
     /// `#`, `%` or white space.
-    pub fn new(account: impl Into<String>, location: impl Into<String>) -> Result<Self, GbpError> {
+    pub fn new(account: impl Into<String>, location: impl Into<String>) -> Result<Self, Error> {
         let (account, location) = (account.into(), location.into());
         check_id("account id", &account)?;
         check_id("location id", &location)?;
@@ -46,14 +47,15 @@ impl LocationName {
     ///
     /// # Errors
     ///
-    /// [`GbpError::InvalidInput`] for any other shape.
-    pub fn parse(name: &str) -> Result<Self, GbpError> {
+    /// [`AdapterError::InvalidInput`] for any other shape.
+    pub fn parse(name: &str) -> Result<Self, Error> {
         match name.split('/').collect::<Vec<_>>().as_slice() {
             ["accounts", a, "locations", l] => Self::new(*a, *l),
-            _ => Err(GbpError::InvalidInput {
+            _ => Err(AdapterError::InvalidInput {
                 field: "location name",
                 reason: "expected accounts/{accountId}/locations/{locationId}".to_owned(),
-            }),
+            }
+            .into()),
         }
     }
 
@@ -71,8 +73,8 @@ impl LocationName {
     ///
     /// # Errors
     ///
-    /// [`GbpError::InvalidInput`] when the review id is not a valid id.
-    pub fn review(&self, review: impl Into<String>) -> Result<ReviewName, GbpError> {
+    /// [`AdapterError::InvalidInput`] when the review id is not a valid id.
+    pub fn review(&self, review: impl Into<String>) -> Result<ReviewName, Error> {
         let review = review.into();
         check_id("review id", &review)?;
         Ok(ReviewName {
@@ -104,12 +106,12 @@ impl ReviewName {
     ///
     /// # Errors
     ///
-    /// [`GbpError::InvalidInput`] when an id is not valid.
+    /// [`AdapterError::InvalidInput`] when an id is not valid.
     pub fn new(
         account: impl Into<String>,
         location: impl Into<String>,
         review: impl Into<String>,
-    ) -> Result<Self, GbpError> {
+    ) -> Result<Self, Error> {
         LocationName::new(account, location)?.review(review)
     }
 
@@ -117,15 +119,16 @@ impl ReviewName {
     ///
     /// # Errors
     ///
-    /// [`GbpError::InvalidInput`] for any other shape.
-    pub fn parse(name: &str) -> Result<Self, GbpError> {
+    /// [`AdapterError::InvalidInput`] for any other shape.
+    pub fn parse(name: &str) -> Result<Self, Error> {
         match name.split('/').collect::<Vec<_>>().as_slice() {
             ["accounts", a, "locations", l, "reviews", r] => Self::new(*a, *l, *r),
-            _ => Err(GbpError::InvalidInput {
+            _ => Err(AdapterError::InvalidInput {
                 field: "review name",
                 reason: "expected accounts/{accountId}/locations/{locationId}/reviews/{reviewId}"
                     .to_owned(),
-            }),
+            }
+            .into()),
         }
     }
 

@@ -11,7 +11,7 @@ use idem::{ExecError, IdempotencyKey, OutboundRequest, StoreError};
 use serde::Deserialize;
 
 use crate::client::{GbpClient, LocalPostCreated, OP_CREATE_LOCAL_POST, PROVIDER_NAME};
-use crate::error::{GbpError, GoogleError};
+use crate::error::{AdapterError, Error, GbpApiError};
 use crate::model::{LocalPost, LocationName};
 use idem::time::parse_rfc3339;
 
@@ -77,7 +77,7 @@ enum Matched {
 
 struct ReadFailure {
     reason: String,
-    error: Option<Box<GoogleError>>,
+    error: Option<Box<GbpApiError>>,
 }
 
 impl GbpClient {
@@ -111,14 +111,14 @@ impl GbpClient {
     /// not found after the settle time). Before a verdict is recorded the row
     /// is checked again: if another worker claimed, settled or bumped it
     /// while the posts were listed, nothing is recorded and
-    /// [`GbpError::ReconcileRead`] asks for another try. No `POST` is ever
+    /// [`AdapterError::ReconcileRead`] asks for another try. No `POST` is ever
     /// sent by this method.
     ///
     /// # Errors
     ///
-    /// [`GbpError::ReconcileMismatch`] when the post differs from the one the
-    /// key was sent with; [`GbpError::NotUnknown`] for a row that is
-    /// `pending`, `failed` or `superseded`; [`GbpError::ReconcileRead`] when
+    /// [`AdapterError::ReconcileMismatch`] when the post differs from the one the
+    /// key was sent with; [`AdapterError::NotUnknown`] for a row that is
+    /// `pending`, `failed` or `superseded`; [`AdapterError::ReconcileRead`] when
     /// the posts cannot be listed (row stays `unknown`); credential and
     /// executor errors.
     pub async fn reconcile_local_post(
@@ -126,7 +126,7 @@ impl GbpClient {
         key: &IdempotencyKey,
         location: &LocationName,
         post: &LocalPost,
-    ) -> Result<Reconciliation, GbpError> {
+    ) -> Result<Reconciliation, Error> {
         let executor = &self.inner.executor;
         let store = executor.store();
         let fingerprint = self.create_post_request(location, post).fingerprint();
@@ -139,7 +139,7 @@ impl GbpClient {
             || op.operation != OP_CREATE_LOCAL_POST
             || op.fingerprint != fingerprint
         {
-            return Err(GbpError::ReconcileMismatch { key: key.clone() });
+            return Err(AdapterError::ReconcileMismatch { key: key.clone() }.into());
         }
         let now = executor.now();
         let observed_since = match op.state {
@@ -152,16 +152,17 @@ impl GbpClient {
                 op.lease_expires_at.unwrap_or(op.updated_at)
             }
             OperationState::Sending => {
-                return Err(GbpError::from(ExecError::InFlight {
+                return Err(Error::from(ExecError::InFlight {
                     key: key.clone(),
                     lease_expires_at: op.lease_expires_at.unwrap_or(now),
                 }));
             }
             state => {
-                return Err(GbpError::NotUnknown {
+                return Err(AdapterError::NotUnknown {
                     key: key.clone(),
                     state,
-                });
+                }
+                .into());
             }
         };
         // The reads below leave the row untouched, so `updated_at` is still
@@ -175,16 +176,17 @@ impl GbpClient {
                 // Nothing was learned; the row is as it was.
                 let key = key.clone();
                 return Err(match failure {
-                    ReadAuthFailure::Token(source) => GbpError::Token { key, source },
-                    ReadAuthFailure::Refused => GbpError::Unauthenticated { key },
+                    ReadAuthFailure::Token(source) => AdapterError::Token { key, source }.into(),
+                    ReadAuthFailure::Refused => AdapterError::Unauthenticated { key }.into(),
                 });
             }
             Err(ListError::Read(failure)) => {
-                return Err(GbpError::ReconcileRead {
+                return Err(AdapterError::ReconcileRead {
                     key: key.clone(),
                     reason: failure.reason,
                     error: failure.error,
-                });
+                }
+                .into());
             }
         };
 
@@ -248,7 +250,7 @@ impl GbpClient {
         key: &IdempotencyKey,
         seen: &idem::Operation,
         resolution: &Resolution,
-    ) -> Result<Option<Reconciliation>, GbpError> {
+    ) -> Result<Option<Reconciliation>, Error> {
         let executor = &self.inner.executor;
         let store = executor.store();
         let current = store
@@ -265,14 +267,15 @@ impl GbpClient {
             )?)));
         }
         if current.state != seen.state || current.claims != seen.claims {
-            return Err(GbpError::ReconcileRead {
+            return Err(AdapterError::ReconcileRead {
                 key: key.clone(),
                 reason: format!(
                     "the record changed (now {}) while the posts were listed; reconcile again",
                     current.state
                 ),
                 error: None,
-            });
+            }
+            .into());
         }
         store
             .resolve(key, resolution, executor.now())
@@ -302,7 +305,7 @@ impl GbpClient {
                         "HTTP {} after {} attempt(s)",
                         answer.status, answer.attempts
                     ),
-                    error: GoogleError::parse(&answer.body).map(Box::new),
+                    error: GbpApiError::parse(&answer.body).map(Box::new),
                 }));
             }
             let page: ListPage = serde_json::from_slice(&answer.body).map_err(|e| {
@@ -388,8 +391,8 @@ fn found(
     key: &IdempotencyKey,
     body: &[u8],
     source: Source,
-) -> Result<Box<LocalPostCreated>, GbpError> {
-    let post = serde_json::from_slice::<LocalPost>(body).map_err(|e| GbpError::Decode {
+) -> Result<Box<LocalPostCreated>, Error> {
+    let post = serde_json::from_slice::<LocalPost>(body).map_err(|e| AdapterError::Decode {
         key: key.clone(),
         source: Box::new(e),
     })?;
@@ -463,6 +466,104 @@ fn match_posts(
         Matched::Nothing
     } else {
         Matched::Several(names(&unreadable))
+    }
+}
+
+mod by_key {
+    //! [`idem::reconcile::Reconcile`] for [`GbpClient`], for tools that work
+    //! across providers (the operator console).
+    //!
+    //! Google keeps no key for local posts: the only lookup is
+    //! [`GbpClient::reconcile_local_post`], which lists the location's posts and
+    //! matches the post's content. The ledger row holds neither the location
+    //! nor the post (only the request's fingerprint, which cannot be turned
+    //! back into them), so from the key alone nothing can be listed. The trait
+    //! therefore:
+    //!
+    //! * answers `Applied` for a row that already succeeded (with the post's
+    //!   resource name from the stored answer);
+    //! * answers `Undetermined` for an `unknown` row, naming
+    //!   `reconcile_local_post` as the way to settle it (with the original
+    //!   location and post), and reads or changes nothing;
+    //! * refuses (`NotReconcilable`) rows that are not the adapter's, or are
+    //!   `pending`, `failed`, `superseded`, or in flight.
+    //!
+    //! It never answers `NotApplied`. Replies (`reviews.updateReply`,
+    //! `reviews.deleteReply`) are naturally idempotent: an unknown one is
+    //! settled by running the same job again, which the trait says.
+
+    use async_trait::async_trait;
+    use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
+    use idem::{IdempotencyKey, OperationState};
+
+    use crate::client::{GbpClient, OP_CREATE_LOCAL_POST, PROVIDER_NAME};
+    use crate::model::LocalPost;
+
+    #[async_trait]
+    impl Reconcile for GbpClient {
+        fn provider(&self) -> &str {
+            PROVIDER_NAME
+        }
+
+        async fn reconcile(
+            &self,
+            key: &IdempotencyKey,
+        ) -> Result<ReconcileVerdict, ReconcileError> {
+            let not = |reason: String| ReconcileError::NotReconcilable {
+                key: key.clone(),
+                reason,
+            };
+            let executor = &self.inner.executor;
+            let op = executor
+                .store()
+                .get(key)
+                .await
+                .map_err(|e| ReconcileError::Failed {
+                    key: key.clone(),
+                    reason: format!("the ledger failed: {e}"),
+                })?
+                .ok_or_else(|| not("no ledger record".to_owned()))?;
+            if op.provider != PROVIDER_NAME {
+                return Err(not(format!(
+                    "the record belongs to provider {:?}",
+                    op.provider
+                )));
+            }
+            let post = op.operation == OP_CREATE_LOCAL_POST;
+            match op.state {
+                OperationState::Succeeded => {
+                    let name = post
+                        .then(|| {
+                            op.response_body
+                                .as_deref()
+                                .and_then(|b| serde_json::from_slice::<LocalPost>(b).ok())
+                                .and_then(|p| p.name)
+                        })
+                        .flatten();
+                    Ok(ReconcileVerdict::Applied {
+                        provider_id: name,
+                        note: "the record had already succeeded".to_owned(),
+                    })
+                }
+                OperationState::Unknown => Ok(ReconcileVerdict::Undetermined { note: note(post) }),
+                OperationState::Sending if op.lease_expired(executor.now()) => {
+                    Ok(ReconcileVerdict::Undetermined { note: note(post) })
+                }
+                state => Err(not(format!("the record is {state}, not unknown"))),
+            }
+        }
+    }
+
+    fn note(post: bool) -> String {
+        if post {
+            "Google keeps no key for local posts and the record holds neither the location nor the \
+             post, so nothing can be looked up from the key alone; call \
+             GbpClient::reconcile_local_post with the original location and post"
+                .to_owned()
+        } else {
+            "a review reply is naturally idempotent: run the same job again with the same key"
+                .to_owned()
+        }
     }
 }
 

@@ -55,7 +55,7 @@ pub trait TokenSource: Send + Sync + fmt::Debug + 'static {
 }
 
 /// A fixed token, for scripts and tests. It cannot be refreshed: a 401 ends
-/// as [`GbpError::Token`](crate::GbpError::Token) and the row stays `pending`.
+/// as [`AdapterError::Token`](crate::AdapterError::Token) and the row stays `pending`.
 #[derive(Clone)]
 pub struct StaticToken(AccessToken);
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use idem::{ManualClock, OperationState};
-use idem_gbp::{GbpClient, GbpError, Reconciliation, StaticToken};
+use idem_gbp::{Error, GbpClient, Reconciliation, StaticToken};
 use idem_testkit::{FakeGbp, Fault};
 use serde_json::json;
 
@@ -236,7 +236,7 @@ async fn rate_limit_longer_than_allowed_leaves_the_post_pending() {
         .create_local_post(&k, &location(), &post())
         .await
         .unwrap_err();
-    let GbpError::NotSent { retry_after, .. } = &err else {
+    let Error::NotSent { retry_after, .. } = &err else {
         panic!("expected NotSent, got {err}");
     };
     assert_eq!(*retry_after, Some(Duration::from_secs(60)));
@@ -345,7 +345,7 @@ async fn invalid_argument_fault_ends_failed() {
         .await
         .unwrap_err();
     assert_eq!(
-        err.google_error().map(|e| e.status.as_str()),
+        err.wire_error().map(|e| e.status.as_str()),
         Some("INVALID_ARGUMENT")
     );
     assert_eq!(fake.write_requests(), 1);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use idem::executor::Source;
 use idem::{ManualClock, OperationState};
-use idem_gbp::{GbpError, LocalPost, Reconciliation, StaticToken};
+use idem_gbp::{AdapterError, Error, LocalPost, Reconciliation, StaticToken};
 use idem_testkit::Reply;
 use idem_testkit::mock::matchers::{
     body_json, header, method, path, query_param, query_param_is_missing,
@@ -335,7 +335,10 @@ async fn token_refused_after_refresh_leaves_the_row_pending() {
         .update_reply(&k, &review(), "Thanks!")
         .await
         .unwrap_err();
-    assert!(matches!(err, GbpError::Unauthenticated { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Adapter(AdapterError::Unauthenticated { .. })),
+        "{err}"
+    );
     assert_eq!(tokens.refreshes(), 1, "exactly one refresh");
     let op = row(&setup.executor, &k).await;
     assert_eq!(op.state, OperationState::Pending, "a 401 had no effect");
@@ -357,7 +360,10 @@ async fn token_refused_after_refresh_leaves_the_row_pending() {
         .update_reply(&k2, &review(), "Thanks!")
         .await
         .unwrap_err();
-    assert!(matches!(err, GbpError::Token { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Adapter(AdapterError::Token { .. })),
+        "{err}"
+    );
     assert!(!err.is_retryable());
     assert_eq!(
         row(&setup.executor, &k2).await.state,
@@ -393,11 +399,11 @@ async fn invalid_argument_ends_failed_without_retry() {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(http::StatusCode::BAD_REQUEST));
-    assert_eq!(err.google_error().unwrap().status, "INVALID_ARGUMENT");
+    assert_eq!(err.wire_error().unwrap().status, "INVALID_ARGUMENT");
     assert!(!err.is_retryable());
     assert!(matches!(
         err,
-        GbpError::Api {
+        Error::Rejected {
             from_ledger: false,
             ..
         }
@@ -410,7 +416,7 @@ async fn invalid_argument_ends_failed_without_retry() {
         .unwrap_err();
     assert!(matches!(
         again,
-        GbpError::Api {
+        Error::Rejected {
             from_ledger: true,
             ..
         }
@@ -421,7 +427,7 @@ async fn invalid_argument_ends_failed_without_retry() {
         .create_local_post(&kp, &location(), &post())
         .await
         .unwrap_err();
-    assert_eq!(err.google_error().unwrap().status, "INVALID_ARGUMENT");
+    assert_eq!(err.wire_error().unwrap().status, "INVALID_ARGUMENT");
     assert_eq!(
         row(&setup.executor, &kp).await.state,
         OperationState::Failed
@@ -449,10 +455,10 @@ async fn overlong_comment_is_refused_before_anything_is_recorded() {
     let err = gbp.update_reply(&k, &review(), &comment).await.unwrap_err();
     assert!(matches!(
         err,
-        GbpError::CommentTooLong {
+        Error::Adapter(AdapterError::CommentTooLong {
             len: 4097,
             max: 4096
-        }
+        })
     ));
     assert!(setup.executor.store().get(&k).await.unwrap().is_none());
 }
@@ -744,7 +750,10 @@ async fn reconcile_refuses_other_content_and_reports_ambiguity() {
         .reconcile_local_post(&k, &location(), &other)
         .await
         .unwrap_err();
-    assert!(matches!(err, GbpError::ReconcileMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Adapter(AdapterError::ReconcileMismatch { .. })),
+        "{err}"
+    );
 
     let verdict = gbp
         .reconcile_local_post(&k, &location(), &post())
@@ -838,8 +847,8 @@ async fn refused_token_after_a_possibly_applied_attempt_leaves_the_reply_unknown
     assert!(
         matches!(
             err,
-            GbpError::OutcomeUnknown {
-                resend_safe: true,
+            Error::OutcomeUnknown {
+                resend_safe_until: Some(_),
                 ..
             }
         ),

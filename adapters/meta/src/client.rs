@@ -9,17 +9,18 @@ use http::HeaderMap;
 use idem::executor::{
     Begun, Claim, Provider, RetrySettings, SafetyClass, SendOutcome, Source, Url, Verdict,
 };
-use idem::ledger::{Completion, Operation, OperationState, Resolution};
+use idem::ledger::Completion;
 use idem::{ExecError, Executor, Fingerprint, IdempotencyKey, OutboundRequest};
 use serde::Deserialize;
 
 use crate::classifier::MetaClassifier;
-use crate::error::Error;
-use crate::types::{
+use crate::error::{AdapterError, Error, MetaError};
+use crate::model::{
     ContainerId, ContainerStatus, IgMedia, IgPublished, IgUserId, MediaId, PageId, PagePost,
     PostCreated, PostId, Publish, Reconciled, check_segment,
 };
 use crate::usage::Usage;
+use idem::adapter::Provider as AdapterProvider;
 
 /// Meta's Graph API host.
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
@@ -33,13 +34,31 @@ pub const OP_PAGE_POST: &str = "page_post.create";
 /// Ledger operation name of an Instagram publish (container + publish).
 pub const OP_IG_PUBLISH: &str = "instagram.publish";
 
-/// Pages of 100 posts read per listing edge by
-/// [`MetaClient::reconcile_page_post`]. When the window holds more, "not
-/// found" is not proof and the record stays `unknown` whatever the
-/// [`ReconcileOptions`].
-pub const RECONCILE_MAX_PAGES: usize = 10;
-
 const FORM: &[u8] = b"application/x-www-form-urlencoded";
+
+/// Meta's Graph API as idem's adapter kit describes it: writes are
+/// [`LocalOnly`](SafetyClass::LocalOnly) (the Graph API has no idempotency
+/// key), with the default retry bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta;
+
+impl AdapterProvider for Meta {
+    const NAME: &'static str = PROVIDER_NAME;
+    type WireError = MetaError;
+    type Classifier = MetaClassifier;
+
+    fn safety_class() -> SafetyClass {
+        SafetyClass::LocalOnly
+    }
+
+    fn classifier() -> MetaClassifier {
+        MetaClassifier
+    }
+
+    fn default_retry() -> RetrySettings {
+        RetrySettings::default()
+    }
+}
 
 /// Builds a [`MetaClient`].
 pub struct MetaClientBuilder {
@@ -100,7 +119,7 @@ impl MetaClientBuilder {
     }
 
     /// The longest hold a write waits out in place; a longer one fails fast
-    /// with [`Error::Throttled`] (default 30 s).
+    /// with [`AdapterError::Throttled`] (default 30 s).
     pub fn max_usage_wait(mut self, wait: Duration) -> Self {
         self.max_usage_wait = wait;
         self
@@ -125,17 +144,18 @@ impl MetaClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an unparsable base URL, a version not of the
+    /// [`AdapterError::Config`] for an unparsable base URL, a version not of the
     /// form `v<major>.<minor>`, or an empty token.
     pub fn build(self) -> Result<MetaClient, Error> {
         let base: Url = self
             .base_url
             .parse()
-            .map_err(|e| Error::Config(format!("base URL: {e}")))?;
+            .map_err(|e| AdapterError::Config(format!("base URL: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") || base.query().is_some() {
-            return Err(Error::Config(
+            return Err(AdapterError::Config(
                 "base URL must be http(s) with no query string".to_owned(),
-            ));
+            )
+            .into());
         }
         let v = &self.api_version;
         let ok = v
@@ -148,15 +168,15 @@ impl MetaClientBuilder {
                     && b.bytes().all(|c| c.is_ascii_digit())
             });
         if !ok {
-            return Err(Error::Config(format!(
+            return Err(AdapterError::Config(format!(
                 "API version {v:?} is not of the form v<major>.<minor>"
-            )));
+            ))
+            .into());
         }
         if self.token.trim().is_empty() {
-            return Err(Error::Config("the access token is empty".to_owned()));
+            return Err(AdapterError::Config("the access token is empty".to_owned()).into());
         }
-        let provider = Provider::new(PROVIDER_NAME, SafetyClass::LocalOnly, MetaClassifier)
-            .with_retry(self.retry);
+        let provider = Meta::executor_provider(self.retry);
         Ok(MetaClient {
             inner: Arc::new(Inner {
                 executor: self.executor,
@@ -237,86 +257,6 @@ struct StatusBody {
     status_code: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ListBody<T> {
-    #[serde(default = "Vec::new")]
-    data: Vec<T>,
-    #[serde(default)]
-    paging: Option<Paging>,
-}
-
-/// Graph API cursor paging: `next` is present while more items remain.
-#[derive(Deserialize, Default)]
-struct Paging {
-    #[serde(default)]
-    cursors: Option<Cursors>,
-    #[serde(default)]
-    next: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct Cursors {
-    #[serde(default)]
-    after: Option<String>,
-}
-
-impl<T> ListBody<T> {
-    /// The cursor of the next page, `Ok(None)` on the last page, `Err(())`
-    /// when Meta says more remain but gives no cursor to follow.
-    fn next_cursor(&self) -> Result<Option<String>, ()> {
-        let Some(paging) = &self.paging else {
-            return Ok(None);
-        };
-        if paging.next.is_none() {
-            return Ok(None);
-        }
-        paging
-            .cursors
-            .as_ref()
-            .and_then(|c| c.after.clone())
-            .filter(|a| !a.is_empty())
-            .map(Some)
-            .ok_or(())
-    }
-}
-
-#[derive(Deserialize)]
-struct FeedItem {
-    id: String,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    created_time: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct MediaItem {
-    id: String,
-    #[serde(default)]
-    caption: Option<String>,
-    #[serde(default)]
-    timestamp: Option<String>,
-}
-
-/// Options of [`MetaClient::reconcile_page_post`].
-#[derive(Debug, Clone, Copy, Default)]
-#[non_exhaustive]
-pub struct ReconcileOptions {
-    /// When no matching post is found and at least this long has passed
-    /// since the first send, record the operation as not applied (back to
-    /// `pending`, so the next run posts with the same key). `None` (the
-    /// default) leaves it `unknown` for an operator.
-    pub not_applied_after: Option<Duration>,
-}
-
-impl ReconcileOptions {
-    /// Sets [`not_applied_after`](Self::not_applied_after).
-    pub fn not_applied_after(mut self, grace: Duration) -> Self {
-        self.not_applied_after = Some(grace);
-        self
-    }
-}
-
 impl MetaClient {
     /// Starts building a client over `executor` with a Page (or User)
     /// access token. The token is sent as `Authorization: Bearer`, never in
@@ -327,7 +267,7 @@ impl MetaClient {
             token: access_token.into(),
             base_url: DEFAULT_BASE_URL.to_owned(),
             api_version: DEFAULT_API_VERSION.to_owned(),
-            retry: RetrySettings::default(),
+            retry: Meta::default_retry(),
             usage_threshold: 90.0,
             high_usage_pause: Duration::from_secs(60),
             max_usage_wait: Duration::from_secs(30),
@@ -358,17 +298,11 @@ impl MetaClient {
     ///
     /// # Errors
     ///
-    /// [`Error::Exec`] with the store's refusal (live lease, already
+    /// [`Error::Store`] with the store's refusal (live lease, already
     /// superseded, succeeded without `force`).
     pub async fn bump(&self, key: &IdempotencyKey, force: bool) -> Result<IdempotencyKey, Error> {
         let now = self.inner.executor.now();
-        Ok(self
-            .inner
-            .executor
-            .store()
-            .bump(key, force, now)
-            .await
-            .map_err(ExecError::from)?)
+        Ok(self.inner.executor.store().bump(key, force, now).await?)
     }
 
     // ----- Page posts -------------------------------------------------
@@ -382,9 +316,9 @@ impl MetaClient {
     ///
     /// # Errors
     ///
-    /// [`Error::Api`] (rejected, recorded `failed`), [`Error::OutcomeUnknown`],
-    /// [`Error::NotSent`] (throttled; retry later), [`Error::Throttled`],
-    /// [`Error::InvalidInput`], or [`Error::Exec`].
+    /// [`Error::Rejected`] (rejected, recorded `failed`), [`Error::OutcomeUnknown`],
+    /// [`Error::NotSent`] (throttled; retry later), [`AdapterError::Throttled`],
+    /// [`AdapterError::InvalidInput`], or [`Error::Store`].
     pub async fn publish_page_post(
         &self,
         key: &IdempotencyKey,
@@ -401,7 +335,7 @@ impl MetaClient {
             .executor
             .begin(&self.inner.provider, key, OP_PAGE_POST, fingerprint)
             .await
-            .map_err(Error::from_exec)?;
+            .map_err(Error::from)?;
         match begun {
             Begun::Done(delivered) => Ok(PostCreated {
                 id: PostId::new(parse_id(key, &delivered.body)?),
@@ -411,7 +345,7 @@ impl MetaClient {
                 let mut claim = self.headroom_or_release(claim).await?;
                 let outcome = claim.send(request).await;
                 self.observe_outcome(&outcome);
-                let delivered = claim.finish(outcome).await.map_err(Error::from_exec)?;
+                let delivered = claim.finish(outcome).await.map_err(Error::from)?;
                 Ok(PostCreated {
                     id: PostId::new(parse_id(key, &delivered.body)?),
                     source: delivered.source,
@@ -419,149 +353,6 @@ impl MetaClient {
             }
             other => Err(unexpected_begin(key, &other)),
         }
-    }
-
-    /// Settles an `unknown` Page post by reading the Page's recent posts
-    /// (`published_posts`; for a scheduled post also `scheduled_posts`) and
-    /// matching the message, created no earlier than the first send (minus
-    /// the clock slack).
-    ///
-    /// Found → the record becomes `succeeded` with the post id, and the next
-    /// publish with the key answers from the ledger. Not found → it stays
-    /// `unknown`, unless `options` allow marking it not applied.
-    ///
-    /// Every page of the window is read (cursor paging, up to
-    /// [`RECONCILE_MAX_PAGES`] pages of 100 per edge). "Not applied" needs
-    /// the whole window read: if Meta lists more, the answer is
-    /// [`Reconciled::NotFound`] and the record stays `unknown`, whatever the
-    /// options.
-    ///
-    /// Limits: a post with no message (link only) or created unpublished
-    /// with no schedule cannot be matched; the same text posted by someone
-    /// else in the window would match (the earliest match is taken); a post
-    /// Meta has not listed yet reads as not found (hence the grace period).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotReconcilable`] (no record, another request's record, a
-    /// state other than `unknown`/`succeeded`, or a post that cannot be
-    /// matched), [`Error::ReadFailed`], or [`Error::Exec`] from the store.
-    pub async fn reconcile_page_post(
-        &self,
-        key: &IdempotencyKey,
-        page: &PageId,
-        post: &PagePost,
-        options: ReconcileOptions,
-    ) -> Result<Reconciled, Error> {
-        post.validate()?;
-        check_segment("page id", page.as_str())?;
-        let path = format!("{page}/feed");
-        let request = self.post_form(&path, &post.form())?;
-        let op = self
-            .reconcilable(key, &fingerprint(&path, &request, OP_PAGE_POST))
-            .await?;
-        if op.state == OperationState::Succeeded {
-            let body = op.response_body.clone().unwrap_or_default();
-            return Ok(Reconciled::AlreadySucceeded(PostId::new(parse_id(
-                key, &body,
-            )?)));
-        }
-        let Some(text) = post.text().map(str::trim).filter(|t| !t.is_empty()) else {
-            return Err(Error::NotReconcilable {
-                key: key.clone(),
-                reason: "a post with no message cannot be matched by content".to_owned(),
-            });
-        };
-        let edges: &[&str] = match post.publish() {
-            Publish::Now => &["published_posts"],
-            Publish::At(_) => &["scheduled_posts", "published_posts"],
-            _ => {
-                return Err(Error::NotReconcilable {
-                    key: key.clone(),
-                    reason: "unpublished, unscheduled posts are not listed by Meta".to_owned(),
-                });
-            }
-        };
-        let first = op.first_sent_at.unwrap_or(op.created_at);
-        let since = first.checked_sub(self.inner.clock_slack).unwrap_or(first);
-        let mut found: Vec<(Option<SystemTime>, String)> = Vec::new();
-        // Whether every post of the window was read: only then can "no
-        // match" count as proof that the post was not created.
-        let mut complete = true;
-        for edge in edges {
-            let mut after: Option<String> = None;
-            let mut pages = 0;
-            loop {
-                let mut query = vec![
-                    ("fields", "id,message,created_time".to_owned()),
-                    ("since", idem::time::unix_seconds(since).to_string()),
-                    ("limit", "100".to_owned()),
-                ];
-                if let Some(a) = &after {
-                    query.push(("after", a.clone()));
-                }
-                let url = self.url(&format!("{page}/{edge}"), &query)?;
-                let list: ListBody<FeedItem> = self.read_json(key, "the Page's posts", url).await?;
-                pages += 1;
-                let next = list.next_cursor();
-                for item in list.data {
-                    let created = item.created_time.as_deref().and_then(crate::time::parse);
-                    let in_window = created.is_none_or(|c| c >= since);
-                    if in_window && item.message.as_deref().map(str::trim) == Some(text) {
-                        found.push((created, item.id));
-                    }
-                }
-                match next {
-                    Ok(None) => break,
-                    Ok(Some(cursor)) if pages < RECONCILE_MAX_PAGES => after = Some(cursor),
-                    _ => {
-                        complete = false;
-                        break;
-                    }
-                }
-            }
-        }
-        found.sort();
-        let now = self.inner.executor.now();
-        if let Some((_, id)) = found.first() {
-            let body = serde_json::json!({ "id": id }).to_string();
-            let note = format!(
-                "reconciled: found post {id} by message match among the Page's recent posts \
-                 ({} match(es))",
-                found.len()
-            );
-            self.resolve(
-                key,
-                Resolution::Succeeded {
-                    status: 200,
-                    body: Bytes::from(body),
-                    note,
-                },
-                now,
-            )
-            .await?;
-            return Ok(Reconciled::Found {
-                id: PostId::new(id.clone()),
-                matches: found.len(),
-            });
-        }
-        if !complete {
-            tracing::warn!(key = %key, pages = RECONCILE_MAX_PAGES,
-                "Meta lookup: more posts in the window than read; not found is not proof");
-            return Ok(Reconciled::NotFound);
-        }
-        if let Some(grace) = options.not_applied_after {
-            if now.duration_since(first).unwrap_or_default() >= grace {
-                let note = format!(
-                    "reconciled: no matching post among the Page's posts {} or more after the first send",
-                    humanize(grace)
-                );
-                self.resolve(key, Resolution::NotApplied { note }, now)
-                    .await?;
-                return Ok(Reconciled::MarkedNotApplied);
-            }
-        }
-        Ok(Reconciled::NotFound)
     }
 
     // ----- Instagram ---------------------------------------------------
@@ -585,8 +376,8 @@ impl MetaClient {
     /// # Errors
     ///
     /// As [`publish_page_post`](Self::publish_page_post), plus
-    /// [`Error::ContainerNotReady`], [`Error::ContainerFailed`] and
-    /// [`Error::ReadFailed`].
+    /// [`AdapterError::ContainerNotReady`], [`AdapterError::ContainerFailed`] and
+    /// [`AdapterError::ReadFailed`].
     pub async fn publish_instagram(
         &self,
         key: &IdempotencyKey,
@@ -630,18 +421,20 @@ impl MetaClient {
                 ..
             }) if serde_json::from_slice::<FailedContainer>(&body).is_ok() => {
                 // A container recorded as failed by an earlier run.
-                let failed: FailedContainer =
-                    serde_json::from_slice(&body).map_err(|e| Error::UnexpectedResponse {
+                let failed: FailedContainer = serde_json::from_slice(&body).map_err(|e| {
+                    AdapterError::UnexpectedResponse {
                         key: key.clone(),
                         reason: e.to_string(),
-                    })?;
-                Err(Error::ContainerFailed {
+                    }
+                })?;
+                Err(AdapterError::ContainerFailed {
                     key,
                     container: failed.container_id,
                     status: ContainerStatus::parse(&failed.status_code),
-                })
+                }
+                .into())
             }
-            Err(e) => Err(Error::from_exec(e)),
+            Err(e) => Err(Error::from(e)),
         }
     }
 
@@ -671,10 +464,11 @@ impl MetaClient {
                         status: outcome.response.as_ref().map(|(s, _, _)| s.as_u16()),
                     })
                     .await?;
-                Err(Error::UnexpectedResponse {
+                Err(AdapterError::UnexpectedResponse {
                     key: key.clone(),
                     reason: "container created but its id is unreadable".to_owned(),
-                })
+                }
+                .into())
             }
             _ => Err(self.finish_err(claim, outcome, key).await),
         }
@@ -720,11 +514,12 @@ impl MetaClient {
                             ),
                         })
                         .await?;
-                    return Err(Error::ContainerFailed {
+                    return Err(AdapterError::ContainerFailed {
                         key: key.clone(),
                         container,
                         status,
-                    });
+                    }
+                    .into());
                 }
                 _ => {
                     if tokio::time::Instant::now() + self.inner.container_poll > deadline {
@@ -735,15 +530,16 @@ impl MetaClient {
                                 ),
                             })
                             .await?;
-                        return Err(Error::ContainerNotReady {
+                        return Err(AdapterError::ContainerNotReady {
                             key: key.clone(),
                             container,
-                        });
+                        }
+                        .into());
                     }
                     tokio::time::sleep(self.inner.container_poll).await;
                     // Polls can outlast the lease: keep it, or stop here
                     // (another worker has taken the operation over).
-                    claim.renew().await.map_err(Error::from_exec)?;
+                    claim.renew().await.map_err(Error::from)?;
                 }
             }
         }
@@ -813,88 +609,6 @@ impl MetaClient {
         Ok(published)
     }
 
-    async fn resume_instagram(
-        &self,
-        key: &IdempotencyKey,
-        ig_user: &IgUserId,
-        media: &IgMedia,
-        fingerprint: Fingerprint,
-        reason: String,
-    ) -> Result<IgPublished, Error> {
-        let op = self.reconcilable(key, &fingerprint).await?;
-        let Some(container) = op.checkpoint.clone().map(ContainerId::new) else {
-            return Err(Error::OutcomeUnknown {
-                key: key.clone(),
-                reason: format!(
-                    "{reason}; the container creation itself has no recorded outcome: a container \
-                     may exist at Meta (never shown unless published, expires after 24 h). Bump to \
-                     create a new one"
-                ),
-            });
-        };
-        match self.container_status(key, &container).await? {
-            ContainerStatus::Finished => {
-                // Provably not published: claim the row again and publish the
-                // same container.
-                match self
-                    .inner
-                    .executor
-                    .begin_after_reconcile(&self.inner.provider, key, OP_IG_PUBLISH, fingerprint)
-                    .await
-                    .map_err(Error::from_exec)?
-                {
-                    Begun::Claimed(claim) => {
-                        let claim = self.headroom_or_release(claim).await?;
-                        self.publish_container(claim, key, ig_user, media, container)
-                            .await
-                    }
-                    Begun::Done(d) => parse_published(key, &d.body, d.source),
-                    other => Err(unexpected_begin(key, &other)),
-                }
-            }
-            ContainerStatus::Published => {
-                let first = op.first_sent_at.unwrap_or(op.created_at);
-                let media_id = self.find_media(key, ig_user, media, first).await;
-                let published = IgPublished {
-                    media_id,
-                    container_id: container.clone(),
-                    source: Source::Reconciled,
-                };
-                let note = format!(
-                    "reconciled: container {container} is PUBLISHED{}",
-                    published
-                        .media_id
-                        .as_ref()
-                        .map(|m| format!(" as media {m}"))
-                        .unwrap_or_default()
-                );
-                let now = self.inner.executor.now();
-                self.resolve(
-                    key,
-                    Resolution::Succeeded {
-                        status: 200,
-                        body: published_body(&published),
-                        note,
-                    },
-                    now,
-                )
-                .await?;
-                Ok(published)
-            }
-            status @ (ContainerStatus::Error | ContainerStatus::Expired) => {
-                Err(Error::ContainerFailed {
-                    key: key.clone(),
-                    container,
-                    status,
-                })
-            }
-            _ => Err(Error::ContainerNotReady {
-                key: key.clone(),
-                container,
-            }),
-        }
-    }
-
     pub(crate) async fn container_status(
         &self,
         key: &IdempotencyKey,
@@ -913,49 +627,6 @@ impl MetaClient {
             .map_or(ContainerStatus::Other("missing".to_owned()), |s| {
                 ContainerStatus::parse(&s)
             }))
-    }
-
-    /// The media created from a published container, matched by caption in
-    /// the account's recent media. `None` when it cannot be told apart.
-    async fn find_media(
-        &self,
-        key: &IdempotencyKey,
-        ig_user: &IgUserId,
-        media: &IgMedia,
-        first_sent: SystemTime,
-    ) -> Option<MediaId> {
-        let caption = media.caption_text()?.trim().to_owned();
-        let since = first_sent
-            .checked_sub(self.inner.clock_slack)
-            .unwrap_or(first_sent);
-        let url = self
-            .url(
-                &format!("{ig_user}/media"),
-                &[
-                    ("fields", "id,caption,timestamp".to_owned()),
-                    ("limit", "25".to_owned()),
-                ],
-            )
-            .ok()?;
-        let list: ListBody<MediaItem> = match self
-            .read_json(key, "the Instagram account's media", url)
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(key = %key, error = %e, "published container: media id lookup failed");
-                return None;
-            }
-        };
-        let mut hits: Vec<(Option<SystemTime>, String)> = list
-            .data
-            .into_iter()
-            .filter(|m| m.caption.as_deref().map(str::trim) == Some(caption.as_str()))
-            .map(|m| (m.timestamp.as_deref().and_then(crate::time::parse), m.id))
-            .filter(|(t, _)| t.is_none_or(|t| t >= since))
-            .collect();
-        hits.sort();
-        hits.into_iter().next().map(|(_, id)| MediaId::new(id))
     }
 
     // ----- plumbing ------------------------------------------------------
@@ -1026,68 +697,22 @@ impl MetaClient {
                 note: format!("held back before sending: Meta usage at {percent}%"),
             })
             .await?;
-        Err(Error::Throttled {
+        Err(AdapterError::Throttled {
             percent,
             retry_after: wait,
-        })
+        }
+        .into())
     }
 
     async fn finish_err(&self, claim: Claim, outcome: SendOutcome, key: &IdempotencyKey) -> Error {
         match claim.finish(outcome).await {
-            Ok(_) => Error::UnexpectedResponse {
+            Ok(_) => AdapterError::UnexpectedResponse {
                 key: key.clone(),
                 reason: "a failed step was recorded as a success".to_owned(),
-            },
-            Err(e) => Error::from_exec(e),
+            }
+            .into(),
+            Err(e) => Error::from(e),
         }
-    }
-
-    async fn reconcilable(
-        &self,
-        key: &IdempotencyKey,
-        fingerprint: &Fingerprint,
-    ) -> Result<Operation, Error> {
-        let op = self
-            .inner
-            .executor
-            .store()
-            .get(key)
-            .await
-            .map_err(ExecError::from)?
-            .ok_or_else(|| Error::NotReconcilable {
-                key: key.clone(),
-                reason: "no ledger record".to_owned(),
-            })?;
-        if &op.fingerprint != fingerprint {
-            return Err(Error::NotReconcilable {
-                key: key.clone(),
-                reason: "the record was made for a different request".to_owned(),
-            });
-        }
-        let now = self.inner.executor.now();
-        match op.state {
-            OperationState::Unknown | OperationState::Succeeded => Ok(op),
-            OperationState::Sending if op.lease_expired(now) => Ok(op),
-            state => Err(Error::NotReconcilable {
-                key: key.clone(),
-                reason: format!("the record is {state}, not unknown"),
-            }),
-        }
-    }
-
-    pub(crate) async fn resolve(
-        &self,
-        key: &IdempotencyKey,
-        resolution: Resolution,
-        now: SystemTime,
-    ) -> Result<(), Error> {
-        self.inner
-            .executor
-            .store()
-            .resolve(key, &resolution, now)
-            .await
-            .map_err(ExecError::from)?;
-        Ok(())
     }
 
     async fn read_json<T: serde::de::DeserializeOwned>(
@@ -1104,7 +729,7 @@ impl MetaClient {
             .executor
             .read(&self.inner.provider, request)
             .await
-            .map_err(|e| Error::ReadFailed {
+            .map_err(|e| AdapterError::ReadFailed {
                 key: key.clone(),
                 what,
                 reason: e.to_string(),
@@ -1115,23 +740,26 @@ impl MetaClient {
                 Some(e) => format!("HTTP {}: {e}", answer.status),
                 None => format!("HTTP {}", answer.status),
             };
-            return Err(Error::ReadFailed {
+            return Err(AdapterError::ReadFailed {
                 key: key.clone(),
                 what,
                 reason,
-            });
+            }
+            .into());
         }
-        answer.json().map_err(|e| Error::ReadFailed {
-            key: key.clone(),
-            what,
-            reason: format!("unreadable answer: {e}"),
+        answer.json().map_err(|e| {
+            Error::Adapter(AdapterError::ReadFailed {
+                key: key.clone(),
+                what,
+                reason: format!("unreadable answer: {e}"),
+            })
         })
     }
 
     fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Url, Error> {
         let mut url: Url = format!("{}/{}/{path}", self.inner.base, self.inner.version)
             .parse()
-            .map_err(|e| Error::Config(format!("URL: {e}")))?;
+            .map_err(|e| AdapterError::Config(format!("URL: {e}")))?;
         if !query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in query {
@@ -1164,9 +792,11 @@ fn fingerprint(path: &str, request: &OutboundRequest, operation: &str) -> Finger
 fn parse_id(key: &IdempotencyKey, body: &[u8]) -> Result<String, Error> {
     serde_json::from_slice::<IdBody>(body)
         .map(|b| b.id)
-        .map_err(|e| Error::UnexpectedResponse {
-            key: key.clone(),
-            reason: format!("no id in the answer: {e}"),
+        .map_err(|e| {
+            Error::Adapter(AdapterError::UnexpectedResponse {
+                key: key.clone(),
+                reason: format!("no id in the answer: {e}"),
+            })
         })
 }
 
@@ -1176,7 +806,7 @@ fn parse_published(
     source: Source,
 ) -> Result<IgPublished, Error> {
     let mut p: IgPublished =
-        serde_json::from_slice(body).map_err(|e| Error::UnexpectedResponse {
+        serde_json::from_slice(body).map_err(|e| AdapterError::UnexpectedResponse {
             key: key.clone(),
             reason: format!("stored Instagram result unreadable: {e}"),
         })?;
@@ -1189,12 +819,19 @@ pub(crate) fn published_body(p: &IgPublished) -> Bytes {
 }
 
 fn unexpected_begin(key: &IdempotencyKey, begun: &Begun) -> Error {
-    Error::UnexpectedResponse {
+    AdapterError::UnexpectedResponse {
         key: key.clone(),
         reason: format!("unsupported executor answer {begun:?}"),
     }
+    .into()
 }
 
 fn humanize(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
+
+// Reconciliation lives in its own file, as a child module so it reaches the
+// client's internals.
+#[path = "reconcile.rs"]
+mod reconcile;
+pub use reconcile::{RECONCILE_MAX_PAGES, ReconcileOptions};

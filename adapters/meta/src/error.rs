@@ -7,11 +7,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::StatusCode;
-use idem::{ExecError, IdempotencyKey};
+use http::{HeaderMap, StatusCode};
+use idem::IdempotencyKey;
+use idem::adapter::{AdapterFailure, CallError, WireError};
 use serde::Deserialize;
 
-use crate::types::{ContainerId, ContainerStatus};
+use crate::model::{ContainerId, ContainerStatus};
 
 /// Graph API error codes that mean "throttled": the request was refused
 /// before it was processed.
@@ -133,51 +134,14 @@ impl fmt::Display for MetaError {
 
 impl std::error::Error for MetaError {}
 
-/// Errors of [`MetaClient`](crate::MetaClient) calls.
-///
-/// Every variant about an operation names its key, so an operator can find
-/// the ledger record.
+/// What the adapter's calls return: idem's one error shape with Meta's
+/// error object, and Meta's own cases in [`CallError::Adapter`].
+pub type Error = CallError<MetaError, AdapterError>;
+
+/// Meta's own failure cases, in [`Error::Adapter`](CallError::Adapter).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
-    /// Meta rejected the write; the record is `failed`. A new attempt needs
-    /// an operator bump.
-    #[error("Meta rejected {key} with HTTP {status}: {error}")]
-    Api {
-        /// The key.
-        key: IdempotencyKey,
-        /// HTTP status.
-        status: StatusCode,
-        /// Meta's error object (boxed: it is large).
-        #[source]
-        error: Box<MetaError>,
-        /// Whether this was answered from the ledger (an earlier run).
-        from_ledger: bool,
-    },
-    /// The write may have reached Meta and no usable answer came back. The
-    /// record is `unknown`; it is never resent blindly. Reconcile, or bump.
-    #[error(
-        "outcome of {key} is unknown ({reason}); not resent. Reconcile with Meta, \
-         or bump to the next attempt"
-    )]
-    OutcomeUnknown {
-        /// The key.
-        key: IdempotencyKey,
-        /// What happened.
-        reason: String,
-    },
-    /// Meta provably did not process the write (throttled, or never
-    /// reached). The record is back to `pending`: retry later with the same
-    /// key.
-    #[error("{key} was not processed by Meta ({reason}); retry later with the same key")]
-    NotSent {
-        /// The key.
-        key: IdempotencyKey,
-        /// What happened.
-        reason: String,
-        /// How long Meta asked us to wait, if it said.
-        retry_after: Option<Duration>,
-    },
+pub enum AdapterError {
     /// The client held the write back because Meta's usage headers said the
     /// rate limit is close (or reached). Nothing was recorded or sent.
     #[error("held back before sending: Meta usage at {percent}% (wait {retry_after:?})")]
@@ -247,94 +211,48 @@ pub enum Error {
     /// The client configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// Any other executor or ledger error (another worker holds the key,
-    /// the key was superseded or reused, the store is down).
-    #[error(transparent)]
-    Exec(#[from] ExecError),
 }
 
-impl Error {
-    /// Whether running the same job again later, with the same key, may
-    /// succeed without operator action.
-    pub fn is_retryable(&self) -> bool {
+impl AdapterFailure<MetaError> for AdapterError {
+    fn key(&self) -> Option<&IdempotencyKey> {
         match self {
-            Self::NotSent { .. }
-            | Self::Throttled { .. }
-            | Self::ContainerNotReady { .. }
-            | Self::ReadFailed { .. } => true,
-            Self::Exec(e) => e.is_retryable(),
-            _ => false,
-        }
-    }
-
-    /// Whether the outcome is unknown and needs reconciliation or a bump.
-    pub fn is_unknown(&self) -> bool {
-        matches!(self, Self::OutcomeUnknown { .. })
-    }
-
-    /// Meta's error object, when Meta rejected the write.
-    pub fn meta_error(&self) -> Option<&MetaError> {
-        match self {
-            Self::Api { error, .. } => Some(&**error),
-            _ => None,
-        }
-    }
-
-    /// The key the error concerns, if any.
-    pub fn key(&self) -> Option<&IdempotencyKey> {
-        match self {
-            Self::Api { key, .. }
-            | Self::OutcomeUnknown { key, .. }
-            | Self::NotSent { key, .. }
-            | Self::ContainerNotReady { key, .. }
+            Self::ContainerNotReady { key, .. }
             | Self::ContainerFailed { key, .. }
             | Self::UnexpectedResponse { key, .. }
             | Self::ReadFailed { key, .. }
             | Self::NotReconcilable { key, .. } => Some(key),
-            Self::Exec(e) => e.key(),
             Self::Throttled { .. } | Self::InvalidInput(_) | Self::Config(_) => None,
         }
     }
 
-    /// Maps an executor error, parsing Meta's error object out of a
-    /// rejection.
-    pub(crate) fn from_exec(err: ExecError) -> Self {
-        match err {
-            ExecError::Rejected {
-                key,
-                status,
-                body,
-                from_ledger,
-            } => {
-                let error = Box::new(MetaError::from_body(&body).unwrap_or_else(|| MetaError {
-                    message: format!("HTTP {status} with no Graph error object"),
-                    error_type: None,
-                    code: 0,
-                    error_subcode: None,
-                    error_user_title: None,
-                    error_user_msg: None,
-                    is_transient: None,
-                    fbtrace_id: None,
-                }));
-                Self::Api {
-                    key,
-                    status,
-                    error,
-                    from_ledger,
-                }
-            }
-            ExecError::OutcomeUnknown { key, reason } => Self::OutcomeUnknown { key, reason },
-            ExecError::NotSent {
-                key,
-                reason,
-                retry_after,
-            } => Self::NotSent {
-                key,
-                reason,
-                retry_after,
-            },
-            other => Self::Exec(other),
-        }
+    /// Held back by usage, a container not ready yet, or a failed read:
+    /// the same job may succeed later.
+    fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Throttled { .. } | Self::ContainerNotReady { .. } | Self::ReadFailed { .. }
+        )
+    }
+}
+
+impl From<AdapterError> for Error {
+    fn from(e: AdapterError) -> Self {
+        Self::Adapter(e)
+    }
+}
+
+impl WireError for MetaError {
+    fn parse(status: StatusCode, _headers: Option<&HeaderMap>, body: &[u8]) -> Self {
+        Self::from_body(body).unwrap_or_else(|| MetaError {
+            message: format!("HTTP {status} with no Graph error object"),
+            error_type: None,
+            code: 0,
+            error_subcode: None,
+            error_user_title: None,
+            error_user_msg: None,
+            is_transient: None,
+            fbtrace_id: None,
+        })
     }
 }
 

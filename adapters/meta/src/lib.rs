@@ -40,18 +40,17 @@
 mod classifier;
 mod client;
 mod error;
-mod reconcile_trait;
+mod model;
 mod time;
-mod types;
 pub mod usage;
 
 pub use classifier::MetaClassifier;
 pub use client::{
-    DEFAULT_API_VERSION, DEFAULT_BASE_URL, MetaClient, MetaClientBuilder, OP_IG_PUBLISH,
+    DEFAULT_API_VERSION, DEFAULT_BASE_URL, Meta, MetaClient, MetaClientBuilder, OP_IG_PUBLISH,
     OP_PAGE_POST, PROVIDER_NAME, RECONCILE_MAX_PAGES, ReconcileOptions,
 };
-pub use error::{Error, MetaError, THROTTLE_CODES};
-pub use types::{
+pub use error::{AdapterError, Error, MetaError, THROTTLE_CODES};
+pub use model::{
     ContainerId, ContainerStatus, IgMedia, IgMediaKind, IgPublished, IgUserId, MediaId, PageId,
     PagePost, PostCreated, PostId, Publish, Reconciled,
 };

@@ -6,7 +6,7 @@ mod common;
 use common::{LOST, Script, key, setup};
 use idem::OperationState;
 use idem::executor::Source;
-use idem_meta::{ContainerStatus, Error, IgMedia, IgUserId};
+use idem_meta::{AdapterError, ContainerStatus, Error, IgMedia, IgUserId};
 use idem_testkit::Reply;
 use idem_testkit::mock::matchers::{body_string, method, path};
 use idem_testkit::mock::{Mock, MockServer};
@@ -208,10 +208,10 @@ async fn an_expired_container_asks_for_a_bump_and_the_bump_publishes_once() {
     assert!(
         matches!(
             &err,
-            Error::ContainerFailed {
+            Error::Adapter(AdapterError::ContainerFailed {
                 status: ContainerStatus::Expired,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -255,7 +255,10 @@ async fn a_container_that_is_never_ready_leaves_the_row_pending_with_its_contain
         .publish_instagram(&k, &ig(), &media())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::ContainerNotReady { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Adapter(AdapterError::ContainerNotReady { .. })),
+        "{err}"
+    );
     assert!(err.is_retryable());
     let op = s.store.get(&k).await.unwrap().unwrap();
     assert_eq!(op.state, OperationState::Pending);
@@ -281,10 +284,10 @@ async fn a_container_in_error_ends_failed_and_replays_as_container_failed() {
     assert!(
         matches!(
             &err,
-            Error::ContainerFailed {
+            Error::Adapter(AdapterError::ContainerFailed {
                 status: ContainerStatus::Error,
                 ..
-            }
+            })
         ),
         "{err}"
     );
@@ -296,10 +299,10 @@ async fn a_container_in_error_ends_failed_and_replays_as_container_failed() {
     assert!(
         matches!(
             &replay,
-            Error::ContainerFailed {
+            Error::Adapter(AdapterError::ContainerFailed {
                 status: ContainerStatus::Error,
                 ..
-            }
+            })
         ),
         "{replay}"
     );

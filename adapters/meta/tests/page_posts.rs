@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use common::{LOST, Script, key, meta_error, setup, setup_pg};
 use idem::OperationState;
 use idem::executor::Source;
-use idem_meta::{Error, PageId, PagePost, ReconcileOptions, Reconciled};
+use idem_meta::{AdapterError, Error, PageId, PagePost, ReconcileOptions, Reconciled};
 use idem_testkit::Reply;
 use idem_testkit::mock::matchers::{header, method, path, query_param};
 use idem_testkit::mock::{Mock, MockServer};
@@ -250,7 +250,10 @@ async fn a_long_throttle_goes_back_to_pending_and_the_next_run_posts_once() {
         .publish_page_post(&k, &page(), &post())
         .await
         .unwrap_err();
-    assert!(matches!(held, Error::Throttled { .. }), "{held}");
+    assert!(
+        matches!(held, Error::Adapter(AdapterError::Throttled { .. })),
+        "{held}"
+    );
     assert_eq!(fake.write_requests(), 1, "held back before sending");
     assert_eq!(
         meta.last_usage().unwrap().regain_access_after(),
@@ -276,13 +279,13 @@ async fn an_oauth_exception_190_ends_failed() {
         .publish_page_post(&k, &page(), &post())
         .await
         .unwrap_err();
-    let e = err.meta_error().expect("Meta's error object");
+    let e = err.wire_error().expect("Meta's error object");
     assert_eq!((e.code, e.error_subcode), (190, Some(463)));
     assert!(e.is_auth());
     assert!(!err.is_retryable());
     assert!(matches!(
         err,
-        Error::Api {
+        Error::Rejected {
             from_ledger: false,
             ..
         }
@@ -295,7 +298,7 @@ async fn an_oauth_exception_190_ends_failed() {
     assert!(
         matches!(
             again,
-            Error::Api {
+            Error::Rejected {
                 from_ledger: true,
                 ..
             }
@@ -333,7 +336,7 @@ async fn an_operator_bump_posts_once_more_with_the_v2_key() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&old, Error::Exec(idem::ExecError::Superseded { by, .. }) if by == &v2),
+        matches!(&old, Error::Superseded { by, .. } if by == &v2),
         "{old}"
     );
     let created = meta.publish_page_post(&v2, &page(), &post()).await.unwrap();
@@ -411,7 +414,13 @@ async fn high_usage_holds_writes_back_before_the_limit() {
         .publish_page_post(&k, &page(), &PagePost::message("Second post"))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Throttled { percent: 95, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Adapter(AdapterError::Throttled { percent: 95, .. })
+        ),
+        "{err}"
+    );
     assert!(err.is_retryable());
     assert_eq!(fake.write_requests(), 1, "the second write never left");
     assert_eq!(s.state(&k).await, OperationState::Pending);

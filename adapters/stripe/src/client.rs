@@ -4,23 +4,23 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::HeaderMap;
-use idem::executor::{Begun, Claim, RetrySettings, Source, Url, Verdict};
-use idem::ledger::Resolution;
-use idem::{Delivered, ExecError, Executor, IdempotencyKey, OperationState, OutboundRequest};
-use idem::{Provider, SafetyClass, StoreError};
+use idem::executor::{Begun, Claim, RetrySettings, Source, Url};
+use idem::{Delivered, ExecError, Executor, IdempotencyKey, OutboundRequest};
+use idem::{Provider, SafetyClass};
 use serde::de::DeserializeOwned;
 
 use crate::classifier::StripeClassifier;
-use crate::error::{ConfigError, Error, StripeError};
+use crate::error::{AdapterError, ConfigError, Error, StripeError};
 use crate::form::Form;
-use crate::objects::{Charge, Customer, PaymentIntent, PaymentIntentStatus, Refund, StripeObject};
+use crate::objects::{Charge, Customer, PaymentIntent, Refund};
 use crate::params::{
     CapturePaymentIntent, ConfirmPaymentIntent, CreateCharge, CreateCustomer, CreatePaymentIntent,
     CreateRefund, RefundTarget,
 };
-use crate::types::{Amount, IDEM_KEY_METADATA, Metadata, PaymentIntentId};
+use crate::reconcile::capture_facts;
+use crate::types::{IDEM_KEY_METADATA, Metadata, PaymentIntentId};
+use idem::adapter::{Provider as AdapterProvider, join_url};
 
 /// Stripe's production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
@@ -35,16 +35,42 @@ pub const KEY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// them: 3 attempts (2 retries, as Stripe's own clients), backoff 0.5 s to 5 s
 /// with jitter, 80 s per attempt (Stripe's clients' timeout), 120 s in all.
 pub fn default_retry() -> RetrySettings {
-    RetrySettings::default()
-        .with_max_attempts(3)
-        .with_backoff(Duration::from_millis(500), Duration::from_secs(5))
-        .with_attempt_timeout(Duration::from_secs(80))
-        .with_total_timeout(Duration::from_secs(120))
+    Stripe::default_retry()
+}
+
+/// Stripe as idem's adapter kit describes it: name, safety class
+/// ([`NativeKey`](SafetyClass::NativeKey), 24 h), classifier, retry and
+/// wire error.
+#[derive(Debug, Clone, Copy)]
+pub struct Stripe;
+
+impl AdapterProvider for Stripe {
+    const NAME: &'static str = PROVIDER_NAME;
+    type WireError = StripeError;
+    type Classifier = StripeClassifier;
+
+    fn safety_class() -> SafetyClass {
+        SafetyClass::NativeKey {
+            retention: KEY_RETENTION,
+        }
+    }
+
+    fn classifier() -> StripeClassifier {
+        StripeClassifier
+    }
+
+    fn default_retry() -> RetrySettings {
+        RetrySettings::default()
+            .with_max_attempts(3)
+            .with_backoff(Duration::from_millis(500), Duration::from_secs(5))
+            .with_attempt_timeout(Duration::from_secs(80))
+            .with_total_timeout(Duration::from_secs(120))
+    }
 }
 
 /// The operations this crate writes, as named in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OpKind {
+pub(crate) enum OpKind {
     PaymentIntentCreate,
     PaymentIntentConfirm,
     PaymentIntentCapture,
@@ -63,7 +89,7 @@ impl OpKind {
         Self::ChargeCreate,
     ];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::PaymentIntentCreate => "payment_intents.create",
             Self::PaymentIntentConfirm => "payment_intents.confirm",
@@ -74,7 +100,7 @@ impl OpKind {
         }
     }
 
-    fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
 }
@@ -116,44 +142,6 @@ fn version_date(version: &str) -> Option<&str> {
     shape.then_some(date)
 }
 
-/// What [`StripeClient::reconcile`] established.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum Reconciliation {
-    /// The operation took effect; this is the object. The ledger record is
-    /// now `succeeded` (or already was).
-    Found(Box<StripeObject>),
-    /// The operation provably did not take effect (it was never sent, or the
-    /// PaymentIntent is still waiting for this confirm or capture). The record
-    /// is `pending`: the next run sends it with the same key.
-    NotApplied {
-        /// How this was established.
-        note: String,
-    },
-    /// No object carries the key. Stripe's search lags writes by up to about
-    /// a minute, so this is not proof: the record stays `unknown`. Try again
-    /// later; if still not found, an operator may bump the key.
-    NotFound {
-        /// How it was looked up.
-        note: String,
-    },
-    /// Stripe's answer proves neither that the operation happened nor that
-    /// it did not (for example a partial capture while the intent still
-    /// waits for more captures). The record stays `unknown`; nothing is
-    /// resent. An operator settles it (`store.resolve`) or bumps the key.
-    Undetermined {
-        /// What was read and why it is not proof.
-        note: String,
-    },
-}
-
-enum RawReconciliation {
-    Found(Bytes),
-    NotApplied(String),
-    NotFound(String),
-    Undetermined(String),
-}
-
 /// Builds a [`StripeClient`].
 pub struct StripeClientBuilder {
     executor: Executor,
@@ -188,7 +176,7 @@ impl StripeClientBuilder {
     ///
     /// With a version, every request is checked against it before anything
     /// is recorded or sent: a parameter the version does not have is
-    /// [`Error::UnsupportedParameter`]. `build` refuses a version that does
+    /// [`AdapterError::UnsupportedParameter`]. `build` refuses a version that does
     /// not start with a `YYYY-MM-DD` date ([`ConfigError::StripeVersion`]).
     pub fn stripe_version(mut self, version: impl Into<String>) -> Self {
         self.stripe_version = Some(version.into());
@@ -240,10 +228,7 @@ impl StripeClientBuilder {
                 }
             }
         }
-        let class = SafetyClass::NativeKey {
-            retention: KEY_RETENTION,
-        };
-        let provider = Provider::new(PROVIDER_NAME, class, StripeClassifier).with_retry(self.retry);
+        let provider = Stripe::executor_provider(self.retry);
         Ok(StripeClient {
             inner: Arc::new(Inner {
                 executor: self.executor,
@@ -257,13 +242,13 @@ impl StripeClientBuilder {
     }
 }
 
-struct Inner {
-    executor: Executor,
-    secret_key: String,
-    base: Url,
-    stripe_version: Option<String>,
-    stripe_account: Option<String>,
-    provider: Provider,
+pub(crate) struct Inner {
+    pub(crate) executor: Executor,
+    pub(crate) secret_key: String,
+    pub(crate) base: Url,
+    pub(crate) stripe_version: Option<String>,
+    pub(crate) stripe_account: Option<String>,
+    pub(crate) provider: Provider,
 }
 
 /// Typed, key-required, retry-safe Stripe writes. Cheap to clone.
@@ -273,7 +258,7 @@ struct Inner {
 /// created object as `metadata[idem_key]` (see [`IDEM_KEY_METADATA`]).
 #[derive(Clone)]
 pub struct StripeClient {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl fmt::Debug for StripeClient {
@@ -330,255 +315,6 @@ impl StripeClient {
         &self.inner.executor
     }
 
-    /// Finds out what happened to the operation recorded under `key`:
-    ///
-    /// * a create (PaymentIntent, Customer, Charge) is looked up with
-    ///   Stripe's search API, `metadata['idem_key']:'<key>'`;
-    /// * a refund is looked up by listing the refunds of its PaymentIntent or
-    ///   charge (Stripe has no refund search) and matching `metadata[idem_key]`;
-    /// * a confirm or capture is looked up by reading the PaymentIntent's
-    ///   status (Stripe takes no metadata on confirm).
-    ///
-    /// When found, the ledger record becomes `succeeded` with the object as
-    /// its stored answer. A record that already succeeded answers from the
-    /// ledger with no request. The lookup is a plain read
-    /// ([`Executor::read`]): it takes no lease and leaves the record as it is
-    /// unless it reaches a verdict (found: `succeeded`; a confirm or capture
-    /// proven not applied: back to `pending`, checked against the record
-    /// just before, so a stale read never causes a resend).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NoRecord`] when the ledger has no such key,
-    /// [`Error::InFlight`] while a worker is sending it, [`Error::Api`] when it
-    /// failed earlier, [`Error::Superseded`], [`Error::Reconcile`] when the
-    /// lookup itself failed, and store errors.
-    pub async fn reconcile(&self, key: &IdempotencyKey) -> Result<Reconciliation, Error> {
-        let kind = self.kind_of(key).await?;
-        Ok(match self.reconcile_raw(key).await? {
-            RawReconciliation::Found(body) => {
-                let object = match kind {
-                    OpKind::PaymentIntentCreate
-                    | OpKind::PaymentIntentConfirm
-                    | OpKind::PaymentIntentCapture => {
-                        StripeObject::PaymentIntent(decode::<PaymentIntent>(key, &body)?)
-                    }
-                    OpKind::RefundCreate => StripeObject::Refund(decode::<Refund>(key, &body)?),
-                    OpKind::CustomerCreate => {
-                        StripeObject::Customer(decode::<Customer>(key, &body)?)
-                    }
-                    OpKind::ChargeCreate => StripeObject::Charge(decode::<Charge>(key, &body)?),
-                };
-                Reconciliation::Found(Box::new(object))
-            }
-            RawReconciliation::NotApplied(note) => Reconciliation::NotApplied { note },
-            RawReconciliation::NotFound(note) => Reconciliation::NotFound { note },
-            RawReconciliation::Undetermined(note) => Reconciliation::Undetermined { note },
-        })
-    }
-
-    async fn kind_of(&self, key: &IdempotencyKey) -> Result<OpKind, Error> {
-        let op = self
-            .inner
-            .executor
-            .store()
-            .get(key)
-            .await
-            .map_err(Error::Store)?
-            .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
-        if op.provider != PROVIDER_NAME {
-            return Err(Error::InvalidRequest {
-                key: key.clone(),
-                reason: format!("the record belongs to provider {:?}", op.provider),
-            });
-        }
-        OpKind::from_name(&op.operation).ok_or_else(|| Error::InvalidRequest {
-            key: key.clone(),
-            reason: format!("unknown Stripe operation {:?}", op.operation),
-        })
-    }
-
-    async fn reconcile_raw(&self, key: &IdempotencyKey) -> Result<RawReconciliation, Error> {
-        let executor = &self.inner.executor;
-        let op = executor
-            .store()
-            .get(key)
-            .await
-            .map_err(Error::Store)?
-            .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
-        let kind = OpKind::from_name(&op.operation).ok_or_else(|| Error::InvalidRequest {
-            key: key.clone(),
-            reason: format!("unknown Stripe operation {:?}", op.operation),
-        })?;
-        let now = executor.now();
-        match op.state {
-            OperationState::Pending => {
-                return Ok(RawReconciliation::NotApplied(
-                    "the record is pending: nothing was processed by Stripe yet".to_owned(),
-                ));
-            }
-            OperationState::Succeeded => {
-                return Ok(RawReconciliation::Found(
-                    op.response_body.clone().unwrap_or_default(),
-                ));
-            }
-            OperationState::Failed => {
-                let status = op
-                    .response_status
-                    .and_then(|s| http::StatusCode::from_u16(s).ok())
-                    .unwrap_or(http::StatusCode::BAD_REQUEST);
-                return Err(map_exec(
-                    ExecError::Rejected {
-                        key: key.clone(),
-                        status,
-                        body: op.response_body.clone().unwrap_or_default(),
-                        from_ledger: true,
-                    },
-                    None,
-                ));
-            }
-            OperationState::Superseded => {
-                return Err(match op.superseded_by.clone() {
-                    Some(by) => Error::Superseded {
-                        key: key.clone(),
-                        by,
-                    },
-                    None => Error::Store(StoreError::Corrupt(format!(
-                        "{key} is superseded but names no successor"
-                    ))),
-                });
-            }
-            OperationState::Sending if !op.lease_expired(now) => {
-                return Err(Error::InFlight {
-                    key: key.clone(),
-                    lease_expires_at: op.lease_expires_at.unwrap_or(now),
-                });
-            }
-            // Unknown, or a sender that died mid-flight: ask Stripe.
-            _ => {}
-        }
-        let Some((request, what)) = self.lookup_request(kind, key, op.checkpoint.as_deref()) else {
-            // Nothing learned: the record stays as it is.
-            return Ok(RawReconciliation::Undetermined(
-                "no way to look this operation up (its target was not recorded)".to_owned(),
-            ));
-        };
-        // A plain read: no ledger row, no lease, the record untouched.
-        let answer = executor
-            .read(&self.inner.provider, request)
-            .await
-            .map_err(|e| Error::Reconcile {
-                key: key.clone(),
-                reason: format!("{what} failed: {e}"),
-            })?;
-        if answer.verdict != Verdict::Success {
-            return Err(Error::Reconcile {
-                key: key.clone(),
-                reason: format!(
-                    "{what} failed: HTTP {} after {} attempt(s)",
-                    answer.status, answer.attempts
-                ),
-            });
-        }
-        let found = interpret(kind, key, &answer.body, &what, op.checkpoint.as_deref());
-        let resolution = match &found {
-            RawReconciliation::Found(object) => Resolution::Succeeded {
-                status: 200,
-                body: object.clone(),
-                note: format!("reconciled: found by {what}"),
-            },
-            RawReconciliation::NotApplied(note) => {
-                // "Not applied" leads to a resend, so it must not rest on a
-                // stale read: if another worker claimed or settled the record
-                // while Stripe was being asked, reconcile again instead.
-                let current = executor
-                    .store()
-                    .get(key)
-                    .await
-                    .map_err(Error::Store)?
-                    .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
-                if current.state != op.state || current.claims != op.claims {
-                    return Err(Error::Reconcile {
-                        key: key.clone(),
-                        reason: format!(
-                            "the record changed (now {}) while Stripe was being asked; \
-                             reconcile again",
-                            current.state
-                        ),
-                    });
-                }
-                Resolution::NotApplied {
-                    note: format!("reconciled: {note}"),
-                }
-            }
-            // Not proof either way: the record stays as it is.
-            RawReconciliation::NotFound(_) | RawReconciliation::Undetermined(_) => {
-                tracing::warn!(key = %key, operation = kind.name(), lookup = %what,
-                    "Stripe reconciliation undetermined; the record stays unknown");
-                return Ok(found);
-            }
-        };
-        match executor
-            .store()
-            .resolve(key, &resolution, executor.now())
-            .await
-        {
-            Ok(_) => {}
-            // Settled meanwhile by another worker: its result stands.
-            Err(StoreError::InvalidState {
-                state: OperationState::Succeeded,
-                ..
-            }) => {
-                let op = executor
-                    .store()
-                    .get(key)
-                    .await
-                    .map_err(Error::Store)?
-                    .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
-                return Ok(RawReconciliation::Found(
-                    op.response_body.unwrap_or_default(),
-                ));
-            }
-            Err(e) => return Err(Error::Store(e)),
-        }
-        tracing::info!(key = %key, operation = kind.name(), lookup = %what, "Stripe reconciliation done");
-        Ok(found)
-    }
-
-    fn lookup_request(
-        &self,
-        kind: OpKind,
-        key: &IdempotencyKey,
-        checkpoint: Option<&str>,
-    ) -> Option<(OutboundRequest, String)> {
-        let query = format!("metadata['{IDEM_KEY_METADATA}']:'{key}'");
-        let search = |object: &str| {
-            let url = self.url(&["v1", object, "search"], &[("query", &query)]);
-            Some((self.get(url), format!("search of {object} for {query}")))
-        };
-        match kind {
-            OpKind::PaymentIntentCreate => search("payment_intents"),
-            OpKind::CustomerCreate => search("customers"),
-            OpKind::ChargeCreate => search("charges"),
-            OpKind::RefundCreate => {
-                let (name, id) = target_of(checkpoint?)?;
-                if name != "payment_intent" && name != "charge" {
-                    return None;
-                }
-                let url = self.url(&["v1", "refunds"], &[(name, id), ("limit", "100")]);
-                Some((self.get(url), format!("list of refunds of {id}")))
-            }
-            OpKind::PaymentIntentConfirm | OpKind::PaymentIntentCapture => {
-                let (name, id) = target_of(checkpoint?)?;
-                if name != "payment_intent" {
-                    return None;
-                }
-                let url = self.url(&["v1", "payment_intents", id], &[]);
-                Some((self.get(url), format!("retrieval of {id}")))
-            }
-        }
-    }
-
     /// Refuses parameters the configured `Stripe-Version` does not have.
     /// Checked against stripe-python's `PaymentIntentCreateParams` for
     /// `2026-08-26.dahlia` and `2026-10-28.endive` (16.1.0).
@@ -598,12 +334,13 @@ impl StripeClient {
             });
         };
         let refuse = |param, hint| {
-            Err(Error::UnsupportedParameter {
+            Err(AdapterError::UnsupportedParameter {
                 key: key.clone(),
                 param,
                 version: version.clone(),
                 hint,
-            })
+            }
+            .into())
         };
         if !params.payment_method_types.is_empty() && date >= ENDIVE {
             return refuse(
@@ -620,15 +357,8 @@ impl StripeClient {
         Ok(())
     }
 
-    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
-        let mut url = self.inner.base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        url
+    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        join_url(&self.inner.base, segments, query)
     }
 
     fn with_common_headers(&self, mut req: OutboundRequest) -> OutboundRequest {
@@ -642,7 +372,7 @@ impl StripeClient {
         req
     }
 
-    fn get(&self, url: Url) -> OutboundRequest {
+    pub(crate) fn get(&self, url: Url) -> OutboundRequest {
         self.with_common_headers(OutboundRequest::get(url))
     }
 
@@ -679,10 +409,11 @@ impl StripeClient {
                     }
                 }
                 Ok(_) => {
-                    return Err(Error::Reconcile {
+                    return Err(AdapterError::Reconcile {
                         key: key.clone(),
                         reason: "unexpected executor answer".to_owned(),
-                    });
+                    }
+                    .into());
                 }
                 Err(e) => Err((e, None)),
             };
@@ -694,7 +425,7 @@ impl StripeClient {
                         None => last_unknown = Some(key),
                     }
                 }
-                Err((e, headers)) => return Err(map_exec(e, headers.as_ref())),
+                Err((e, headers)) => return Err(Error::from_exec(e, headers.as_ref())),
             }
         }
         Err(Error::OutcomeUnknown {
@@ -719,183 +450,15 @@ impl StripeClient {
         let headers = outcome.response.as_ref().map(|(_, h, _)| h.clone());
         claim.finish(outcome).await.map_err(|e| (e, headers))
     }
-
-    /// An operation ended `unknown`. Inside Stripe's key window the next run
-    /// resends the same key (Stripe dedupes it), so say so. Past it, a resend
-    /// could charge twice: reconcile instead. Returns `None` when
-    /// reconciliation proved the operation did not happen (record pending).
-    async fn after_unknown<T: DeserializeOwned>(
-        &self,
-        key: &IdempotencyKey,
-        reason: String,
-    ) -> Result<Option<StripeResponse<T>>, Error> {
-        let executor = &self.inner.executor;
-        let provider = &self.inner.provider;
-        let op = executor
-            .store()
-            .get(key)
-            .await
-            .map_err(Error::Store)?
-            .ok_or_else(|| Error::NoRecord { key: key.clone() })?;
-        let now = executor.now();
-        let budget = provider.retry().claim_budget();
-        if provider
-            .class()
-            .may_resend_unknown(op.first_sent_at, now, budget)
-        {
-            let until = op.first_sent_at.map(|first| first + KEY_RETENTION - budget);
-            return Err(Error::OutcomeUnknown {
-                key: key.clone(),
-                reason,
-                resend_safe_until: until.or(Some(now)),
-            });
-        }
-        tracing::warn!(key = %key, %reason, "Stripe key window passed with the outcome unknown; reconciling instead of resending");
-        match self.reconcile_raw(key).await? {
-            RawReconciliation::Found(body) => {
-                let object = decode::<T>(key, &body)?;
-                Ok(Some(StripeResponse {
-                    object,
-                    key: key.clone(),
-                    source: Source::Reconciled,
-                    replayed: false,
-                    request_id: None,
-                }))
-            }
-            RawReconciliation::NotApplied(_) => Ok(None),
-            RawReconciliation::NotFound(note) => Err(Error::NotFound {
-                key: key.clone(),
-                note,
-            }),
-            RawReconciliation::Undetermined(note) => Err(Error::Undetermined {
-                key: key.clone(),
-                note,
-            }),
-        }
-    }
 }
 
-/// The operation's target in a checkpoint: `payment_intent=pi_…`, possibly
-/// followed by `;name=value` facts about the request (see [`capture_facts`]).
-fn target_of(checkpoint: &str) -> Option<(&str, &str)> {
-    checkpoint.split(';').next()?.split_once('=')
-}
-
-/// What a capture's checkpoint says of its finality: `Some(true)` for a
-/// final capture, `Some(false)` for `final_capture=false`, `None` when the
-/// record predates the fact (older versions recorded only the intent).
-fn capture_is_final(checkpoint: Option<&str>) -> Option<bool> {
-    checkpoint?
-        .split(';')
-        .skip(1)
-        .find_map(|fact| fact.strip_prefix("final_capture="))
-        .and_then(|v| v.parse().ok())
-}
-
-/// The checkpoint of a capture: its intent and whether it is final.
-fn capture_facts(id: &PaymentIntentId, params: &CapturePaymentIntent) -> String {
-    let final_capture = params.final_capture != Some(false);
-    format!("payment_intent={id};final_capture={final_capture}")
-}
-
-/// Reads a lookup's answer. "Not applied" is only ever concluded from
-/// positive proof that the effect is absent; everything Stripe's answer does
-/// not prove is `NotFound` (search) or `Undetermined` (status reads).
-fn interpret(
-    kind: OpKind,
-    key: &IdempotencyKey,
-    body: &[u8],
-    what: &str,
-    checkpoint: Option<&str>,
-) -> RawReconciliation {
-    match kind {
-        OpKind::PaymentIntentCreate
-        | OpKind::CustomerCreate
-        | OpKind::ChargeCreate
-        | OpKind::RefundCreate => {
-            // An object carrying the key is proof it was created; no object
-            // is not proof of anything (search lags, the refund list is
-            // capped at 100).
-            let data = serde_json::from_slice::<serde_json::Value>(body)
-                .ok()
-                .and_then(|v| v.get("data").and_then(|d| d.as_array()).cloned())
-                .unwrap_or_default();
-            let found = data.into_iter().find(|object| {
-                object
-                    .get("metadata")
-                    .and_then(|m| m.get(IDEM_KEY_METADATA))
-                    .and_then(|v| v.as_str())
-                    == Some(key.as_str())
-            });
-            match found.and_then(|o| serde_json::to_vec(&o).ok()) {
-                Some(bytes) => RawReconciliation::Found(Bytes::from(bytes)),
-                None => RawReconciliation::NotFound(format!("{what}: no object found")),
-            }
+pub(crate) fn decode<T: DeserializeOwned>(key: &IdempotencyKey, body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|source| {
+        AdapterError::Decode {
+            key: key.clone(),
+            source,
         }
-        OpKind::PaymentIntentConfirm => {
-            let Ok(pi) = serde_json::from_slice::<PaymentIntent>(body) else {
-                return RawReconciliation::Undetermined(format!("{what}: unreadable answer"));
-            };
-            use PaymentIntentStatus as S;
-            match &pi.status {
-                S::RequiresAction | S::Processing | S::RequiresCapture | S::Succeeded => {
-                    RawReconciliation::Found(Bytes::copy_from_slice(body))
-                }
-                // Nothing was charged: a confirm that went through leaves the
-                // intent past this state, or (3-D Secure with manual
-                // confirmation) back here with nothing charged, so a second
-                // confirm cannot charge twice.
-                S::RequiresConfirmation if pi.amount_received == Some(Amount::minor(0)) => {
-                    RawReconciliation::NotApplied(format!(
-                        "{what}: the intent is requires_confirmation with nothing received, \
-                         so the confirm did not happen"
-                    ))
-                }
-                status => RawReconciliation::Undetermined(format!(
-                    "{what}: the intent is {status:?} (amount_received {:?}); cannot tell \
-                     whether the confirm ran",
-                    pi.amount_received.map(Amount::get)
-                )),
-            }
-        }
-        OpKind::PaymentIntentCapture => {
-            let Ok(pi) = serde_json::from_slice::<PaymentIntent>(body) else {
-                return RawReconciliation::Undetermined(format!("{what}: unreadable answer"));
-            };
-            use PaymentIntentStatus as S;
-            let received = pi.amount_received.map(Amount::get);
-            match (&pi.status, capture_is_final(checkpoint), received) {
-                (S::Succeeded, _, _) => RawReconciliation::Found(Bytes::copy_from_slice(body)),
-                // A final capture that happened leaves the intent
-                // `succeeded`; still `requires_capture` proves it did not.
-                (S::RequiresCapture, Some(true), _) => RawReconciliation::NotApplied(format!(
-                    "{what}: the intent is still requires_capture, so the final capture did not happen"
-                )),
-                // A partial capture (`final_capture=false`, or a record that
-                // does not say) leaves the intent `requires_capture` either
-                // way: only "nothing received at all" proves it did not happen.
-                (S::RequiresCapture, _, Some(0)) => RawReconciliation::NotApplied(format!(
-                    "{what}: the intent is requires_capture with nothing received, so the \
-                     capture did not happen"
-                )),
-                (status, finality, received) => RawReconciliation::Undetermined(format!(
-                    "{what}: the intent is {status:?} with amount_received {received:?} and the \
-                     capture is {}; that does not prove whether this capture ran",
-                    match finality {
-                        Some(true) => "final",
-                        Some(false) => "partial (final_capture=false)",
-                        None => "of unrecorded finality",
-                    }
-                )),
-            }
-        }
-    }
-}
-
-fn decode<T: DeserializeOwned>(key: &IdempotencyKey, body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|source| Error::Decode {
-        key: key.clone(),
-        source,
+        .into()
     })
 }
 
@@ -921,60 +484,8 @@ fn respond<T: DeserializeOwned>(
     })
 }
 
-fn map_exec(e: ExecError, headers: Option<&HeaderMap>) -> Error {
-    match e {
-        ExecError::Rejected {
-            key,
-            status,
-            body,
-            from_ledger,
-        } => {
-            let error = StripeError::from_response(status, headers, &body);
-            if error.is_key_reuse() {
-                Error::KeyReused {
-                    key,
-                    detail: "Stripe answered idempotency_error: the key was first used with other parameters".to_owned(),
-                    stripe: Some(Box::new(error)),
-                }
-            } else {
-                Error::Api {
-                    key,
-                    error: Box::new(error),
-                    from_ledger,
-                }
-            }
-        }
-        ExecError::OutcomeUnknown { key, reason } => Error::OutcomeUnknown {
-            key,
-            reason,
-            resend_safe_until: None,
-        },
-        ExecError::NotSent {
-            key,
-            reason,
-            retry_after,
-        } => Error::NotSent {
-            key,
-            reason,
-            retry_after,
-        },
-        ExecError::InFlight {
-            key,
-            lease_expires_at,
-        } => Error::InFlight {
-            key,
-            lease_expires_at,
-        },
-        ExecError::Superseded { key, by } => Error::Superseded { key, by },
-        ExecError::InvalidRequest { key, reason } => Error::InvalidRequest { key, reason },
-        ExecError::Store(StoreError::KeyReused { key, detail }) => Error::KeyReused {
-            key,
-            detail: format!("the ledger holds another request under it: {detail}"),
-            stripe: None,
-        },
-        ExecError::Store(e) => Error::Store(e),
-        other => Error::Executor(other),
-    }
+pub(crate) fn no_record(key: &IdempotencyKey) -> Error {
+    AdapterError::NoRecord { key: key.clone() }.into()
 }
 
 /// Adds `metadata[idem_key]` to the caller's metadata.
@@ -1165,90 +676,6 @@ impl Charges<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pi(status: &str, received: Option<u64>) -> Vec<u8> {
-        let mut v = serde_json::json!({
-            "id": "pi_1", "amount": 1000, "currency": "usd", "status": status,
-        });
-        if let Some(r) = received {
-            v["amount_received"] = serde_json::json!(r);
-        }
-        v.to_string().into_bytes()
-    }
-
-    fn verdict(kind: OpKind, body: &[u8], checkpoint: &str) -> &'static str {
-        let key: IdempotencyKey = "t_x_1_v1".parse().unwrap();
-        match interpret(kind, &key, body, "read", Some(checkpoint)) {
-            RawReconciliation::Found(_) => "found",
-            RawReconciliation::NotApplied(_) => "not applied",
-            RawReconciliation::NotFound(_) => "not found",
-            RawReconciliation::Undetermined(_) => "undetermined",
-        }
-    }
-
-    #[test]
-    fn capture_verdicts_need_positive_proof() {
-        use OpKind::PaymentIntentCapture as C;
-        let final_cp = "payment_intent=pi_1;final_capture=true";
-        let partial_cp = "payment_intent=pi_1;final_capture=false";
-        let old_cp = "payment_intent=pi_1";
-        let waiting_paid = pi("requires_capture", Some(300));
-        let waiting_unpaid = pi("requires_capture", Some(0));
-        assert_eq!(verdict(C, &waiting_paid, final_cp), "not applied");
-        assert_eq!(verdict(C, &waiting_paid, partial_cp), "undetermined");
-        assert_eq!(verdict(C, &waiting_paid, old_cp), "undetermined");
-        assert_eq!(verdict(C, &waiting_unpaid, partial_cp), "not applied");
-        assert_eq!(verdict(C, &waiting_unpaid, old_cp), "not applied");
-        // No amount_received in the answer: nothing proven.
-        assert_eq!(
-            verdict(C, &pi("requires_capture", None), partial_cp),
-            "undetermined"
-        );
-        assert_eq!(
-            verdict(C, &pi("succeeded", Some(1000)), partial_cp),
-            "found"
-        );
-        assert_eq!(
-            verdict(C, &pi("canceled", Some(0)), final_cp),
-            "undetermined"
-        );
-        assert_eq!(verdict(C, b"not json", final_cp), "undetermined");
-    }
-
-    #[test]
-    fn confirm_verdicts_need_positive_proof() {
-        use OpKind::PaymentIntentConfirm as F;
-        let cp = "payment_intent=pi_1";
-        assert_eq!(
-            verdict(F, &pi("requires_confirmation", Some(0)), cp),
-            "not applied"
-        );
-        assert_eq!(
-            verdict(F, &pi("requires_confirmation", None), cp),
-            "undetermined"
-        );
-        assert_eq!(
-            verdict(F, &pi("requires_payment_method", Some(0)), cp),
-            "undetermined"
-        );
-        assert_eq!(verdict(F, &pi("processing", Some(0)), cp), "found");
-    }
-
-    #[test]
-    fn checkpoints_name_the_target_and_the_finality() {
-        let id: PaymentIntentId = "pi_1".parse().unwrap();
-        let partial = CapturePaymentIntent {
-            final_capture: Some(false),
-            ..CapturePaymentIntent::default()
-        };
-        let cp = capture_facts(&id, &partial);
-        assert_eq!(target_of(&cp), Some(("payment_intent", "pi_1")));
-        assert_eq!(capture_is_final(Some(&cp)), Some(false));
-        let cp = capture_facts(&id, &CapturePaymentIntent::default());
-        assert_eq!(capture_is_final(Some(&cp)), Some(true));
-        assert_eq!(capture_is_final(Some("payment_intent=pi_1")), None);
-        assert_eq!(target_of("charge=ch_1"), Some(("charge", "ch_1")));
-    }
 
     #[test]
     fn version_dates() {

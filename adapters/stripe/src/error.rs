@@ -6,10 +6,10 @@
 //! masked.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
-use idem::{IdempotencyKey, StoreError};
+use idem::IdempotencyKey;
+use idem::adapter::{AdapterFailure, CallError, WireError};
 use serde::Deserialize;
 
 /// A value could not be parsed.
@@ -239,52 +239,20 @@ impl fmt::Display for StripeError {
 
 impl std::error::Error for StripeError {}
 
-/// Errors from [`StripeClient`](crate::StripeClient).
+/// Errors from [`StripeClient`](crate::StripeClient): idem's one error
+/// shape with Stripe's error answer, and Stripe's own cases in
+/// [`CallError::Adapter`].
 ///
-/// Every variant about an operation names its idempotency key, so an
-/// operator can find the ledger record.
+/// An unknown outcome inside Stripe's 24 h key window carries
+/// `resend_safe_until` (a retry with the same key is safe and
+/// [`is_retryable`](CallError::is_retryable)); past it, reconciliation runs
+/// instead of a resend.
+pub type Error = CallError<StripeError, AdapterError>;
+
+/// Stripe's own failure cases, in [`Error::Adapter`](CallError::Adapter).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
-    /// Stripe rejected the request (card declined, invalid request, ...). The
-    /// rejection is recorded as `failed`; sending it again with the same key
-    /// gives the same answer, so a new attempt needs an operator bump.
-    #[error("Stripe rejected {key}{}: {error}", if *.from_ledger { " (recorded earlier)" } else { "" })]
-    Api {
-        /// The key.
-        key: IdempotencyKey,
-        /// Stripe's error.
-        #[source]
-        error: Box<StripeError>,
-        /// Whether the rejection was read from the ledger (an earlier run).
-        from_ledger: bool,
-    },
-    /// The key was already used for a different request: either our ledger
-    /// holds another request under it, or Stripe answered 400
-    /// `idempotency_error`. Never retried; use a new key for the new request.
-    #[error("idempotency key {key} was reused for a different request ({detail})")]
-    KeyReused {
-        /// The key.
-        key: IdempotencyKey,
-        /// What differs (never the request body).
-        detail: String,
-        /// Stripe's error, when Stripe refused it.
-        #[source]
-        stripe: Option<Box<StripeError>>,
-    },
-    /// The outcome is unknown. When `resend_safe_until` is set, running the
-    /// same job again before then resends with the same key and Stripe
-    /// dedupes it; otherwise reconcile, then resolve or bump.
-    #[error("outcome of {key} is unknown ({reason}){}", match .resend_safe_until { Some(_) => "; a retry with the same key is safe inside Stripe's 24 h key window", None => "; not resent" })]
-    OutcomeUnknown {
-        /// The key.
-        key: IdempotencyKey,
-        /// What happened, without secrets.
-        reason: String,
-        /// Until when a resend with the same key is covered by Stripe's key
-        /// window (conservatively: first send + 24 h - one claim's budget).
-        resend_safe_until: Option<SystemTime>,
-    },
+pub enum AdapterError {
     /// Stripe's key window has passed, the outcome was unknown, and a search
     /// for the key found no object. Stripe's search can lag writes by about
     /// a minute: reconcile again later; if it is still not found, an
@@ -330,42 +298,6 @@ pub enum Error {
         /// What to use instead.
         hint: &'static str,
     },
-    /// Stripe did not process the request (rate limited, never connected);
-    /// the record is back to `pending` and a later run sends the same key.
-    #[error("{key} was not processed by Stripe ({reason}); safe to retry with the same key")]
-    NotSent {
-        /// The key.
-        key: IdempotencyKey,
-        /// What happened.
-        reason: String,
-        /// How long Stripe asked to wait, if it said.
-        retry_after: Option<Duration>,
-    },
-    /// Another worker is sending this key right now.
-    #[error("{key} is being sent by another worker (lease until {})", idem::time::format_http_date(*lease_expires_at))]
-    InFlight {
-        /// The key.
-        key: IdempotencyKey,
-        /// When that worker's lease ends.
-        lease_expires_at: SystemTime,
-    },
-    /// An operator bumped the key to a later attempt.
-    #[error("{key} was superseded by {by}; use the new key")]
-    Superseded {
-        /// The old key.
-        key: IdempotencyKey,
-        /// Its successor.
-        by: IdempotencyKey,
-    },
-    /// The request is invalid before sending (reserved metadata key, bad
-    /// header value). Nothing was recorded or sent.
-    #[error("invalid Stripe request for {key}: {reason}")]
-    InvalidRequest {
-        /// The key.
-        key: IdempotencyKey,
-        /// What is wrong.
-        reason: String,
-    },
     /// No ledger record has this key, so there is nothing to reconcile.
     #[error("no ledger record for {key}; nothing to reconcile")]
     NoRecord {
@@ -390,71 +322,44 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
-    /// The ledger failed.
-    #[error("ledger error")]
-    Store(#[source] StoreError),
-    /// Any other error of the executor.
-    #[error("executor error")]
-    Executor(#[source] idem::ExecError),
 }
 
-impl Error {
-    /// The key the error concerns, if any.
-    pub fn key(&self) -> Option<&IdempotencyKey> {
+impl AdapterFailure<StripeError> for AdapterError {
+    fn key(&self) -> Option<&IdempotencyKey> {
         match self {
-            Self::Api { key, .. }
-            | Self::KeyReused { key, .. }
-            | Self::OutcomeUnknown { key, .. }
-            | Self::NotFound { key, .. }
+            Self::NotFound { key, .. }
             | Self::Undetermined { key, .. }
             | Self::UnsupportedParameter { key, .. }
-            | Self::NotSent { key, .. }
-            | Self::InFlight { key, .. }
-            | Self::Superseded { key, .. }
-            | Self::InvalidRequest { key, .. }
             | Self::NoRecord { key }
             | Self::Decode { key, .. }
             | Self::Reconcile { key, .. } => Some(key),
-            Self::Store(_) => None,
-            Self::Executor(e) => e.key(),
         }
     }
 
-    /// Whether running the same job again later, with the same key, may
-    /// succeed without an operator: not processed, in flight elsewhere, an
-    /// unknown outcome still inside Stripe's key window, a lookup that may
-    /// find the object later, or the ledger was down.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::NotSent { .. }
-            | Self::InFlight { .. }
-            | Self::NotFound { .. }
-            | Self::Reconcile { .. } => true,
-            Self::OutcomeUnknown {
-                resend_safe_until, ..
-            } => resend_safe_until.is_some(),
-            Self::Store(e) => e.is_unavailable(),
-            Self::Executor(e) => e.is_retryable(),
-            _ => false,
-        }
+    /// A lookup that may find the object later, or that failed, is
+    /// retryable.
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::NotFound { .. } | Self::Reconcile { .. })
     }
 
-    /// Whether the outcome is still unknown (needs a retry, reconciliation or
-    /// an operator).
-    pub fn is_unknown(&self) -> bool {
-        matches!(
-            self,
-            Self::OutcomeUnknown { .. } | Self::NotFound { .. } | Self::Undetermined { .. }
-        )
+    fn is_unknown(&self) -> bool {
+        matches!(self, Self::NotFound { .. } | Self::Undetermined { .. })
+    }
+}
+
+impl From<AdapterError> for Error {
+    fn from(e: AdapterError) -> Self {
+        Self::Adapter(e)
+    }
+}
+
+impl WireError for StripeError {
+    fn parse(status: StatusCode, headers: Option<&HeaderMap>, body: &[u8]) -> Self {
+        Self::from_response(status, headers, body)
     }
 
-    /// Stripe's error, when Stripe answered with one.
-    pub fn stripe_error(&self) -> Option<&StripeError> {
-        match self {
-            Self::Api { error, .. } => Some(error),
-            Self::KeyReused { stripe, .. } => stripe.as_deref(),
-            _ => None,
-        }
+    fn is_key_reuse(&self) -> bool {
+        StripeError::is_key_reuse(self)
     }
 }
 

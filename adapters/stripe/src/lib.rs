@@ -45,12 +45,12 @@
 //!   `metadata[idem_key]` ([`IDEM_KEY_METADATA`]). Once the key window has
 //!   passed with an outcome still unknown, the write is not resent blindly:
 //!   [`StripeClient::reconcile`] (called automatically) searches for the key
-//!   and returns the object, or [`Error::NotFound`] / [`Error::Undetermined`]
+//!   and returns the object, or [`AdapterError::NotFound`] / [`AdapterError::Undetermined`]
 //!   when Stripe's answer proves nothing. Only positive proof that the
 //!   effect is absent lets the same key be sent again.
 //! * **Versions.** With [`StripeClientBuilder::stripe_version`] set, a
 //!   parameter that version does not have is refused
-//!   ([`Error::UnsupportedParameter`]) before anything is recorded or sent.
+//!   ([`AdapterError::UnsupportedParameter`]) before anything is recorded or sent.
 //!
 //! ## Reconciliation limits
 //!
@@ -79,17 +79,23 @@ mod classifier;
 mod client;
 pub mod error;
 mod form;
-pub mod objects;
-pub mod params;
-mod reconcile_trait;
-pub mod types;
+mod reconcile;
+pub use reconcile::Reconciliation;
+
+/// The types of this crate: ids and values, request params, answered objects.
+pub mod model {
+    pub mod objects;
+    pub mod params;
+    pub mod types;
+}
+pub use model::{objects, params, types};
 
 pub use classifier::StripeClassifier;
 pub use client::{
-    Charges, Customers, DEFAULT_BASE_URL, KEY_RETENTION, PROVIDER_NAME, PaymentIntents,
-    Reconciliation, Refunds, StripeClient, StripeClientBuilder, StripeResponse, default_retry,
+    Charges, Customers, DEFAULT_BASE_URL, KEY_RETENTION, PROVIDER_NAME, PaymentIntents, Refunds,
+    Stripe, StripeClient, StripeClientBuilder, StripeResponse, default_retry,
 };
-pub use error::{ConfigError, Error, ErrorType, ParseError, StripeError};
+pub use error::{AdapterError, ConfigError, Error, ErrorType, ParseError, StripeError};
 pub use objects::{Charge, Customer, PaymentIntent, PaymentIntentStatus, Refund, StripeObject};
 pub use params::{
     AutomaticPaymentMethods, CaptureMethod, CapturePaymentIntent, ConfirmPaymentIntent,

@@ -303,7 +303,7 @@ async fn secrets_never_show() {
         )
         .await
         .unwrap_err();
-    let shown = format!("{err} / {err:?} / {}", err.stripe_error().unwrap());
+    let shown = format!("{err} / {err:?} / {}", err.wire_error().unwrap());
     assert!(!shown.contains(SECRET), "{shown}");
-    assert!(!err.stripe_error().unwrap().to_string().contains(SECRET));
+    assert!(!err.wire_error().unwrap().to_string().contains(SECRET));
 }

@@ -8,7 +8,7 @@ use common::*;
 use idem::executor::Source;
 use idem::{Executor, OperationState};
 use idem_stripe::{
-    Amount, CaptureMethod, CapturePaymentIntent, CreateCustomer, CreateRefund, Error,
+    AdapterError, Amount, CaptureMethod, CapturePaymentIntent, CreateCustomer, CreateRefund, Error,
     PaymentIntentStatus, Reconciliation, StripeObject,
 };
 use idem_testkit::{FakeStripe, Fault};
@@ -378,7 +378,7 @@ async fn not_found_after_the_window_then_operator_bump_sends_v2() {
         .await
         .unwrap_err();
     match &err {
-        Error::NotFound { key, .. } => assert_eq!(key, &v1),
+        Error::Adapter(AdapterError::NotFound { key, .. }) => assert_eq!(key, &v1),
         other => panic!("expected NotFound, got {other:?}"),
     }
     assert!(err.to_string().contains("search may lag"));
@@ -429,7 +429,7 @@ async fn operator_bump_on_postgres_keeps_v1_superseded() {
         .await
         .unwrap_err();
     assert!(
-        err.stripe_error().is_some_and(|e| e.is_card_error()),
+        err.wire_error().is_some_and(|e| e.is_card_error()),
         "{err:?}"
     );
     let v2 = exec.store().bump(&v1, false, exec.now()).await.unwrap();
@@ -460,7 +460,7 @@ async fn key_reused_for_a_different_request_is_a_typed_error_never_retried() {
     let mut other = charge_params();
     other.amount = Amount::minor(5000);
     match stripe.payment_intents().create(&k, &other).await {
-        Err(Error::KeyReused { stripe: None, .. }) => {}
+        Err(Error::KeyReused { error: None, .. }) => {}
         res => panic!("expected a local KeyReused: {res:?}"),
     }
     assert_eq!(fake.write_requests(), 1);
@@ -474,9 +474,7 @@ async fn key_reused_for_a_different_request_is_a_typed_error_never_retried() {
         .await
         .unwrap_err();
     match &err {
-        Error::KeyReused {
-            stripe: Some(e), ..
-        } => assert!(e.is_key_reuse()),
+        Error::KeyReused { error: Some(e), .. } => assert!(e.is_key_reuse()),
         other => panic!("expected KeyReused from Stripe: {other:?}"),
     }
     assert!(err.to_string().contains("reused for a different request"));
@@ -547,7 +545,7 @@ async fn card_decline_is_recorded_and_answered_from_the_ledger() {
         .create(&k, &params)
         .await
         .unwrap_err();
-    let Error::Api {
+    let Error::Rejected {
         error, from_ledger, ..
     } = &err
     else {
@@ -565,7 +563,7 @@ async fn card_decline_is_recorded_and_answered_from_the_ledger() {
         .unwrap_err();
     assert!(matches!(
         again,
-        Error::Api {
+        Error::Rejected {
             from_ledger: true,
             ..
         }
@@ -683,7 +681,7 @@ async fn reconcile_reports_what_it_cannot_know() {
     let stripe = client_with(exec.clone(), &fake, fast_retry().with_max_attempts(1));
     assert!(matches!(
         stripe.reconcile(&key("joes-bikes_orders_15_v1")).await,
-        Err(Error::NoRecord { .. })
+        Err(Error::Adapter(AdapterError::NoRecord { .. }))
     ));
 
     // Created, but the search index lags: not found, the record stays unknown.

@@ -11,8 +11,8 @@ use idem::executor::Source;
 use idem::reconcile::{Reconcile, ReconcileVerdict};
 use idem::{Executor, ManualClock, OperationState};
 use idem_stripe::{
-    Amount, CaptureMethod, CapturePaymentIntent, CreatePaymentIntent, Currency, Error,
-    PaymentIntentStatus, Reconciliation, StripeClient,
+    AdapterError, Amount, CaptureMethod, CapturePaymentIntent, CreatePaymentIntent, Currency,
+    Error, PaymentIntentStatus, Reconciliation, StripeClient,
 };
 use idem_testkit::{FakeStripe, Fault};
 
@@ -84,7 +84,10 @@ async fn lost_partial_capture_is_not_captured_again(exec: Executor, clock: Manua
         .capture(&k, &pi.id, &partial(500))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Undetermined { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Adapter(AdapterError::Undetermined { .. })),
+        "{err:?}"
+    );
     assert!(err.is_unknown());
     assert!(!err.is_retryable(), "an operator decides");
     assert_eq!(
@@ -261,12 +264,12 @@ async fn payment_method_types_is_refused_on_endive_before_anything_is_recorded()
         .await
         .unwrap_err();
     match &err {
-        Error::UnsupportedParameter {
+        Error::Adapter(AdapterError::UnsupportedParameter {
             key,
             param,
             version,
             ..
-        } => {
+        }) => {
             assert_eq!(key, &k);
             assert_eq!(*param, "payment_method_types");
             assert_eq!(version, "2026-10-28.endive");
@@ -320,10 +323,10 @@ async fn allowed_payment_method_types_is_refused_before_dahlia() {
     assert!(
         matches!(
             err,
-            Error::UnsupportedParameter {
+            Error::Adapter(AdapterError::UnsupportedParameter {
                 param: "allowed_payment_method_types",
                 ..
-            }
+            })
         ),
         "{err:?}"
     );

@@ -4,15 +4,19 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use idem::adapter::Provider as AdapterProvider;
 use idem::executor::{Begun, Provider, RetrySettings, SafetyClass, Source, Url};
 use idem::{Executor, IdempotencyKey, OutboundRequest};
 
-use crate::classify::{LookupClassifier, TwilioClassifier};
-use crate::error::{Error, TwilioError};
-use crate::message::{CreateMessage, Message, check_callback_url};
+use crate::classifier::{LookupClassifier, TwilioClassifier};
+use crate::error::{AdapterError, Error, TwilioError};
+use crate::model::{CreateMessage, Message, check_callback_url};
 
 /// The provider name recorded in the ledger.
-pub const PROVIDER: &str = "twilio";
+pub const PROVIDER_NAME: &str = "twilio";
+/// The old name of [`PROVIDER_NAME`].
+#[deprecated(note = "renamed PROVIDER_NAME, as in every adapter")]
+pub const PROVIDER: &str = PROVIDER_NAME;
 /// The operation name recorded in the ledger for a message send.
 pub const OPERATION: &str = "messages.create";
 /// The query parameter of the status-callback URL that carries the key.
@@ -24,6 +28,32 @@ pub const OPERATION: &str = "messages.create";
 pub const CALLBACK_KEY_PARAM: &str = "idemkey";
 /// Twilio's API base.
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
+
+/// Twilio as idem's adapter kit describes it: sends are
+/// [`LocalOnly`](SafetyClass::LocalOnly) (Twilio has no idempotency key).
+#[derive(Debug, Clone, Copy)]
+pub struct Twilio;
+
+impl AdapterProvider for Twilio {
+    const NAME: &'static str = PROVIDER_NAME;
+    type WireError = TwilioError;
+    type Classifier = TwilioClassifier;
+
+    fn safety_class() -> SafetyClass {
+        SafetyClass::LocalOnly
+    }
+
+    fn classifier() -> TwilioClassifier {
+        TwilioClassifier
+    }
+
+    fn default_retry() -> RetrySettings {
+        RetrySettings::default()
+            .with_max_attempts(4)
+            .with_attempt_timeout(Duration::from_secs(15))
+            .with_total_timeout(Duration::from_secs(60))
+    }
+}
 
 /// Twilio credentials for HTTP Basic auth. `Debug` hides the secret.
 #[derive(Clone)]
@@ -134,7 +164,7 @@ impl TwilioClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when the account SID, the base URL or the status
+    /// [`AdapterError::Config`] when the account SID, the base URL or the status
     /// callback URL is invalid.
     pub fn build(self) -> Result<TwilioClient, Error> {
         let sid = self.credentials.account_sid();
@@ -142,19 +172,20 @@ impl TwilioClientBuilder {
             || !sid.starts_with("AC")
             || !sid.bytes().all(|b| b.is_ascii_alphanumeric())
         {
-            return Err(Error::Config(
+            return Err(AdapterError::Config(
                 "the account SID must look like AC followed by letters and digits".into(),
-            ));
+            )
+            .into());
         }
         if self.credentials.username.is_empty() || self.credentials.secret.is_empty() {
-            return Err(Error::Config("the credentials are empty".into()));
+            return Err(AdapterError::Config("the credentials are empty".into()).into());
         }
         let mut base: Url = self
             .base_url
             .parse()
-            .map_err(|e| Error::Config(format!("base URL is not a URL: {e}")))?;
+            .map_err(|e| AdapterError::Config(format!("base URL is not a URL: {e}")))?;
         if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
-            return Err(Error::Config("base URL must be an http(s) URL".into()));
+            return Err(AdapterError::Config("base URL must be an http(s) URL".into()).into());
         }
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
@@ -162,17 +193,16 @@ impl TwilioClientBuilder {
         }
         base.set_query(None);
         if let Some(cb) = &self.status_callback {
-            check_callback_url(cb).map_err(Error::Config)?;
+            check_callback_url(cb).map_err(AdapterError::Config)?;
         }
         Ok(TwilioClient {
             inner: Arc::new(Inner {
                 executor: self.executor,
-                provider: Provider::new(PROVIDER, SafetyClass::LocalOnly, TwilioClassifier)
-                    .with_retry(self.retry),
+                provider: Twilio::executor_provider(self.retry),
                 // Only ever passed to `Executor::read`, which retries reads
                 // whatever the class; it never claims a ledger row.
                 lookup_provider: Provider::new(
-                    PROVIDER,
+                    PROVIDER_NAME,
                     SafetyClass::NaturallyIdempotent,
                     LookupClassifier,
                 )
@@ -235,10 +265,7 @@ impl TwilioClient {
     /// The default send retry bounds: 4 attempts, backoff 0.5–5 s, 15 s per
     /// attempt, 60 s in all, `Retry-After` honoured up to 30 s.
     pub fn default_retry() -> RetrySettings {
-        RetrySettings::default()
-            .with_max_attempts(4)
-            .with_attempt_timeout(Duration::from_secs(15))
-            .with_total_timeout(Duration::from_secs(60))
+        Twilio::default_retry()
     }
 
     /// Message sends and lookups.
@@ -262,10 +289,11 @@ impl TwilioClient {
     }
 
     pub(crate) fn url(&self, path: &str) -> Result<Url, Error> {
-        self.inner
-            .base
-            .join(path)
-            .map_err(|e| Error::Config(format!("cannot build a Twilio URL: {e}")))
+        self.inner.base.join(path).map_err(|e| {
+            Error::Adapter(AdapterError::Config(format!(
+                "cannot build a Twilio URL: {e}"
+            )))
+        })
     }
 
     pub(crate) fn messages_url(&self) -> Result<Url, Error> {
@@ -322,8 +350,8 @@ impl Messages<'_> {
     /// [`Error::Rejected`] (Twilio said no; recorded `failed`),
     /// [`Error::OutcomeUnknown`] (reconcile, or bump),
     /// [`Error::NotSent`] (retry later, same key), [`Error::InFlight`],
-    /// [`Error::Superseded`], [`Error::InvalidRequest`], [`Error::Decode`],
-    /// or [`Error::Exec`] for ledger failures and a key reused for another
+    /// [`Error::Superseded`], [`Error::InvalidRequest`], [`AdapterError::Decode`],
+    /// or [`Error::Store`] for ledger failures and a key reused for another
     /// message.
     pub async fn create(self, key: &IdempotencyKey, msg: &CreateMessage) -> Result<Sent, Error> {
         let client = self.client;
@@ -333,15 +361,16 @@ impl Messages<'_> {
             .executor
             .begin(&client.inner.provider, key, OPERATION, req.fingerprint())
             .await
-            .map_err(Error::from_exec)?;
+            .map_err(Error::from)?;
         let mut claim = match begun {
             Begun::Claimed(claim) => claim,
             Begun::Done(delivered) => return decode(key, &delivered.body, delivered.source),
             other => {
-                return Err(Error::Config(format!(
+                return Err(AdapterError::Config(format!(
                     "this idem-twilio does not understand the executor's answer {other:?}; \
                      upgrade idem-twilio"
-                )));
+                ))
+                .into());
             }
         };
         // What a lookup needs to find this message again from the key alone
@@ -364,8 +393,8 @@ impl Messages<'_> {
         match claim.finish(outcome).await {
             Ok(delivered) => decode(key, &delivered.body, delivered.source),
             Err(e) => {
-                let mut err = Error::from_exec(e);
-                if let Error::NotSent { twilio: slot, .. } = &mut err {
+                let mut err = Error::from(e);
+                if let Error::NotSent { error: slot, .. } = &mut err {
                     *slot = twilio;
                 }
                 tracing::warn!(key = %key, error = %err, "twilio message not delivered");
@@ -393,7 +422,7 @@ impl Messages<'_> {
         msg: &CreateMessage,
     ) -> Result<OutboundRequest, Error> {
         msg.validate().map_err(|reason| Error::InvalidRequest {
-            key: Some(key.clone()),
+            key: key.clone(),
             reason,
         })?;
         let mut form: Vec<(&str, String)> = vec![("To", msg.to.clone())];
@@ -432,7 +461,7 @@ pub(crate) fn callback_with_key(base: &Url, key: &IdempotencyKey) -> Url {
 }
 
 pub(crate) fn decode(key: &IdempotencyKey, body: &[u8], source: Source) -> Result<Sent, Error> {
-    let message: Message = serde_json::from_slice(body).map_err(|e| Error::Decode {
+    let message: Message = serde_json::from_slice(body).map_err(|e| AdapterError::Decode {
         key: key.clone(),
         reason: format!("not a Twilio Message: {e}"),
     })?;

@@ -6,10 +6,10 @@
 //! `more_info`, `status`).
 
 use std::fmt;
-use std::time::Duration;
 
-use http::StatusCode;
-use idem::{ExecError, IdempotencyKey, OperationState, StoreError};
+use http::{HeaderMap, StatusCode};
+use idem::adapter::{AdapterFailure, CallError, WireError};
+use idem::{IdempotencyKey, OperationState};
 use serde::Deserialize;
 
 /// Twilio's error body, as the REST API returns it:
@@ -137,78 +137,20 @@ impl fmt::Display for TwilioError {
 
 impl std::error::Error for TwilioError {}
 
-/// Errors of the Twilio adapter.
+/// Errors of the Twilio adapter: idem's one error shape with Twilio's error
+/// body, and Twilio's own cases in [`CallError::Adapter`].
+///
+/// Twilio has no idempotency key, so an unknown outcome is never resent
+/// (`resend_safe_until` is always `None`): reconcile it (status callback, or
+/// `messages().reconcile`); if Twilio has no such message, bump the key to
+/// the next attempt to send once more. A rejection is recorded as `failed`:
+/// fix the data, then bump the key.
+pub type Error = CallError<TwilioError, AdapterError>;
+
+/// Twilio's own failure cases, in [`Error::Adapter`](CallError::Adapter).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
-    /// Twilio rejected the message (for example 21211, invalid `To`). The
-    /// ledger records it as `failed`; running the job again returns the same
-    /// error without sending. Fix the data, then bump the key to send again.
-    #[error(
-        "Twilio rejected message {key}: {error}; recorded as failed, not retried. \
-         Fix the request, then bump the key to the next attempt to send it"
-    )]
-    Rejected {
-        /// The key.
-        key: IdempotencyKey,
-        /// Twilio's error.
-        #[source]
-        error: Box<TwilioError>,
-        /// Whether this is the stored answer of an earlier run.
-        from_ledger: bool,
-    },
-    /// The message may have been queued at Twilio but no answer came back
-    /// (a timeout or a 5xx after the request was sent). Twilio has no
-    /// idempotency key, so it is NOT resent: the ledger row stays `unknown`.
-    #[error(
-        "outcome of Twilio message {key} is unknown ({reason}). It was not resent: Twilio has \
-         no idempotency key and a resend could text the customer twice. Reconcile it (status \
-         callback, or `messages().reconcile`); if Twilio has no such message, bump the key \
-         to the next attempt to send once more"
-    )]
-    OutcomeUnknown {
-        /// The key.
-        key: IdempotencyKey,
-        /// What happened (no URL, no body).
-        reason: String,
-    },
-    /// Provably nothing was queued (the connection was never made, or Twilio
-    /// answered 429). The row is back to `pending`: run the job again later
-    /// with the same key.
-    #[error("Twilio message {key} was not sent ({reason}); safe to retry later with the same key")]
-    NotSent {
-        /// The key.
-        key: IdempotencyKey,
-        /// What happened.
-        reason: String,
-        /// How long Twilio asked to wait, if it said.
-        retry_after: Option<Duration>,
-        /// Twilio's error, when Twilio answered (429).
-        twilio: Option<Box<TwilioError>>,
-    },
-    /// Another worker is sending this key right now.
-    #[error("Twilio message {key} is being sent by another worker; try again after its lease")]
-    InFlight {
-        /// The key.
-        key: IdempotencyKey,
-    },
-    /// An operator bumped this key; the job must use the newer key.
-    #[error("Twilio message {key} was superseded by {by}; send with the new key")]
-    Superseded {
-        /// The old key.
-        key: IdempotencyKey,
-        /// The new key.
-        by: IdempotencyKey,
-    },
-    /// The message is invalid before anything is recorded or sent (for
-    /// example no `From`, an empty body, a status-callback host with `_`).
-    #[error("invalid Twilio message{}: {reason}", key_suffix(key.as_ref()))]
-    InvalidRequest {
-        /// The key, when the request belonged to one.
-        key: Option<IdempotencyKey>,
-        /// What is wrong.
-        reason: String,
-    },
+pub enum AdapterError {
     /// The client configuration is invalid.
     #[error("invalid Twilio client configuration: {0}")]
     Config(String),
@@ -231,7 +173,7 @@ pub enum Error {
         /// What failed.
         reason: String,
         /// Twilio's error, when Twilio answered.
-        twilio: Option<Box<TwilioError>>,
+        error: Option<Box<TwilioError>>,
     },
     /// A status callback could not be read.
     #[error("invalid Twilio status callback: {0}")]
@@ -246,103 +188,40 @@ pub enum Error {
         /// Why nothing was done.
         reason: &'static str,
     },
-    /// Any other executor error (ledger failure, key reused for a different
-    /// message).
-    #[error(transparent)]
-    Exec(ExecError),
 }
 
-fn key_suffix(key: Option<&IdempotencyKey>) -> String {
-    key.map(|k| format!(" {k}")).unwrap_or_default()
-}
-
-impl Error {
-    /// The idempotency key the error concerns, if any.
-    pub fn key(&self) -> Option<&IdempotencyKey> {
+impl AdapterFailure<TwilioError> for AdapterError {
+    fn key(&self) -> Option<&IdempotencyKey> {
         match self {
-            Self::Rejected { key, .. }
-            | Self::OutcomeUnknown { key, .. }
-            | Self::NotSent { key, .. }
-            | Self::InFlight { key }
-            | Self::Superseded { key, .. }
-            | Self::Decode { key, .. }
-            | Self::Lookup { key, .. }
-            | Self::State { key, .. } => Some(key),
-            Self::InvalidRequest { key, .. } => key.as_ref(),
-            Self::Exec(e) => e.key(),
+            Self::Decode { key, .. } | Self::Lookup { key, .. } | Self::State { key, .. } => {
+                Some(key)
+            }
             Self::Config(_) | Self::Callback(_) => None,
         }
     }
 
-    /// Twilio's error, when Twilio answered with one.
-    pub fn twilio_error(&self) -> Option<&TwilioError> {
+    /// A failed lookup may succeed later.
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Lookup { .. })
+    }
+
+    fn wire_error(&self) -> Option<&TwilioError> {
         match self {
-            Self::Rejected { error, .. } => Some(error),
-            Self::NotSent { twilio, .. } | Self::Lookup { twilio, .. } => twilio.as_deref(),
+            Self::Lookup { error, .. } => error.as_deref(),
             _ => None,
-        }
-    }
-
-    /// Twilio's error code, when Twilio answered with one.
-    pub fn code(&self) -> Option<u32> {
-        self.twilio_error().and_then(TwilioError::code)
-    }
-
-    /// Whether running the same job again later, with the same key, may
-    /// succeed without an operator: nothing was sent (connect failure, 429),
-    /// another worker holds the key, the ledger was down, or a lookup failed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::NotSent { .. } | Self::InFlight { .. } | Self::Lookup { .. } => true,
-            Self::Exec(e) => e.is_retryable(),
-            _ => false,
-        }
-    }
-
-    /// Whether the outcome is unknown and needs reconciliation or a bump.
-    pub fn is_unknown(&self) -> bool {
-        matches!(self, Self::OutcomeUnknown { .. })
-    }
-
-    /// Converts an executor error about `key`, reading Twilio's body where
-    /// there is one.
-    pub(crate) fn from_exec(e: ExecError) -> Self {
-        match e {
-            ExecError::Rejected {
-                key,
-                status,
-                body,
-                from_ledger,
-            } => Self::Rejected {
-                key,
-                error: Box::new(TwilioError::from_response(status, &body)),
-                from_ledger,
-            },
-            ExecError::OutcomeUnknown { key, reason } => Self::OutcomeUnknown { key, reason },
-            ExecError::NotSent {
-                key,
-                reason,
-                retry_after,
-            } => Self::NotSent {
-                key,
-                reason,
-                retry_after,
-                twilio: None,
-            },
-            ExecError::InFlight { key, .. } => Self::InFlight { key },
-            ExecError::Superseded { key, by } => Self::Superseded { key, by },
-            ExecError::InvalidRequest { key, reason } => Self::InvalidRequest {
-                key: Some(key),
-                reason,
-            },
-            other => Self::Exec(other),
         }
     }
 }
 
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        Self::Exec(ExecError::Store(e))
+impl From<AdapterError> for Error {
+    fn from(e: AdapterError) -> Self {
+        Self::Adapter(e)
+    }
+}
+
+impl WireError for TwilioError {
+    fn parse(status: StatusCode, _headers: Option<&HeaderMap>, body: &[u8]) -> Self {
+        Self::from_response(status, body)
     }
 }
 
@@ -396,6 +275,7 @@ mod tests {
         let e = Error::OutcomeUnknown {
             key,
             reason: "timed out after 1 attempt(s)".into(),
+            resend_safe_until: None,
         };
         let shown = e.to_string();
         assert!(shown.contains("joes-bikes_sms_42_v1"));

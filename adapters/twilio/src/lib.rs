@@ -60,21 +60,21 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod classify;
+mod classifier;
 mod client;
 pub mod error;
-mod message;
+mod model;
 pub mod reconcile;
-mod reconcile_trait;
 pub mod signature;
 
-pub use classify::TwilioClassifier;
+pub use classifier::TwilioClassifier;
+#[allow(deprecated)]
 pub use client::{
-    CALLBACK_KEY_PARAM, Credentials, DEFAULT_BASE_URL, Messages, OPERATION, PROVIDER, Sent,
-    TwilioClient, TwilioClientBuilder,
+    CALLBACK_KEY_PARAM, Credentials, DEFAULT_BASE_URL, Messages, OPERATION, PROVIDER,
+    PROVIDER_NAME, Sent, Twilio, TwilioClient, TwilioClientBuilder,
 };
-pub use error::{Error, TwilioError};
-pub use message::{
+pub use error::{AdapterError, Error, TwilioError};
+pub use model::{
     CreateMessage, MAX_BODY_CHARS, MAX_MEDIA, Message, MessageSid, MessageStatus, Sender,
 };
 pub use reconcile::{CallbackOutcome, Reconciled, reconcile_from_callback};

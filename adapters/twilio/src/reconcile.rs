@@ -57,10 +57,10 @@ use idem::{IdempotencyKey, OperationState, OutboundRequest, StoreError};
 use serde::Deserialize;
 
 use crate::client::{
-    CALLBACK_KEY_PARAM, Messages, OPERATION, PROVIDER, Sent, TwilioClient, decode,
+    CALLBACK_KEY_PARAM, Messages, OPERATION, PROVIDER_NAME, Sent, TwilioClient, decode,
 };
-use crate::error::{Error, TwilioError};
-use crate::message::{CreateMessage, Message, MessageSid, MessageStatus, Sender};
+use crate::error::{AdapterError, Error, TwilioError};
+use crate::model::{CreateMessage, Message, MessageSid, MessageStatus, Sender};
 use idem::time::parse_rfc2822;
 
 /// Checkpoint prefix of the message a send recorded for lookups.
@@ -192,8 +192,8 @@ pub enum CallbackOutcome {
 ///
 /// # Errors
 ///
-/// [`Error::Callback`] for a malformed callback or a key that is not a
-/// Twilio message's; [`Error::Exec`] when the ledger fails or has no such
+/// [`AdapterError::Callback`] for a malformed callback or a key that is not a
+/// Twilio message's; [`Error::Store`] when the ledger fails or has no such
 /// key.
 pub async fn reconcile_from_callback<I, K, V>(
     store: &dyn LedgerStore,
@@ -237,7 +237,9 @@ impl CallbackParams {
             match k.as_ref() {
                 CALLBACK_KEY_PARAM => {
                     let key = v.parse().map_err(|e| {
-                        Error::Callback(format!("`{CALLBACK_KEY_PARAM}` is not an idem key: {e}"))
+                        AdapterError::Callback(format!(
+                            "`{CALLBACK_KEY_PARAM}` is not an idem key: {e}"
+                        ))
                     })?;
                     cb.key = Some(key);
                 }
@@ -261,7 +263,7 @@ impl CallbackParams {
         let sid = self
             .sid
             .as_deref()
-            .ok_or_else(|| Error::Callback("no MessageSid".into()))?;
+            .ok_or_else(|| AdapterError::Callback("no MessageSid".into()))?;
         MessageSid::parse(sid)
     }
 
@@ -297,11 +299,12 @@ async fn apply_callback(
             .get(key)
             .await?
             .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
-        if op.provider != PROVIDER || op.operation != OPERATION {
-            return Err(Error::Callback(format!(
+        if op.provider != PROVIDER_NAME || op.operation != OPERATION {
+            return Err(AdapterError::Callback(format!(
                 "{key} is a {} {} record, not a Twilio message",
                 op.provider, op.operation
-            )));
+            ))
+            .into());
         }
         match op.state {
             OperationState::Unknown | OperationState::Sending => {
@@ -374,9 +377,10 @@ async fn apply_callback(
             }
         }
     }
-    Err(Error::Callback(format!(
+    Err(AdapterError::Callback(format!(
         "{key} kept changing while the callback was applied; deliver the callback again"
-    )))
+    ))
+    .into())
 }
 
 impl TwilioClient {
@@ -385,7 +389,7 @@ impl TwilioClient {
     ///
     /// # Errors
     ///
-    /// As [`reconcile_from_callback`], and [`Error::Callback`] when the
+    /// As [`reconcile_from_callback`], and [`AdapterError::Callback`] when the
     /// account differs.
     pub async fn handle_status_callback<I, K, V>(&self, params: I) -> Result<CallbackOutcome, Error>
     where
@@ -398,9 +402,10 @@ impl TwilioClient {
             return Ok(CallbackOutcome::NotOurs);
         };
         if cb.account_sid.as_deref() != Some(self.account_sid()) {
-            return Err(Error::Callback(
+            return Err(AdapterError::Callback(
                 "the callback's AccountSid is not this client's account".into(),
-            ));
+            )
+            .into());
         }
         let exec = self.executor();
         apply_callback(exec.store().as_ref(), &key, &cb, exec.now()).await
@@ -457,10 +462,10 @@ impl Messages<'_> {
     ///
     /// # Errors
     ///
-    /// [`Error::Lookup`] when Twilio could not be asked (row unchanged),
-    /// [`Error::State`] for a row that is `pending` or `failed`,
+    /// [`AdapterError::Lookup`] when Twilio could not be asked (row unchanged),
+    /// [`AdapterError::State`] for a row that is `pending` or `failed`,
     /// [`Error::InFlight`], [`Error::Superseded`], [`Error::InvalidRequest`],
-    /// and [`Error::Exec`] for ledger failures or a message that is not the
+    /// and [`Error::Store`] for ledger failures or a message that is not the
     /// one recorded under `key`.
     pub async fn reconcile(
         self,
@@ -487,32 +492,32 @@ impl Messages<'_> {
                         key: key.clone(),
                         by,
                     },
-                    None => Error::State {
+                    None => AdapterError::State {
                         key: key.clone(),
                         state: op.state,
                         reason: "superseded; reconcile the newest attempt",
-                    },
+                    }
+                    .into(),
                 });
             }
             state => {
-                return Err(Error::State {
+                return Err(AdapterError::State {
                     key: key.clone(),
                     state,
                     reason: "only an unknown send can be reconciled",
-                });
+                }
+                .into());
             }
         }
         // The row must be this very send (what `begin` checks for a send).
-        if op.provider != PROVIDER
+        if op.provider != PROVIDER_NAME
             || op.operation != OPERATION
             || op.fingerprint != req.fingerprint()
         {
-            return Err(Error::from_exec(idem::ExecError::Store(
-                StoreError::KeyReused {
-                    key: key.clone(),
-                    detail: "the row was recorded for another message".to_owned(),
-                },
-            )));
+            return Err(Error::from(StoreError::KeyReused {
+                key: key.clone(),
+                detail: "the row was recorded for another message".to_owned(),
+            }));
         }
 
         // The send window: from the first claim to the moment the row went
@@ -562,30 +567,32 @@ impl Messages<'_> {
                     client.authorize(OutboundRequest::get(page_url)),
                 )
                 .await
-                .map_err(|e| Error::Lookup {
+                .map_err(|e| AdapterError::Lookup {
                     key: key.clone(),
                     reason: format!("message list failed: {e}"),
-                    twilio: None,
+                    error: None,
                 })?;
             if !answer.is_success() {
-                return Err(Error::Lookup {
+                return Err(AdapterError::Lookup {
                     key: key.clone(),
                     reason: format!(
                         "message list failed: HTTP {} after {} attempt(s)",
                         answer.status, answer.attempts
                     ),
-                    twilio: Some(Box::new(TwilioError::from_response(
+                    error: Some(Box::new(TwilioError::from_response(
                         answer.status,
                         &answer.body,
                     ))),
-                });
+                }
+                .into());
             }
-            let page =
-                serde_json::from_slice::<ListPage>(&answer.body).map_err(|e| Error::Lookup {
+            let page = serde_json::from_slice::<ListPage>(&answer.body).map_err(|e| {
+                AdapterError::Lookup {
                     key: key.clone(),
                     reason: format!("Twilio's message list is unreadable: {e}"),
-                    twilio: None,
-                })?;
+                    error: None,
+                }
+            })?;
             matches.extend(
                 page.messages
                     .into_iter()
@@ -602,11 +609,12 @@ impl Messages<'_> {
         match matches.len() {
             1 => {
                 let message = matches.remove(0);
-                let body =
-                    Bytes::from(serde_json::to_vec(&message).map_err(|e| Error::Decode {
+                let body = Bytes::from(serde_json::to_vec(&message).map_err(|e| {
+                    AdapterError::Decode {
                         key: key.clone(),
                         reason: e.to_string(),
-                    })?);
+                    }
+                })?);
                 let resolution = Resolution::Succeeded {
                     status: 200,
                     body,
@@ -686,6 +694,130 @@ fn matches_request(m: &Message, msg: &CreateMessage, from: SystemTime, to: Syste
         .and_then(parse_rfc2822)
         .is_some_and(|t| t >= from && t <= to);
     outbound && same_to && same_from && same_service && same_body && same_media && in_window
+}
+
+mod by_key {
+    //! [`idem::reconcile::Reconcile`] for [`TwilioClient`]: reconciliation from
+    //! the key alone, for tools that work across providers (the operator
+    //! console).
+    //!
+    //! Twilio keeps no idempotency key, so the lookup is
+    //! [`Messages::reconcile`](crate::Messages::reconcile): the recipient's
+    //! messages, matched on sender, body, media and creation time. The message
+    //! it needs comes from the ledger row, where each send records it (see the
+    //! [`reconcile`](crate::reconcile) module). The verdicts:
+    //!
+    //! | lookup | [`ReconcileVerdict`] |
+    //! | --- | --- |
+    //! | exactly one match (or the row had already succeeded) | `Applied`, with the Message SID (row `succeeded`) |
+    //! | no match | `Undetermined`: not proof that nothing was sent (row `unknown`) |
+    //! | several matches | `Undetermined` (row `unknown`) |
+    //! | the row records no message | `Undetermined` (row `unknown`) |
+    //!
+    //! It never answers `NotApplied`: nothing Twilio shows proves that a message
+    //! was not created. An operator bumps the key, accepting the risk of a
+    //! second text, or waits for a status callback.
+
+    use async_trait::async_trait;
+    use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
+    use idem::{IdempotencyKey, OperationState};
+
+    use crate::client::{OPERATION, PROVIDER_NAME, TwilioClient, decode};
+    use crate::error::{AdapterError, Error};
+    use crate::reconcile::{Reconciled, recorded_message};
+
+    #[async_trait]
+    impl Reconcile for TwilioClient {
+        fn provider(&self) -> &str {
+            PROVIDER_NAME
+        }
+
+        async fn reconcile(
+            &self,
+            key: &IdempotencyKey,
+        ) -> Result<ReconcileVerdict, ReconcileError> {
+            let not = |reason: String| ReconcileError::NotReconcilable {
+                key: key.clone(),
+                reason,
+            };
+            let op = self
+                .executor()
+                .store()
+                .get(key)
+                .await
+                .map_err(|e| ReconcileError::Failed {
+                    key: key.clone(),
+                    reason: format!("the ledger failed: {e}"),
+                })?
+                .ok_or_else(|| not("no ledger record".to_owned()))?;
+            if op.provider != PROVIDER_NAME || op.operation != OPERATION {
+                return Err(not(format!(
+                    "the record is a {} {} operation, not a Twilio message",
+                    op.provider, op.operation
+                )));
+            }
+            match op.state {
+                OperationState::Succeeded => {
+                    let body = op.response_body.clone().unwrap_or_default();
+                    let sent = decode(key, &body, idem::executor::Source::Ledger)
+                        .map_err(|e| to_trait_error(key, e))?;
+                    return Ok(ReconcileVerdict::Applied {
+                        provider_id: Some(sent.message.sid.to_string()),
+                        note: "the record had already succeeded".to_owned(),
+                    });
+                }
+                OperationState::Unknown | OperationState::Sending => {}
+                state => return Err(not(format!("the record is {state}, not unknown"))),
+            }
+            let Some(msg) = recorded_message(op.checkpoint.as_deref()) else {
+                return Ok(ReconcileVerdict::Undetermined {
+                    note: "the record holds no message to look up (written by an older version, or \
+                           the ledger failed at send time); use Messages::reconcile with the original \
+                           message, or wait for a status callback"
+                        .to_owned(),
+                });
+            };
+            match self.messages().reconcile(key, &msg).await {
+                Ok(Reconciled::Found(sent) | Reconciled::AlreadySucceeded(sent)) => {
+                    Ok(ReconcileVerdict::Applied {
+                        provider_id: Some(sent.message.sid.to_string()),
+                        note: format!("found by lookup: {}", sent.message.sid),
+                    })
+                }
+                Ok(Reconciled::NotFound { .. }) => Ok(ReconcileVerdict::Undetermined {
+                    note:
+                        "no matching message in the send window; that does not prove none was sent"
+                            .to_owned(),
+                }),
+                Ok(Reconciled::Ambiguous { candidates, .. }) => {
+                    Ok(ReconcileVerdict::Undetermined {
+                        note: format!(
+                            "{} identical messages in the send window; cannot tell which is ours",
+                            candidates.len()
+                        ),
+                    })
+                }
+                Err(e) => Err(to_trait_error(key, e)),
+            }
+        }
+    }
+
+    fn to_trait_error(key: &IdempotencyKey, e: Error) -> ReconcileError {
+        let reason = e.to_string();
+        match e {
+            Error::Adapter(AdapterError::State { .. })
+            | Error::Superseded { .. }
+            | Error::InFlight { .. }
+            | Error::InvalidRequest { .. } => ReconcileError::NotReconcilable {
+                key: key.clone(),
+                reason,
+            },
+            _ => ReconcileError::Failed {
+                key: key.clone(),
+                reason,
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use idem::OperationState;
 use idem::executor::Source;
 use idem_testkit::{FakeTwilio, Fault};
 use idem_twilio::{
-    CALLBACK_KEY_PARAM, CallbackOutcome, CreateMessage, Error, MessageStatus, OPERATION,
-    Reconciled, TwilioClient, reconcile_from_callback,
+    AdapterError, CALLBACK_KEY_PARAM, CallbackOutcome, CreateMessage, Error, MessageStatus,
+    OPERATION, Reconciled, TwilioClient, TwilioError, reconcile_from_callback,
 };
 
 async fn unknown_send(fake: &FakeTwilio, twilio: &TwilioClient, k: &idem::IdempotencyKey) {
@@ -146,7 +146,10 @@ async fn callback_for_another_account_or_without_key() {
         }
     }
     let err = twilio.handle_status_callback(params).await.unwrap_err();
-    assert!(matches!(err, Error::Callback(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Adapter(AdapterError::Callback(_))),
+        "{err:?}"
+    );
     assert_eq!(state(&twilio, &k).await, OperationState::Unknown);
 
     let no_key = vec![("MessageSid", sid.as_str()), ("MessageStatus", "sent")];
@@ -296,13 +299,7 @@ async fn lookup_with_a_different_message_is_refused() {
     unknown_send(&fake, &twilio, &k).await;
     let other = CreateMessage::from_number(TO, FROM, "not what was sent");
     let err = twilio.messages().reconcile(&k, &other).await.unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            Error::Exec(idem::ExecError::Store(idem::StoreError::KeyReused { .. }))
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(&err, Error::KeyReused { .. }), "{err:?}");
     assert_eq!(state(&twilio, &k).await, OperationState::Unknown);
 }
 
@@ -314,15 +311,15 @@ async fn lookup_of_a_pending_or_failed_row_is_refused() {
     let k = key("joes-bikes_sms_29_v1");
     fake.inject(FakeTwilio::invalid_to());
     let err = twilio.messages().create(&k, &msg()).await.unwrap_err();
-    assert_eq!(err.code(), Some(21211));
+    assert_eq!(err.wire_error().and_then(TwilioError::code), Some(21211));
     let err = twilio.messages().reconcile(&k, &msg()).await.unwrap_err();
     assert!(
         matches!(
             err,
-            Error::State {
+            Error::Adapter(AdapterError::State {
                 state: OperationState::Failed,
                 ..
-            }
+            })
         ),
         "{err:?}"
     );

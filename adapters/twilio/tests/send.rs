@@ -13,7 +13,7 @@ use idem_testkit::Reply;
 use idem_testkit::mock::matchers::{basic_auth, method, path};
 use idem_testkit::mock::{Mock, MockServer};
 use idem_testkit::{FakeTwilio, Fault};
-use idem_twilio::{CreateMessage, Credentials, Error, Sender, TwilioClient};
+use idem_twilio::{CreateMessage, Credentials, Error, Sender, TwilioClient, TwilioError};
 
 fn created_response(sid: &str) -> Reply {
     Reply::new(201).set_body_json(created(sid))
@@ -252,12 +252,10 @@ async fn rate_limit_beyond_the_budget_is_not_sent_and_stays_pending() {
     let err = twilio.messages().create(&k, &msg()).await.unwrap_err();
     match &err {
         Error::NotSent {
-            retry_after,
-            twilio,
-            ..
+            retry_after, error, ..
         } => {
             assert_eq!(*retry_after, Some(Duration::from_secs(60)));
-            assert_eq!(twilio.as_ref().and_then(|t| t.code()), Some(20429));
+            assert_eq!(error.as_ref().and_then(|t| t.code()), Some(20429));
         }
         other => panic!("expected NotSent, got {other:?}"),
     }
@@ -299,7 +297,7 @@ async fn invalid_to_400_fails_with_twilios_code_and_is_not_retried() {
         }
         other => panic!("expected Rejected, got {other:?}"),
     }
-    assert_eq!(err.code(), Some(21211));
+    assert_eq!(err.wire_error().and_then(TwilioError::code), Some(21211));
     assert!(!err.is_retryable());
     assert!(
         !err.to_string().contains("+1555"),
@@ -319,7 +317,7 @@ async fn invalid_to_400_fails_with_twilios_code_and_is_not_retried() {
         ),
         "{err:?}"
     );
-    assert_eq!(err.code(), Some(21211));
+    assert_eq!(err.wire_error().and_then(TwilioError::code), Some(21211));
 }
 
 #[tokio::test]
@@ -421,7 +419,7 @@ async fn two_workers_send_one_message(a: Executor, b: Executor, name: &str) {
                 wire += 1;
                 assert_eq!(sent.message.sid.as_str(), SID1);
             }
-            Err(Error::InFlight { key }) => assert_eq!(key, k),
+            Err(Error::InFlight { key, .. }) => assert_eq!(key, k),
             Err(e) => panic!("unexpected: {e:?}"),
         }
     }
@@ -565,13 +563,7 @@ async fn same_key_for_a_different_message_is_refused_before_sending() {
     twilio.messages().create(&k, &msg()).await.unwrap();
     let other = CreateMessage::from_number(TO, FROM, "A different text");
     let err = twilio.messages().create(&k, &other).await.unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            Error::Exec(idem::ExecError::Store(idem::StoreError::KeyReused { .. }))
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(&err, Error::KeyReused { .. }), "{err:?}");
     assert_eq!(fake.write_requests(), 1);
 }
 
@@ -599,7 +591,7 @@ async fn fake_rejects_an_invalid_to_like_twilio() {
         .create(&k, &CreateMessage::from_number("555-1234", FROM, "hi"))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(21211));
+    assert_eq!(err.wire_error().and_then(TwilioError::code), Some(21211));
     assert_eq!(fake.side_effects(), 0);
     assert_eq!(fake.write_requests(), 1);
 }

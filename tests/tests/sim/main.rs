@@ -26,9 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use idem::adapter::{AdapterFailure, CallError, WireError};
 use idem::executor::RetrySettings;
 use idem::ledger::{ListFilter, MemoryStore, Resolution};
-use idem::{ExecError, Executor, IdempotencyKey, LedgerStore, ManualClock, OperationState};
+use idem::{Executor, IdempotencyKey, LedgerStore, ManualClock, OperationState};
 use idem_stripe::{Amount, CreatePaymentIntent, Currency, StripeClient};
 use idem_twilio::{CreateMessage, Credentials, TwilioClient};
 
@@ -176,7 +177,7 @@ impl World {
                     let msg =
                         CreateMessage::from_number(to, "+15559870000", format!("job {}", job.n));
                     let result = self.twilio.messages().create(&key, &msg).await;
-                    twilio_out(
+                    call_out(
                         &self.shared,
                         &key,
                         result.map(|s| s.message.sid.as_str().to_owned()),
@@ -627,64 +628,41 @@ fn first_attempt(key: &IdempotencyKey) -> IdempotencyKey {
     format!("{base}_v1").parse().unwrap_or_else(|_| key.clone())
 }
 
-fn exec_out(shared: &Shared, key: &IdempotencyKey, e: &ExecError) -> Out {
-    match e {
-        ExecError::AnswerNotRecorded { key: k, answer } if k == key => {
+/// One match for every adapter's error (idem's `CallError`): the same code
+/// for Stripe and Twilio.
+fn call_out<E: WireError, A: AdapterFailure<E>>(
+    shared: &Shared,
+    key: &IdempotencyKey,
+    r: Result<String, CallError<E, A>>,
+) -> Out {
+    match r {
+        Ok(id) => Out::Final(Final::Succeeded(id)),
+        Err(CallError::Rejected { .. }) => Out::Final(Final::Failed),
+        Err(CallError::OutcomeUnknown { key: k, .. }) if &k == key => Out::Final(Final::Unknown),
+        Err(CallError::AnswerNotRecorded { key: k, answer }) if &k == key => {
             Out::Final(Final::AnswerNotRecorded(answer.error.is_unavailable()))
         }
-        ExecError::Compacted { key: k, .. } if k == key => Out::Final(Final::Compacted),
-        ExecError::OutcomeUnknown { key: k, .. } if k == key => Out::Final(Final::Unknown),
-        ExecError::Superseded { by, .. } => Out::Superseded(by.clone()),
-        e if e.is_retryable() => Out::Retry,
-        ExecError::Store(idem::StoreError::LeaseLost { .. }) => Out::Retry,
-        e => {
-            shared.violation(format!(
-                "I3: {key} ended with {e} (neither settled nor an unknown naming the key)"
-            ));
+        Err(CallError::Compacted { key: k, .. }) if &k == key => Out::Final(Final::Compacted),
+        Err(CallError::Superseded { by, .. }) => Out::Superseded(by),
+        Err(CallError::Store(idem::StoreError::LeaseLost { .. })) => Out::Retry,
+        Err(e) if e.is_retryable() => Out::Retry,
+        Err(e) => {
+            shared.violation(format!("I3: {key} ended with {e} ({e:?})"));
             Out::Retry
         }
     }
 }
 
 fn stripe_out(shared: &Shared, key: &IdempotencyKey, r: Result<String, idem_stripe::Error>) -> Out {
-    use idem_stripe::Error as E;
+    use idem_stripe::AdapterError as A;
     match r {
-        Ok(id) => Out::Final(Final::Succeeded(id)),
-        Err(E::Api { .. }) => Out::Final(Final::Failed),
-        Err(
-            E::OutcomeUnknown { key: k, .. }
-            | E::NotFound { key: k, .. }
-            | E::Undetermined { key: k, .. }
-            | E::Reconcile { key: k, .. },
-        ) if &k == key => Out::Final(Final::Unknown),
-        Err(E::NotSent { .. } | E::InFlight { .. }) => Out::Retry,
-        Err(E::Superseded { by, .. }) => Out::Superseded(by),
-        Err(E::Store(e))
-            if e.is_unavailable() || matches!(e, idem::StoreError::LeaseLost { .. }) =>
-        {
-            Out::Retry
-        }
-        Err(E::Executor(e)) => exec_out(shared, key, &e),
-        Err(e) => {
-            shared.violation(format!("I3: {key} ended with {e} ({e:?})"));
-            Out::Retry
-        }
-    }
-}
-
-fn twilio_out(shared: &Shared, key: &IdempotencyKey, r: Result<String, idem_twilio::Error>) -> Out {
-    use idem_twilio::Error as E;
-    match r {
-        Ok(sid) => Out::Final(Final::Succeeded(sid)),
-        Err(E::Rejected { .. }) => Out::Final(Final::Failed),
-        Err(E::OutcomeUnknown { key: k, .. }) if &k == key => Out::Final(Final::Unknown),
-        Err(E::NotSent { .. } | E::InFlight { .. }) => Out::Retry,
-        Err(E::Superseded { by, .. }) => Out::Superseded(by),
-        Err(E::Exec(e)) => exec_out(shared, key, &e),
-        Err(e) => {
-            shared.violation(format!("I3: {key} ended with {e} ({e:?})"));
-            Out::Retry
-        }
+        // Stripe's own "still unknown after the key window" cases.
+        Err(CallError::Adapter(
+            A::NotFound { key: k, .. }
+            | A::Undetermined { key: k, .. }
+            | A::Reconcile { key: k, .. },
+        )) if &k == key => Out::Final(Final::Unknown),
+        r => call_out(shared, key, r),
     }
 }
 

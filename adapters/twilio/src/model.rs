@@ -20,7 +20,7 @@ impl MessageSid {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Callback`] when it does not look like a Message SID.
+    /// [`crate::AdapterError::Callback`] when it does not look like a Message SID.
     pub fn parse(text: &str) -> Result<Self, crate::Error> {
         let ok = text.len() == 34
             && (text.starts_with("SM") || text.starts_with("MM"))
@@ -28,9 +28,10 @@ impl MessageSid {
         if ok {
             Ok(Self(text.to_owned()))
         } else {
-            Err(crate::Error::Callback(format!(
-                "{text:?} is not a Twilio Message SID"
-            )))
+            Err(
+                crate::AdapterError::Callback(format!("{text:?} is not a Twilio Message SID"))
+                    .into(),
+            )
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use idem::executor::{Source, Url};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{AdapterError, Error};
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -69,9 +69,10 @@ pub(crate) fn check_segment(what: &str, id: &str) -> Result<(), Error> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
     {
-        return Err(Error::InvalidInput(format!(
+        return Err(AdapterError::InvalidInput(format!(
             "{what} must be a non-empty Graph id (letters, digits, `_`, `-`, `.`)"
-        )));
+        ))
+        .into());
     }
     Ok(())
 }
@@ -184,9 +185,10 @@ impl PagePost {
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let empty = self.message.as_deref().is_none_or(|m| m.trim().is_empty());
         if empty && self.link.is_none() {
-            return Err(Error::InvalidInput(
+            return Err(AdapterError::InvalidInput(
                 "a Page post needs a message or a link".to_owned(),
-            ));
+            )
+            .into());
         }
         Ok(())
     }
@@ -272,9 +274,10 @@ impl IgMedia {
             .as_ref()
             .is_some_and(|c| c.chars().count() > 2200)
         {
-            return Err(Error::InvalidInput(
+            return Err(AdapterError::InvalidInput(
                 "an Instagram caption is at most 2,200 characters".to_owned(),
-            ));
+            )
+            .into());
         }
         Ok(())
     }

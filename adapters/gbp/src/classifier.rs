@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode};
 use idem::executor::{Classifier, Effect, Verdict, parse_retry_after};
 
-use crate::error::GoogleError;
+use crate::error::GbpApiError;
 
 /// The classifier of Google Business Profile answers.
 ///
@@ -47,7 +47,7 @@ impl Classifier for GoogleClassifier {
         if self.absent_is_success && status == StatusCode::NOT_FOUND {
             return Verdict::Success;
         }
-        let google = GoogleError::parse(body);
+        let google = GbpApiError::parse(body);
         match google.as_ref().map(|e| e.status.as_str()) {
             Some("RESOURCE_EXHAUSTED") => Verdict::Transient(Effect::None),
             Some(
@@ -66,7 +66,7 @@ impl Classifier for GoogleClassifier {
         body: &[u8],
         now: SystemTime,
     ) -> Option<Duration> {
-        GoogleError::parse(body)
+        GbpApiError::parse(body)
             .and_then(|e| e.retry_delay())
             .or_else(|| parse_retry_after(headers, now))
     }
