@@ -15,7 +15,10 @@ fi
 chromium --version
 chromedriver --version
 
-export IDEM_SCREENSHOT_DIR="${IDEM_SCREENSHOT_DIR:-${CARGO_TARGET_DIR:-target}/console-screenshots}"
+# Absolute: the test runs with the console crate as its working directory.
+target_dir=${CARGO_TARGET_DIR:-target}
+case $target_dir in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+export IDEM_SCREENSHOT_DIR="${IDEM_SCREENSHOT_DIR:-$target_dir/console-screenshots}"
 # One browser at a time: the tests share two cores with everything else.
 cargo test -p idem-console --test browser -- --ignored --test-threads=1
 echo "screenshots in $IDEM_SCREENSHOT_DIR"
