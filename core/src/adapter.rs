@@ -37,7 +37,6 @@
 //! ```
 
 use std::convert::Infallible;
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
@@ -477,32 +476,6 @@ pub fn join_url(base: &Url, segments: &[&str], query: &[(&str, &str)]) -> Url {
         url.query_pairs_mut().extend_pairs(query);
     }
     url
-}
-
-/// Decodes a provider's JSON answer.
-///
-/// # Errors
-///
-/// The parse failure.
-pub fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(body)
-}
-
-/// A header value as text, when present and readable.
-pub fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// Shows a secret as `<redacted>` in `Debug` output.
-pub struct Redacted;
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
 }
 
 #[cfg(test)]
