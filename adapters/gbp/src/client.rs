@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use idem::executor::{Begun, Claim, RetrySettings, SendOutcome, Source, Url};
+use idem::adapter::{AdapterCore, finish};
+use idem::executor::{Claim, RetrySettings, SendOutcome, Source, Url};
 use idem::{Executor, IdempotencyKey, OutboundRequest, Provider, SafetyClass};
 
 use crate::classifier::GoogleClassifier;
@@ -135,20 +136,17 @@ impl GbpClientBuilder {
     /// [`AdapterError::BaseUrl`] when the base URL is not an absolute http(s)
     /// URL.
     pub fn build(self) -> Result<GbpClient, Error> {
-        let base: Url = self
-            .base_url
-            .parse()
-            .map_err(|e: url::ParseError| AdapterError::BaseUrl(e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(AdapterError::BaseUrl("must be an http(s) URL".to_owned()).into());
-        }
-        if base.query().is_some() || !base.username().is_empty() || base.password().is_some() {
+        let core = AdapterCore::new::<Gbp>(self.executor, &self.base_url, self.retry)
+            .map_err(AdapterError::BaseUrl)?;
+        if self.base_url.contains('?')
+            || !core.base().username().is_empty()
+            || core.base().password().is_some()
+        {
             return Err(AdapterError::BaseUrl(
                 "must not carry a query string or credentials".to_owned(),
             )
             .into());
         }
-        let reply = Gbp::executor_provider(self.retry);
         let delete = Provider::new(
             PROVIDER_NAME,
             SafetyClass::NaturallyIdempotent,
@@ -172,10 +170,8 @@ impl GbpClientBuilder {
         .with_retry(self.read_retry.unwrap_or(self.retry));
         Ok(GbpClient {
             inner: Arc::new(Inner {
-                executor: self.executor,
+                core,
                 tokens: self.tokens,
-                base,
-                reply,
                 delete,
                 post,
                 read,
@@ -186,10 +182,8 @@ impl GbpClientBuilder {
 }
 
 pub(crate) struct Inner {
-    pub(crate) executor: Executor,
+    pub(crate) core: AdapterCore,
     pub(crate) tokens: Arc<dyn TokenSource>,
-    pub(crate) base: Url,
-    pub(crate) reply: Provider,
     pub(crate) delete: Provider,
     pub(crate) post: Provider,
     pub(crate) read: Provider,
@@ -211,7 +205,7 @@ pub struct GbpClient {
 impl fmt::Debug for GbpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GbpClient")
-            .field("base_url", &self.inner.base.as_str())
+            .field("base_url", &self.inner.core.base().as_str())
             .field("tokens", &self.inner.tokens)
             .finish_non_exhaustive()
     }
@@ -298,12 +292,12 @@ impl GbpClient {
 
     /// The executor.
     pub fn executor(&self) -> &Executor {
-        &self.inner.executor
+        self.inner.core.executor()
     }
 
     /// The provider policy of review replies (naturally idempotent).
     pub fn reply_provider(&self) -> &Provider {
-        &self.inner.reply
+        self.inner.core.provider()
     }
 
     /// The provider policy of local posts (local only).
@@ -312,11 +306,50 @@ impl GbpClient {
     }
 
     pub(crate) fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.inner.base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url
+        self.inner.core.url(segments, &[])
+    }
+
+    /// A keyed raw write for what the typed API lacks: `method` (POST,
+    /// PATCH, PUT) to `path` below the base URL, for example
+    /// `"v4/accounts/1/locations/2/media"`, with a JSON `body` and an access
+    /// token, through the executor under `key` (recorded first,
+    /// fingerprinted, answered from the ledger on a rerun). Raw writes are
+    /// local-only: a write that may have reached Google is never resent
+    /// automatically, whatever the method.
+    ///
+    /// # Errors
+    ///
+    /// As [`create_local_post`](Self::create_local_post);
+    /// [`Error::InvalidRequest`] for a path that would leave the base URL.
+    pub async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &IdempotencyKey,
+        method: http::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<idem::adapter::Answer<T>, Error> {
+        let core = &self.inner.core;
+        let request = core.raw_request(key, method.clone(), path)?.json(body);
+        let route = request.url().path().to_owned();
+        let operation = AdapterCore::raw_operation(&method, &route);
+        let (status, body, source) = self
+            .write(&self.inner.post, key, &operation, request, false)
+            .await?;
+        let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+            b"null"
+        } else {
+            &body
+        };
+        let value = idem::adapter::decode_json(text, |e| AdapterError::Decode {
+            key: key.clone(),
+            source: Box::new(e),
+        })?;
+        Ok(idem::adapter::Answer::new(
+            value,
+            key.clone(),
+            status,
+            source,
+        ))
     }
 
     /// Creates or replaces the owner's reply to a review
@@ -347,7 +380,7 @@ impl GbpClient {
         }
         let request = OutboundRequest::put(self.reply_url(review))
             .json(&serde_json::json!({ "comment": comment }));
-        let provider = self.inner.reply.clone();
+        let provider = self.inner.core.provider().clone();
         let (_status, body, source) = self
             .write(&provider, key, OP_UPDATE_REPLY, request, true)
             .await?;
@@ -450,31 +483,27 @@ impl GbpClient {
         request: OutboundRequest,
         resend_safe: bool,
     ) -> Result<(StatusCode, bytes::Bytes, Source), Error> {
-        let begun = self
-            .inner
-            .executor
-            .begin(provider, key, operation, request.fingerprint())
-            .await
-            .map_err(|e| crate::error::from_exec(e, resend_safe))?;
-        let mut claim = match begun {
-            Begun::Done(d) => return Ok((d.status, d.body, d.source)),
-            Begun::Claimed(claim) => claim,
-            _ => {
-                return Err(AdapterError::InvalidInput {
-                    field: "executor",
-                    reason: "unexpected answer from Executor::begin".to_owned(),
-                }
-                .into());
+        let mark = |e: Error| {
+            if resend_safe {
+                e.resend_safe_until(idem::adapter::resend_safe_forever())
+            } else {
+                e
             }
+        };
+        let core = &self.inner.core;
+        let mut claim = match core
+            .begin(provider, key, operation, &request)
+            .await
+            .map_err(mark)?
+        {
+            Ok(d) => return Ok((d.status, d.body, d.source)),
+            Err(claim) => claim,
         };
         let outcome = match self.send_authed(&mut claim, &request).await {
             Ok(outcome) => outcome,
             Err(failure) => return Err(failure.record(claim, resend_safe).await),
         };
-        let delivered = claim
-            .finish(outcome)
-            .await
-            .map_err(|e| crate::error::from_exec(e, resend_safe))?;
+        let delivered = finish(claim, outcome).await.map_err(mark)?;
         Ok((delivered.status, delivered.body, delivered.source))
     }
 

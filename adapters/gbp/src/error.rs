@@ -4,9 +4,9 @@ use std::fmt;
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
+use idem::IdempotencyKey;
 use idem::adapter::{AdapterFailure, CallError, WireError};
 use idem::ledger::OperationState;
-use idem::{ExecError, IdempotencyKey};
 use serde::Deserialize;
 
 /// Google's error body (the wire error of this adapter), `{"error": {"code", "message", "status", "details"}}`.
@@ -301,17 +301,6 @@ impl fmt::Display for GbpApiError {
 }
 
 impl std::error::Error for GbpApiError {}
-
-/// Maps an executor error; `resend_safe` says whether an `unknown` outcome
-/// may be resent by the next run (an upsert or a delete).
-pub(crate) fn from_exec(e: ExecError, resend_safe: bool) -> Error {
-    let err = Error::from(e);
-    if resend_safe {
-        err.resend_safe_until(idem::adapter::resend_safe_forever())
-    } else {
-        err
-    }
-}
 
 #[cfg(test)]
 mod tests {

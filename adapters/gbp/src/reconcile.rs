@@ -127,7 +127,7 @@ impl GbpClient {
         location: &LocationName,
         post: &LocalPost,
     ) -> Result<Reconciliation, Error> {
-        let executor = &self.inner.executor;
+        let executor = self.inner.core.executor();
         let store = executor.store();
         let fingerprint = self.create_post_request(location, post).fingerprint();
         let op = store
@@ -251,7 +251,7 @@ impl GbpClient {
         seen: &idem::Operation,
         resolution: &Resolution,
     ) -> Result<Option<Reconciliation>, Error> {
-        let executor = &self.inner.executor;
+        let executor = self.inner.core.executor();
         let store = executor.store();
         let current = store
             .get(key)
@@ -337,7 +337,7 @@ impl GbpClient {
     /// Reads with the current token; on 401 refreshes the token once and
     /// reads again.
     async fn read_authed(&self, request: &OutboundRequest) -> Result<ReadResponse, ListError> {
-        let executor = &self.inner.executor;
+        let executor = self.inner.core.executor();
         let provider = &self.inner.read;
         let failed = |e: ReadError| {
             ListError::Read(ReadFailure {
@@ -513,7 +513,7 @@ mod by_key {
                 key: key.clone(),
                 reason,
             };
-            let executor = &self.inner.executor;
+            let executor = self.inner.core.executor();
             let op = executor
                 .store()
                 .get(key)

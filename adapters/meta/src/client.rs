@@ -10,7 +10,7 @@ use idem::executor::{
     Begun, Claim, Provider, RetrySettings, SafetyClass, SendOutcome, Source, Url, Verdict,
 };
 use idem::ledger::Completion;
-use idem::{ExecError, Executor, Fingerprint, IdempotencyKey, OutboundRequest};
+use idem::{Delivered, ExecError, Executor, Fingerprint, IdempotencyKey, OutboundRequest};
 use serde::Deserialize;
 
 use crate::classifier::MetaClassifier;
@@ -20,7 +20,7 @@ use crate::model::{
     PostCreated, PostId, Publish, Reconciled, check_segment,
 };
 use crate::usage::Usage;
-use idem::adapter::Provider as AdapterProvider;
+use idem::adapter::{AdapterCore, Provider as AdapterProvider};
 
 /// Meta's Graph API host.
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
@@ -147,11 +147,7 @@ impl MetaClientBuilder {
     /// [`AdapterError::Config`] for an unparsable base URL, a version not of the
     /// form `v<major>.<minor>`, or an empty token.
     pub fn build(self) -> Result<MetaClient, Error> {
-        let base: Url = self
-            .base_url
-            .parse()
-            .map_err(|e| AdapterError::Config(format!("base URL: {e}")))?;
-        if !matches!(base.scheme(), "http" | "https") || base.query().is_some() {
+        if self.base_url.contains('?') {
             return Err(AdapterError::Config(
                 "base URL must be http(s) with no query string".to_owned(),
             )
@@ -176,13 +172,16 @@ impl MetaClientBuilder {
         if self.token.trim().is_empty() {
             return Err(AdapterError::Config("the access token is empty".to_owned()).into());
         }
-        let provider = Meta::executor_provider(self.retry);
+        let core =
+            AdapterCore::new::<Meta>(self.executor, &self.base_url, self.retry).map_err(|e| {
+                AdapterError::Config(format!(
+                    "base URL must be http(s) with no query string: {e}"
+                ))
+            })?;
         Ok(MetaClient {
             inner: Arc::new(Inner {
-                executor: self.executor,
-                provider,
+                core,
                 token: self.token,
-                base: self.base_url.trim_end_matches('/').to_owned(),
                 version: self.api_version,
                 usage_threshold: self.usage_threshold,
                 high_usage_pause: self.high_usage_pause,
@@ -204,10 +203,8 @@ struct Guard {
 }
 
 struct Inner {
-    executor: Executor,
-    provider: Provider,
+    core: AdapterCore,
     token: String,
-    base: String,
     version: String,
     usage_threshold: f64,
     high_usage_pause: Duration,
@@ -234,7 +231,7 @@ pub struct MetaClient {
 impl fmt::Debug for MetaClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MetaClient")
-            .field("base", &self.inner.base)
+            .field("base", &self.inner.core.base().as_str())
             .field("version", &self.inner.version)
             .field("token", &"<redacted>")
             .finish_non_exhaustive()
@@ -279,12 +276,12 @@ impl MetaClient {
 
     /// The executor.
     pub fn executor(&self) -> &Executor {
-        &self.inner.executor
+        self.inner.core.executor()
     }
 
     /// The provider (name `meta`, local only, [`MetaClassifier`]).
     pub fn provider(&self) -> &Provider {
-        &self.inner.provider
+        self.inner.core.provider()
     }
 
     /// The usage Meta reported on the last response that carried usage
@@ -301,8 +298,14 @@ impl MetaClient {
     /// [`Error::Store`] with the store's refusal (live lease, already
     /// superseded, succeeded without `force`).
     pub async fn bump(&self, key: &IdempotencyKey, force: bool) -> Result<IdempotencyKey, Error> {
-        let now = self.inner.executor.now();
-        Ok(self.inner.executor.store().bump(key, force, now).await?)
+        let now = self.inner.core.executor().now();
+        Ok(self
+            .inner
+            .core
+            .executor()
+            .store()
+            .bump(key, force, now)
+            .await?)
     }
 
     // ----- Page posts -------------------------------------------------
@@ -328,28 +331,85 @@ impl MetaClient {
         post.validate()?;
         check_segment("page id", page.as_str())?;
         let path = format!("{page}/feed");
-        let request = self.post_form(&path, &post.form())?;
-        let fingerprint = fingerprint(&path, &request, OP_PAGE_POST);
+        let delivered = self
+            .write_form(key, OP_PAGE_POST, &path, &post.full_form()?)
+            .await?;
+        Ok(PostCreated {
+            id: PostId::new(parse_id(key, &delivered.body)?),
+            source: delivered.source,
+        })
+    }
+
+    /// A keyed raw write for what the typed API lacks: a form `POST` to
+    /// `path` below the API version (for example `"{page-id}/photos"`),
+    /// with the access token, through the same path as
+    /// [`publish_page_post`](Self::publish_page_post): recorded first,
+    /// fingerprinted, held back at high usage, never resent once it may have
+    /// reached Meta, answered from the ledger on a rerun.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish_page_post`](Self::publish_page_post);
+    /// [`Error::InvalidRequest`] for a path that would leave the API.
+    pub async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &IdempotencyKey,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<idem::adapter::Answer<T>, Error> {
+        let url = self.url(path, &[])?;
+        let route = url
+            .path()
+            .trim_start_matches(&format!("/{}/", self.inner.version))
+            .to_owned();
+        let operation = AdapterCore::raw_operation(&http::Method::POST, &route);
+        let form: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let done = self.write_form(key, &operation, &route, &form).await?;
+        let text: &[u8] = if done.body.iter().all(u8::is_ascii_whitespace) {
+            b"null"
+        } else {
+            &done.body
+        };
+        let value = idem::adapter::decode_json(text, |e| AdapterError::UnexpectedResponse {
+            key: key.clone(),
+            reason: format!("not the expected JSON: {e}"),
+        })?;
+        Ok(idem::adapter::Answer::new(
+            value,
+            key.clone(),
+            done.status,
+            done.source,
+        ))
+    }
+
+    /// One form write under `key`: record, hold back at high usage, send,
+    /// record the outcome.
+    async fn write_form(
+        &self,
+        key: &IdempotencyKey,
+        operation: &str,
+        path: &str,
+        form: &[(String, String)],
+    ) -> Result<Delivered, Error> {
+        let request = self.post_form(path, form)?;
+        let fingerprint = fingerprint(path, &request, operation);
         let begun = self
             .inner
-            .executor
-            .begin(&self.inner.provider, key, OP_PAGE_POST, fingerprint)
+            .core
+            .executor()
+            .begin(self.inner.core.provider(), key, operation, fingerprint)
             .await
             .map_err(Error::from)?;
         match begun {
-            Begun::Done(delivered) => Ok(PostCreated {
-                id: PostId::new(parse_id(key, &delivered.body)?),
-                source: delivered.source,
-            }),
+            Begun::Done(delivered) => Ok(delivered),
             Begun::Claimed(claim) => {
                 let mut claim = self.headroom_or_release(claim).await?;
                 let outcome = claim.send(request).await;
                 self.observe_outcome(&outcome);
-                let delivered = claim.finish(outcome).await.map_err(Error::from)?;
-                Ok(PostCreated {
-                    id: PostId::new(parse_id(key, &delivered.body)?),
-                    source: delivered.source,
-                })
+                idem::adapter::finish(claim, outcome).await
             }
             other => Err(unexpected_begin(key, &other)),
         }
@@ -389,10 +449,10 @@ impl MetaClient {
         let path = format!("{ig_user}/media");
         let create = self.post_form(&path, &media.form())?;
         let fingerprint = fingerprint(&path, &create, OP_IG_PUBLISH);
-        let exec = &self.inner.executor;
+        let exec = &self.inner.core.executor();
         match exec
             .begin(
-                &self.inner.provider,
+                self.inner.core.provider(),
                 key,
                 OP_IG_PUBLISH,
                 fingerprint.clone(),
@@ -726,8 +786,9 @@ impl MetaClient {
         // failure Meta's classifier reports, within the provider's bounds.
         let answer = self
             .inner
-            .executor
-            .read(&self.inner.provider, request)
+            .core
+            .executor()
+            .read(self.inner.core.provider(), request)
             .await
             .map_err(|e| AdapterError::ReadFailed {
                 key: key.clone(),
@@ -757,9 +818,11 @@ impl MetaClient {
     }
 
     fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Url, Error> {
-        let mut url: Url = format!("{}/{}/{path}", self.inner.base, self.inner.version)
-            .parse()
-            .map_err(|e| AdapterError::Config(format!("URL: {e}")))?;
+        let mut url = self
+            .inner
+            .core
+            .raw_url(&format!("{}/{path}", self.inner.version))
+            .map_err(AdapterError::InvalidInput)?;
         if !query.is_empty() {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in query {
@@ -769,10 +832,14 @@ impl MetaClient {
         Ok(url)
     }
 
-    fn post_form(&self, path: &str, form: &[(&str, String)]) -> Result<OutboundRequest, Error> {
+    fn post_form<K: AsRef<str>>(
+        &self,
+        path: &str,
+        form: &[(K, String)],
+    ) -> Result<OutboundRequest, Error> {
         Ok(OutboundRequest::post(self.url(path, &[])?)
             .bearer_auth(&self.inner.token)
-            .form(form.iter().map(|(k, v)| (*k, v.as_str()))))
+            .form(form.iter().map(|(k, v)| (k.as_ref(), v.as_str()))))
     }
 }
 

@@ -99,11 +99,12 @@ pub enum Publish {
 /// assert_eq!(post.form()[0], ("message", "Open late on Friday!".to_owned()));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PagePost {
     message: Option<String>,
     link: Option<Url>,
     publish: Publish,
+    extra: idem::adapter::Extra,
 }
 
 impl PagePost {
@@ -113,6 +114,7 @@ impl PagePost {
             message: Some(text.into()),
             link: None,
             publish: Publish::Now,
+            extra: idem::adapter::Extra::default(),
         }
     }
 
@@ -122,6 +124,7 @@ impl PagePost {
             message: None,
             link: Some(link),
             publish: Publish::Now,
+            extra: idem::adapter::Extra::default(),
         }
     }
 
@@ -129,6 +132,35 @@ impl PagePost {
     pub fn link(mut self, link: Url) -> Self {
         self.link = Some(link);
         self
+    }
+
+    /// A call-to-action button on a link post (`call_to_action`), for
+    /// example `("SHOP_NOW", https://shop.example/bikes)`.
+    pub fn call_to_action(self, kind: &str, link: &Url) -> Self {
+        let cta = serde_json::json!({ "type": kind, "value": { "link": link.as_str() } });
+        self.extra("call_to_action", cta.to_string())
+    }
+
+    /// A parameter this type lacks (for example `child_attachments` for a
+    /// carousel link post, as its JSON text), sent as it is. It is part of
+    /// the request, so of the fingerprint; a name the post already sends is
+    /// refused with `InvalidInput`, never overridden.
+    pub fn extra(mut self, name: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.push(name, value);
+        self
+    }
+
+    /// The form the post is sent as, extras included.
+    pub(crate) fn full_form(&self) -> Result<Vec<(String, String)>, Error> {
+        let mut form: Vec<(String, String)> = self
+            .form()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        self.extra
+            .append_to(&mut form)
+            .map_err(AdapterError::InvalidInput)?;
+        Ok(form)
     }
 
     /// Creates the post unpublished.

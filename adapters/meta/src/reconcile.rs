@@ -372,7 +372,7 @@ impl MetaClient {
             }
         }
         found.sort();
-        let now = self.inner.executor.now();
+        let now = self.inner.core.executor().now();
         if let Some((_, id)) = found.first() {
             let body = serde_json::json!({ "id": id }).to_string();
             let note = format!(
@@ -440,8 +440,14 @@ impl MetaClient {
                 // same container.
                 match self
                     .inner
-                    .executor
-                    .begin_after_reconcile(&self.inner.provider, key, OP_IG_PUBLISH, fingerprint)
+                    .core
+                    .executor()
+                    .begin_after_reconcile(
+                        self.inner.core.provider(),
+                        key,
+                        OP_IG_PUBLISH,
+                        fingerprint,
+                    )
                     .await
                     .map_err(Error::from)?
                 {
@@ -470,7 +476,7 @@ impl MetaClient {
                         .map(|m| format!(" as media {m}"))
                         .unwrap_or_default()
                 );
-                let now = self.inner.executor.now();
+                let now = self.inner.core.executor().now();
                 self.resolve(
                     key,
                     Resolution::Succeeded {
@@ -547,12 +553,17 @@ impl MetaClient {
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
     ) -> Result<Operation, Error> {
-        let op = self.inner.executor.store().get(key).await?.ok_or_else(|| {
-            AdapterError::NotReconcilable {
+        let op = self
+            .inner
+            .core
+            .executor()
+            .store()
+            .get(key)
+            .await?
+            .ok_or_else(|| AdapterError::NotReconcilable {
                 key: key.clone(),
                 reason: "no ledger record".to_owned(),
-            }
-        })?;
+            })?;
         if &op.fingerprint != fingerprint {
             return Err(AdapterError::NotReconcilable {
                 key: key.clone(),
@@ -560,7 +571,7 @@ impl MetaClient {
             }
             .into());
         }
-        let now = self.inner.executor.now();
+        let now = self.inner.core.executor().now();
         match op.state {
             OperationState::Unknown | OperationState::Succeeded => Ok(op),
             OperationState::Sending if op.lease_expired(now) => Ok(op),
@@ -579,7 +590,8 @@ impl MetaClient {
         now: SystemTime,
     ) -> Result<(), Error> {
         self.inner
-            .executor
+            .core
+            .executor()
             .store()
             .resolve(key, &resolution, now)
             .await?;

@@ -4,9 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderMap;
-use idem::executor::{Begun, Claim, RetrySettings, Source, Url};
-use idem::{Delivered, ExecError, Executor, IdempotencyKey, OutboundRequest};
+use http::Method;
+use idem::adapter::{AdapterCore, Answer, Extra, Facts, finish, record_facts};
+use idem::executor::{RetrySettings, Source, Url};
+use idem::{Delivered, Executor, IdempotencyKey, OutboundRequest};
 use idem::{Provider, SafetyClass};
 use serde::de::DeserializeOwned;
 
@@ -20,7 +21,7 @@ use crate::params::{
 };
 use crate::reconcile::capture_facts;
 use crate::types::{IDEM_KEY_METADATA, Metadata, PaymentIntentId};
-use idem::adapter::{Provider as AdapterProvider, join_url};
+use idem::adapter::Provider as AdapterProvider;
 
 /// Stripe's production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
@@ -204,10 +205,6 @@ impl StripeClientBuilder {
     /// [`ConfigError`] when the base URL, the secret key or a header value
     /// is invalid.
     pub fn build(self) -> Result<StripeClient, ConfigError> {
-        let base: Url = self.base_url.parse().map_err(|_| ConfigError::BaseUrl)?;
-        if base.cannot_be_a_base() {
-            return Err(ConfigError::BaseUrl);
-        }
         if self.secret_key.is_empty()
             || http::HeaderValue::from_str(&format!("Bearer {}", self.secret_key)).is_err()
         {
@@ -228,27 +225,24 @@ impl StripeClientBuilder {
                 }
             }
         }
-        let provider = Stripe::executor_provider(self.retry);
+        let core = AdapterCore::new::<Stripe>(self.executor, &self.base_url, self.retry)
+            .map_err(|_| ConfigError::BaseUrl)?;
         Ok(StripeClient {
             inner: Arc::new(Inner {
-                executor: self.executor,
+                core,
                 secret_key: self.secret_key,
-                base,
                 stripe_version: self.stripe_version,
                 stripe_account: self.stripe_account,
-                provider,
             }),
         })
     }
 }
 
 pub(crate) struct Inner {
-    pub(crate) executor: Executor,
+    pub(crate) core: AdapterCore,
     pub(crate) secret_key: String,
-    pub(crate) base: Url,
     pub(crate) stripe_version: Option<String>,
     pub(crate) stripe_account: Option<String>,
-    pub(crate) provider: Provider,
 }
 
 /// Typed, key-required, retry-safe Stripe writes. Cheap to clone.
@@ -264,7 +258,7 @@ pub struct StripeClient {
 impl fmt::Debug for StripeClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StripeClient")
-            .field("base", &self.inner.base.as_str())
+            .field("base", &self.inner.core.base().as_str())
             .field("stripe_version", &self.inner.stripe_version)
             .field("stripe_account", &self.inner.stripe_account)
             .finish_non_exhaustive()
@@ -307,12 +301,12 @@ impl StripeClient {
 
     /// The provider description the executor uses for writes.
     pub fn provider(&self) -> &Provider {
-        &self.inner.provider
+        self.inner.core.provider()
     }
 
     /// The executor.
     pub fn executor(&self) -> &Executor {
-        &self.inner.executor
+        self.inner.core.executor()
     }
 
     /// Refuses parameters the configured `Stripe-Version` does not have.
@@ -358,7 +352,7 @@ impl StripeClient {
     }
 
     pub(crate) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
-        join_url(&self.inner.base, segments, query)
+        self.inner.core.url(segments, query)
     }
 
     fn with_common_headers(&self, mut req: OutboundRequest) -> OutboundRequest {
@@ -376,56 +370,83 @@ impl StripeClient {
         self.with_common_headers(OutboundRequest::get(url))
     }
 
+    /// A keyed raw write for what the typed API lacks: a form `POST` to
+    /// `path` below the base URL (for example `"/v1/transfers"`), with this
+    /// client's headers and `Idempotency-Key: <key>`, through the executor
+    /// (recorded first, fingerprinted, answered from the ledger on a rerun).
+    /// An unknown outcome is not reconciled automatically: the record stays
+    /// `unknown` for an operator.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]; [`Error::InvalidRequest`] for a path that would leave
+    /// the base URL.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        key: &IdempotencyKey,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Answer<T>, Error> {
+        let core = &self.inner.core;
+        let request = self
+            .with_common_headers(core.raw_request(key, Method::POST, path)?)
+            .header("Idempotency-Key", key.as_str())
+            .form(params.iter().copied());
+        core.raw_write(core.provider(), key, request, |source| {
+            AdapterError::Decode {
+                key: key.clone(),
+                source,
+            }
+        })
+        .await
+    }
+
     async fn write<T: DeserializeOwned>(
         &self,
         key: &IdempotencyKey,
         kind: OpKind,
         url: Url,
         form: Form,
+        extra: &Extra,
         checkpoint: Option<String>,
     ) -> Result<StripeResponse<T>, Error> {
+        let mut pairs = form.pairs().to_vec();
+        extra
+            .append_to(&mut pairs)
+            .map_err(|reason| Error::invalid(key, reason))?;
         let request = self
             .with_common_headers(OutboundRequest::post(url))
             .header("Idempotency-Key", key.as_str())
-            .form(form.pairs().iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let executor = &self.inner.executor;
-        let provider = &self.inner.provider;
+            .form(pairs);
+        let core = &self.inner.core;
+        let facts = checkpoint.as_deref().map_or(Facts::None, Facts::Required);
         // At most two rounds: a second only after reconciliation proved that
         // a confirm or capture did not happen (record back to `pending`).
         let mut last_unknown = None;
         for _ in 0..2 {
-            let begun = executor
-                .begin(provider, key, kind.name(), request.fingerprint())
-                .await;
-            let result = match begun {
-                Ok(Begun::Done(delivered)) => return respond(key, &delivered),
-                Ok(Begun::Claimed(claim)) => {
-                    match self
-                        .send_claimed(claim, request.clone(), checkpoint.as_deref())
-                        .await
-                    {
-                        Ok(delivered) => return respond(key, &delivered),
-                        Err(e) => Err(e),
+            let result = match core
+                .begin(core.provider(), key, kind.name(), &request)
+                .await
+            {
+                Ok(Ok(done)) => return respond(key, &done),
+                Ok(Err(mut claim)) => match record_facts(&mut claim, facts).await {
+                    Ok(()) => {
+                        let outcome = claim.send(request.clone()).await;
+                        finish(claim, outcome).await
                     }
-                }
-                Ok(_) => {
-                    return Err(AdapterError::Reconcile {
-                        key: key.clone(),
-                        reason: "unexpected executor answer".to_owned(),
-                    }
-                    .into());
-                }
-                Err(e) => Err((e, None)),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
             };
             match result {
-                Ok(response) => return Ok(response),
-                Err((ExecError::OutcomeUnknown { key, reason }, _)) => {
+                Ok(done) => return respond(key, &done),
+                Err(Error::OutcomeUnknown { key, reason, .. }) => {
                     match self.after_unknown(&key, reason).await? {
                         Some(response) => return Ok(response),
                         None => last_unknown = Some(key),
                     }
                 }
-                Err((e, headers)) => return Err(Error::from_exec(e, headers.as_ref())),
+                Err(e) => return Err(e),
             }
         }
         Err(Error::OutcomeUnknown {
@@ -433,22 +454,6 @@ impl StripeClient {
             reason: "still unknown after reconciliation and a resend".to_owned(),
             resend_safe_until: None,
         })
-    }
-
-    async fn send_claimed(
-        &self,
-        mut claim: Claim,
-        request: OutboundRequest,
-        checkpoint: Option<&str>,
-    ) -> Result<Delivered, (ExecError, Option<HeaderMap>)> {
-        if let Some(cp) = checkpoint {
-            if claim.operation().checkpoint.as_deref() != Some(cp) {
-                claim.checkpoint(cp).await.map_err(|e| (e, None))?;
-            }
-        }
-        let outcome = claim.send(request).await;
-        let headers = outcome.response.as_ref().map(|(_, h, _)| h.clone());
-        claim.finish(outcome).await.map_err(|e| (e, headers))
     }
 }
 
@@ -525,7 +530,14 @@ impl PaymentIntents<'_> {
         form.map("metadata", &with_key(key, &params.metadata)?);
         let url = self.client.url(&["v1", "payment_intents"], &[]);
         self.client
-            .write(key, OpKind::PaymentIntentCreate, url, form, None)
+            .write(
+                key,
+                OpKind::PaymentIntentCreate,
+                url,
+                form,
+                &params.extra,
+                None,
+            )
             .await
     }
 
@@ -552,6 +564,7 @@ impl PaymentIntents<'_> {
                 OpKind::PaymentIntentConfirm,
                 url,
                 form,
+                &params.extra,
                 Some(format!("payment_intent={id}")),
             )
             .await
@@ -580,6 +593,7 @@ impl PaymentIntents<'_> {
                 OpKind::PaymentIntentCapture,
                 url,
                 form,
+                &params.extra,
                 Some(capture_facts(id, params)),
             )
             .await
@@ -614,7 +628,14 @@ impl Refunds<'_> {
         };
         let url = self.client.url(&["v1", "refunds"], &[]);
         self.client
-            .write(key, OpKind::RefundCreate, url, form, Some(checkpoint))
+            .write(
+                key,
+                OpKind::RefundCreate,
+                url,
+                form,
+                &params.extra,
+                Some(checkpoint),
+            )
             .await
     }
 }
@@ -641,7 +662,7 @@ impl Customers<'_> {
         form.map("metadata", &with_key(key, &params.metadata)?);
         let url = self.client.url(&["v1", "customers"], &[]);
         self.client
-            .write(key, OpKind::CustomerCreate, url, form, None)
+            .write(key, OpKind::CustomerCreate, url, form, &params.extra, None)
             .await
     }
 }
@@ -668,7 +689,7 @@ impl Charges<'_> {
         form.map("metadata", &with_key(key, &params.metadata)?);
         let url = self.client.url(&["v1", "charges"], &[]);
         self.client
-            .write(key, OpKind::ChargeCreate, url, form, None)
+            .write(key, OpKind::ChargeCreate, url, form, &params.extra, None)
             .await
     }
 }

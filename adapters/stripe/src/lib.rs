@@ -100,6 +100,7 @@ pub use objects::{Charge, Customer, PaymentIntent, PaymentIntentStatus, Refund, 
 pub use params::{
     AutomaticPaymentMethods, CaptureMethod, CapturePaymentIntent, ConfirmPaymentIntent,
     CreateCharge, CreateCustomer, CreatePaymentIntent, CreateRefund, RefundReason, RefundTarget,
+    SetupFutureUsage, TransferData,
 };
 pub use types::{
     Amount, ChargeId, Currency, CustomerId, IDEM_KEY_METADATA, Metadata, PaymentIntentId,

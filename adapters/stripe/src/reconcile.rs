@@ -176,7 +176,8 @@ impl StripeClient {
     async fn kind_of(&self, key: &IdempotencyKey) -> Result<OpKind, Error> {
         let op = self
             .inner
-            .executor
+            .core
+            .executor()
             .store()
             .get(key)
             .await?
@@ -194,7 +195,7 @@ impl StripeClient {
     }
 
     async fn reconcile_raw(&self, key: &IdempotencyKey) -> Result<RawReconciliation, Error> {
-        let executor = &self.inner.executor;
+        let executor = self.inner.core.executor();
         let op = executor
             .store()
             .get(key)
@@ -251,7 +252,7 @@ impl StripeClient {
         };
         // A plain read: no ledger row, no lease, the record untouched.
         let answer = executor
-            .read(&self.inner.provider, request)
+            .read(self.inner.core.provider(), request)
             .await
             .map_err(|e| AdapterError::Reconcile {
                 key: key.clone(),
@@ -374,8 +375,8 @@ impl StripeClient {
         key: &IdempotencyKey,
         reason: String,
     ) -> Result<Option<StripeResponse<T>>, Error> {
-        let executor = &self.inner.executor;
-        let provider = &self.inner.provider;
+        let executor = self.inner.core.executor();
+        let provider = self.inner.core.provider();
         let op = executor
             .store()
             .get(key)

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use idem::adapter::Provider as AdapterProvider;
-use idem::executor::{Begun, Provider, RetrySettings, SafetyClass, Source, Url};
+use idem::adapter::{AdapterCore, Answer, Facts, Provider as AdapterProvider};
+use idem::executor::{Provider, RetrySettings, SafetyClass, Source, Url};
 use idem::{Executor, IdempotencyKey, OutboundRequest};
 
 use crate::classifier::{LookupClassifier, TwilioClassifier};
@@ -180,25 +180,14 @@ impl TwilioClientBuilder {
         if self.credentials.username.is_empty() || self.credentials.secret.is_empty() {
             return Err(AdapterError::Config("the credentials are empty".into()).into());
         }
-        let mut base: Url = self
-            .base_url
-            .parse()
-            .map_err(|e| AdapterError::Config(format!("base URL is not a URL: {e}")))?;
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
-            return Err(AdapterError::Config("base URL must be an http(s) URL".into()).into());
-        }
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
-        base.set_query(None);
+        let core = AdapterCore::new::<Twilio>(self.executor, &self.base_url, self.retry)
+            .map_err(AdapterError::Config)?;
         if let Some(cb) = &self.status_callback {
             check_callback_url(cb).map_err(AdapterError::Config)?;
         }
         Ok(TwilioClient {
             inner: Arc::new(Inner {
-                executor: self.executor,
-                provider: Twilio::executor_provider(self.retry),
+                core,
                 // Only ever passed to `Executor::read`, which retries reads
                 // whatever the class; it never claims a ledger row.
                 lookup_provider: Provider::new(
@@ -208,7 +197,6 @@ impl TwilioClientBuilder {
                 )
                 .with_retry(self.lookup_retry),
                 credentials: self.credentials,
-                base,
                 status_callback: self.status_callback,
                 clock_skew: self.clock_skew,
                 max_pages: self.max_pages,
@@ -218,11 +206,9 @@ impl TwilioClientBuilder {
 }
 
 pub(crate) struct Inner {
-    pub(crate) executor: Executor,
-    pub(crate) provider: Provider,
+    pub(crate) core: AdapterCore,
     pub(crate) lookup_provider: Provider,
     pub(crate) credentials: Credentials,
-    pub(crate) base: Url,
     pub(crate) status_callback: Option<Url>,
     pub(crate) clock_skew: Duration,
     pub(crate) max_pages: u32,
@@ -239,7 +225,7 @@ impl fmt::Debug for TwilioClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TwilioClient")
             .field("account_sid", &self.inner.credentials.account_sid)
-            .field("base", &self.inner.base.as_str())
+            .field("base", &self.inner.core.base().as_str())
             .finish_non_exhaustive()
     }
 }
@@ -275,12 +261,12 @@ impl TwilioClient {
 
     /// The executor (and through it the ledger store).
     pub fn executor(&self) -> &Executor {
-        &self.inner.executor
+        self.inner.core.executor()
     }
 
     /// The provider policy used for sends.
     pub fn provider(&self) -> &Provider {
-        &self.inner.provider
+        self.inner.core.provider()
     }
 
     /// The account SID.
@@ -288,19 +274,47 @@ impl TwilioClient {
         self.inner.credentials.account_sid()
     }
 
-    pub(crate) fn url(&self, path: &str) -> Result<Url, Error> {
-        self.inner.base.join(path).map_err(|e| {
-            Error::Adapter(AdapterError::Config(format!(
-                "cannot build a Twilio URL: {e}"
-            )))
+    /// A keyed raw write for what the typed API lacks: a form `POST` to
+    /// `path` below the base URL (for example
+    /// `"2010-04-01/Accounts/AC…/Calls.json"`), with this client's
+    /// credentials, through the executor under `key` (recorded first,
+    /// fingerprinted, answered from the ledger on a rerun). Sends are
+    /// local-only, as every Twilio write: a send that may have reached
+    /// Twilio is never resent automatically.
+    ///
+    /// # Errors
+    ///
+    /// As [`Messages::create`]; [`Error::InvalidRequest`] for a path that
+    /// would leave the base URL.
+    pub async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &IdempotencyKey,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Answer<T>, Error> {
+        let core = &self.inner.core;
+        let req = core
+            .raw_request(key, http::Method::POST, path)?
+            .form(params.iter().copied());
+        core.raw_write(core.provider(), key, self.authorize(req), |e| {
+            AdapterError::Decode {
+                key: key.clone(),
+                reason: format!("not the expected JSON: {e}"),
+            }
         })
+        .await
     }
 
-    pub(crate) fn messages_url(&self) -> Result<Url, Error> {
-        self.url(&format!(
-            "2010-04-01/Accounts/{}/Messages.json",
-            self.account_sid()
-        ))
+    pub(crate) fn messages_url(&self) -> Url {
+        self.inner.core.url(
+            &[
+                "2010-04-01",
+                "Accounts",
+                self.account_sid(),
+                "Messages.json",
+            ],
+            &[],
+        )
     }
 
     pub(crate) fn authorize(&self, req: OutboundRequest) -> OutboundRequest {
@@ -354,53 +368,13 @@ impl Messages<'_> {
     /// or [`Error::Store`] for ledger failures and a key reused for another
     /// message.
     pub async fn create(self, key: &IdempotencyKey, msg: &CreateMessage) -> Result<Sent, Error> {
-        let client = self.client;
         let req = self.request(key, msg)?;
-        let begun = client
-            .inner
-            .executor
-            .begin(&client.inner.provider, key, OPERATION, req.fingerprint())
-            .await
-            .map_err(Error::from)?;
-        let mut claim = match begun {
-            Begun::Claimed(claim) => claim,
-            Begun::Done(delivered) => return decode(key, &delivered.body, delivered.source),
-            other => {
-                return Err(AdapterError::Config(format!(
-                    "this idem-twilio does not understand the executor's answer {other:?}; \
-                     upgrade idem-twilio"
-                ))
-                .into());
-            }
-        };
         // What a lookup needs to find this message again from the key alone
-        // (`idem::reconcile::Reconcile`). Only an aid: if it cannot be
-        // written the send goes on, and such a row reconciles to
-        // "undetermined" from the key alone.
+        // (`idem::reconcile::Reconcile`).
         let facts = crate::reconcile::lookup_facts(msg);
-        if claim.operation().checkpoint.as_deref() != Some(facts.as_str()) {
-            if let Err(e) = claim.checkpoint(&facts).await {
-                tracing::warn!(key = %key, error = %e,
-                    "twilio: the lookup facts could not be recorded; sending anyway");
-            }
-        }
-        let outcome = claim.send(req).await;
-        let twilio = outcome
-            .response
-            .as_ref()
-            .filter(|(status, _, _)| !status.is_success())
-            .map(|(status, _, body)| Box::new(TwilioError::from_response(*status, body)));
-        match claim.finish(outcome).await {
-            Ok(delivered) => decode(key, &delivered.body, delivered.source),
-            Err(e) => {
-                let mut err = Error::from(e);
-                if let Error::NotSent { error: slot, .. } = &mut err {
-                    *slot = twilio;
-                }
-                tracing::warn!(key = %key, error = %err, "twilio message not delivered");
-                Err(err)
-            }
-        }
+        let core = &self.client.inner.core;
+        let delivered = core.write(key, OPERATION, req, Facts::Hint(&facts)).await?;
+        decode(key, &delivered.body, delivered.source)
     }
 
     /// The `StatusCallback` URL a message under `key` carries: the message's
@@ -425,23 +399,40 @@ impl Messages<'_> {
             key: key.clone(),
             reason,
         })?;
-        let mut form: Vec<(&str, String)> = vec![("To", msg.to.clone())];
+        let mut form = vec![("To".to_owned(), msg.to.clone())];
+        let mut add = |name: &str, value: String| form.push((name.to_owned(), value));
         if let Some(from) = msg.sender.number() {
-            form.push(("From", from.to_owned()));
+            add("From", from.to_owned());
         }
         if let Some(service) = msg.sender.service() {
-            form.push(("MessagingServiceSid", service.to_owned()));
+            add("MessagingServiceSid", service.to_owned());
         }
         if let Some(body) = &msg.body {
-            form.push(("Body", body.clone()));
+            add("Body", body.clone());
         }
         for media in &msg.media_urls {
-            form.push(("MediaUrl", media.to_string()));
+            add("MediaUrl", media.to_string());
+        }
+        if let Some(sid) = &msg.content_sid {
+            add("ContentSid", sid.clone());
+        }
+        if let Some(vars) = &msg.content_variables {
+            add(
+                "ContentVariables",
+                serde_json::Value::Object(vars.clone()).to_string(),
+            );
+        }
+        if let Some(at) = msg.send_at {
+            add("SendAt", idem::time::format_rfc3339(at));
+            add("ScheduleType", "fixed".to_owned());
         }
         if let Some(cb) = self.callback_url(key, msg) {
-            form.push(("StatusCallback", cb.to_string()));
+            add("StatusCallback", cb.to_string());
         }
-        let req = OutboundRequest::post(self.client.messages_url()?).form(form);
+        msg.extra
+            .append_to(&mut form)
+            .map_err(|reason| Error::invalid(key, reason))?;
+        let req = OutboundRequest::post(self.client.messages_url()).form(form);
         Ok(self.client.authorize(req))
     }
 }

@@ -1,6 +1,7 @@
 //! Message types: what is sent and what Twilio answers.
 
 use std::fmt;
+use std::time::SystemTime;
 
 use idem::executor::Url;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -233,7 +234,7 @@ impl Sender {
 ///     .media_url("https://example.com/bike.jpg".parse().unwrap());
 /// assert_eq!(msg.media_urls.len(), 1);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct CreateMessage {
     /// `To`: the recipient (E.164, or a channel address such as `whatsapp:+1…`).
@@ -247,6 +248,15 @@ pub struct CreateMessage {
     /// `StatusCallback` for this message, overriding the client's default.
     /// The adapter adds the idempotency key to it as a query parameter.
     pub status_callback: Option<Url>,
+    /// `ContentSid` (`HX…`): a Content Template instead of, or with, a body.
+    pub content_sid: Option<String>,
+    /// `ContentVariables`: the template's variables, sent as a JSON object.
+    pub content_variables: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `SendAt` with `ScheduleType=fixed`: a scheduled message (needs a
+    /// Messaging Service sender; Twilio takes 15 minutes to 35 days ahead).
+    pub send_at: Option<SystemTime>,
+    /// Parameters this struct lacks, sent as they are (see [`CreateMessage::extra`]).
+    pub extra: idem::adapter::Extra,
 }
 
 impl CreateMessage {
@@ -280,7 +290,37 @@ impl CreateMessage {
             body,
             media_urls: Vec::new(),
             status_callback: None,
+            content_sid: None,
+            content_variables: None,
+            send_at: None,
+            extra: idem::adapter::Extra::default(),
         }
+    }
+
+    /// Sends a Content Template (`ContentSid`, `HX…`) with its variables.
+    pub fn content(
+        mut self,
+        content_sid: impl Into<String>,
+        variables: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        self.content_sid = Some(content_sid.into());
+        self.content_variables = (!variables.is_empty()).then_some(variables);
+        self
+    }
+
+    /// Schedules the message for `at` (`SendAt`, `ScheduleType=fixed`).
+    pub fn send_at(mut self, at: SystemTime) -> Self {
+        self.send_at = Some(at);
+        self
+    }
+
+    /// A parameter this struct lacks (for example `ValidityPeriod`,
+    /// `ShortenUrls`), sent as it is. It is part of the request, so of the
+    /// fingerprint; a name the adapter sets itself is refused with
+    /// `InvalidRequest`, never overridden.
+    pub fn extra(mut self, name: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.push(name, value);
+        self
     }
 
     /// Adds a `MediaUrl`.
@@ -313,8 +353,24 @@ impl CreateMessage {
             _ => {}
         }
         let body_chars = self.body.as_deref().map_or(0, |b| b.chars().count());
-        if body_chars == 0 && self.media_urls.is_empty() {
-            return Err("a message needs a `Body` or at least one `MediaUrl`".into());
+        if body_chars == 0 && self.media_urls.is_empty() && self.content_sid.is_none() {
+            return Err(
+                "a message needs a `Body`, a `ContentSid` or at least one `MediaUrl`".into(),
+            );
+        }
+        if let Some(sid) = &self.content_sid {
+            if sid.len() != 34
+                || !sid.starts_with("HX")
+                || !sid.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err("`ContentSid` must be HX followed by 32 letters and digits".into());
+            }
+        }
+        if self.content_variables.is_some() && self.content_sid.is_none() {
+            return Err("`ContentVariables` needs a `ContentSid`".into());
+        }
+        if self.send_at.is_some() && self.sender.service().is_none() {
+            return Err("a scheduled message (`SendAt`) needs a `MessagingServiceSid`".into());
         }
         if body_chars > MAX_BODY_CHARS {
             return Err(format!(

@@ -540,7 +540,7 @@ impl Messages<'_> {
         let from = started.checked_sub(skew).unwrap_or(UNIX_EPOCH);
         let to = window_end + skew;
 
-        let mut url = client.messages_url()?;
+        let mut url = client.messages_url();
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("To", &msg.to);
@@ -599,7 +599,13 @@ impl Messages<'_> {
                     .filter(|m| matches_request(m, msg, from, to)),
             );
             next = match page.next_page_uri.as_deref() {
-                Some(uri) if !uri.is_empty() => Some(client.url(uri.trim_start_matches('/'))?),
+                Some(uri) if !uri.is_empty() => Some(client.inner.core.raw_url(uri).map_err(
+                    |reason| AdapterError::Lookup {
+                        key: key.clone(),
+                        reason: format!("Twilio's next_page_uri: {reason}"),
+                        error: None,
+                    },
+                )?),
                 _ => None,
             };
         }

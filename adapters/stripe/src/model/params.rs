@@ -3,6 +3,8 @@
 //! `2026-08-26.dahlia` and `2026-10-28.endive`). Only a commonly used subset
 //! of each endpoint's parameters is offered.
 
+use idem::adapter::Extra;
+
 use crate::form::Form;
 use crate::types::{
     Amount, ChargeId, Currency, CustomerId, Metadata, PaymentIntentId, PaymentMethodId,
@@ -41,7 +43,7 @@ pub struct AutomaticPaymentMethods {
 }
 
 /// Parameters of `POST /v1/payment_intents`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CreatePaymentIntent {
     /// `amount` (required), in the currency's smallest unit.
     pub amount: Amount,
@@ -72,8 +74,49 @@ pub struct CreatePaymentIntent {
     pub receipt_email: Option<String>,
     /// `statement_descriptor_suffix`.
     pub statement_descriptor_suffix: Option<String>,
+    /// `statement_descriptor` (non-card payments; cards use the suffix).
+    pub statement_descriptor: Option<String>,
+    /// `setup_future_usage`: save the payment method for later payments.
+    pub setup_future_usage: Option<SetupFutureUsage>,
+    /// `on_behalf_of` (Connect): the account that is the business of record.
+    pub on_behalf_of: Option<String>,
+    /// `transfer_data[destination]` and `[amount]` (Connect destination charges).
+    pub transfer_data: Option<TransferData>,
+    /// `application_fee_amount` (Connect), in the smallest currency unit.
+    pub application_fee_amount: Option<Amount>,
     /// `metadata[k]`; the adapter adds `idem_key`.
     pub metadata: Metadata,
+    /// Parameters this struct lacks, sent as they are (see `extra`):
+    /// `shipping[...]` and `payment_method_options[...]`, for example.
+    pub extra: Extra,
+}
+
+/// `setup_future_usage` of a PaymentIntent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetupFutureUsage {
+    /// `on_session`: the customer will be present.
+    OnSession,
+    /// `off_session`: charged later without the customer.
+    OffSession,
+}
+
+impl SetupFutureUsage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::OnSession => "on_session",
+            Self::OffSession => "off_session",
+        }
+    }
+}
+
+/// `transfer_data` of a destination charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferData {
+    /// `destination`: the connected account (`acct_...`).
+    pub destination: String,
+    /// `amount` transferred, when not the whole charge.
+    pub amount: Option<Amount>,
 }
 
 impl CreatePaymentIntent {
@@ -94,7 +137,13 @@ impl CreatePaymentIntent {
             description: None,
             receipt_email: None,
             statement_descriptor_suffix: None,
+            statement_descriptor: None,
+            setup_future_usage: None,
+            on_behalf_of: None,
+            transfer_data: None,
+            application_fee_amount: None,
             metadata: Metadata::new(),
+            extra: Extra::default(),
         }
     }
 
@@ -129,13 +178,24 @@ impl CreatePaymentIntent {
             "statement_descriptor_suffix",
             self.statement_descriptor_suffix.as_ref(),
         );
+        f.opt("statement_descriptor", self.statement_descriptor.as_ref());
+        f.opt(
+            "setup_future_usage",
+            self.setup_future_usage.map(SetupFutureUsage::as_str),
+        );
+        f.opt("on_behalf_of", self.on_behalf_of.as_ref());
+        if let Some(t) = &self.transfer_data {
+            f.push("transfer_data[destination]", &t.destination);
+            f.opt("transfer_data[amount]", t.amount);
+        }
+        f.opt("application_fee_amount", self.application_fee_amount);
     }
 }
 
 /// Parameters of `POST /v1/payment_intents/{intent}/confirm`. Stripe takes no
 /// `metadata` here, so a confirm is reconciled by reading the intent's
 /// status.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConfirmPaymentIntent {
     /// `payment_method`.
     pub payment_method: Option<PaymentMethodId>,
@@ -147,6 +207,8 @@ pub struct ConfirmPaymentIntent {
     pub return_url: Option<String>,
     /// `receipt_email`.
     pub receipt_email: Option<String>,
+    /// Parameters this struct lacks, sent as they are (see `extra`).
+    pub extra: Extra,
 }
 
 impl ConfirmPaymentIntent {
@@ -166,7 +228,7 @@ impl ConfirmPaymentIntent {
 /// reading the intent's status. `metadata` here updates the intent's
 /// metadata; the adapter does not add `idem_key` to it (that would overwrite
 /// the key of the create).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CapturePaymentIntent {
     /// `amount_to_capture` (defaults to the full capturable amount).
     pub amount_to_capture: Option<Amount>,
@@ -176,6 +238,8 @@ pub struct CapturePaymentIntent {
     pub statement_descriptor_suffix: Option<String>,
     /// `metadata[k]`.
     pub metadata: Metadata,
+    /// Parameters this struct lacks, sent as they are (see `extra`).
+    pub extra: Extra,
 }
 
 impl CapturePaymentIntent {
@@ -223,7 +287,7 @@ pub enum RefundTarget {
 }
 
 /// Parameters of `POST /v1/refunds`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CreateRefund {
     /// `payment_intent` or `charge` (one is required).
     pub target: RefundTarget,
@@ -233,6 +297,8 @@ pub struct CreateRefund {
     pub reason: Option<RefundReason>,
     /// `metadata[k]`; the adapter adds `idem_key`.
     pub metadata: Metadata,
+    /// Parameters this struct lacks, sent as they are (see `extra`).
+    pub extra: Extra,
 }
 
 impl CreateRefund {
@@ -252,6 +318,7 @@ impl CreateRefund {
             amount: None,
             reason: None,
             metadata: Metadata::new(),
+            extra: Extra::default(),
         }
     }
 
@@ -266,7 +333,7 @@ impl CreateRefund {
 }
 
 /// Parameters of `POST /v1/customers` (all optional).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CreateCustomer {
     /// `email`.
     pub email: Option<String>,
@@ -280,6 +347,8 @@ pub struct CreateCustomer {
     pub payment_method: Option<PaymentMethodId>,
     /// `metadata[k]`; the adapter adds `idem_key`.
     pub metadata: Metadata,
+    /// Parameters this struct lacks, sent as they are (see `extra`).
+    pub extra: Extra,
 }
 
 impl CreateCustomer {
@@ -293,7 +362,7 @@ impl CreateCustomer {
 }
 
 /// Parameters of `POST /v1/charges` (legacy; prefer PaymentIntents).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CreateCharge {
     /// `amount`.
     pub amount: Amount,
@@ -313,6 +382,8 @@ pub struct CreateCharge {
     pub statement_descriptor_suffix: Option<String>,
     /// `metadata[k]`; the adapter adds `idem_key`.
     pub metadata: Metadata,
+    /// Parameters this struct lacks, sent as they are (see `extra`).
+    pub extra: Extra,
 }
 
 impl CreateCharge {
@@ -328,6 +399,7 @@ impl CreateCharge {
             receipt_email: None,
             statement_descriptor_suffix: None,
             metadata: Metadata::new(),
+            extra: Extra::default(),
         }
     }
 
@@ -345,3 +417,29 @@ impl CreateCharge {
         );
     }
 }
+
+/// `extra(name, value)` on every params struct: a parameter the struct
+/// lacks, sent as it is. It is part of the request (so of the fingerprint);
+/// a name the adapter already sends (`amount`, `metadata[idem_key]`, ...) is
+/// refused with `InvalidRequest`, never overridden.
+macro_rules! with_extra {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// Adds a parameter this struct lacks (Stripe's form name, for
+            /// example `shipping[address][line1]`), sent as it is.
+            #[must_use]
+            pub fn extra(mut self, name: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+                self.extra.push(name, value);
+                self
+            }
+        }
+    )*};
+}
+with_extra!(
+    CreatePaymentIntent,
+    ConfirmPaymentIntent,
+    CapturePaymentIntent,
+    CreateRefund,
+    CreateCustomer,
+    CreateCharge
+);

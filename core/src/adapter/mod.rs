@@ -36,6 +36,10 @@
 //! assert_eq!(next_step(&err), "reconcile, or an operator bumps the key");
 //! ```
 
+mod core;
+
+pub use self::core::{AdapterCore, Answer, Extra, Facts, decode_json, finish, record_facts};
+
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime};
 
