@@ -357,7 +357,11 @@ impl MetaClient {
         path: &str,
         params: &[(&str, &str)],
     ) -> Result<idem::adapter::Answer<T>, Error> {
-        let url = self.url(path, &[])?;
+        let url = self
+            .inner
+            .core
+            .raw_url(&format!("{}/{path}", self.inner.version))
+            .map_err(|reason| Error::invalid(key, reason))?;
         let route = url
             .path()
             .trim_start_matches(&format!("/{}/", self.inner.version))
