@@ -493,8 +493,9 @@ mod by_key {
     //! settled by running the same job again, which the trait says.
 
     use async_trait::async_trait;
+    use idem::IdempotencyKey;
+    use idem::adapter::{ToReconcile, record_to_reconcile};
     use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
-    use idem::{IdempotencyKey, OperationState};
 
     use crate::client::{GbpClient, OP_CREATE_LOCAL_POST, PROVIDER_NAME};
     use crate::model::LocalPost;
@@ -509,48 +510,20 @@ mod by_key {
             &self,
             key: &IdempotencyKey,
         ) -> Result<ReconcileVerdict, ReconcileError> {
-            let not = |reason: String| ReconcileError::NotReconcilable {
-                key: key.clone(),
-                reason,
-            };
-            let executor = self.inner.core.executor();
-            let op = executor
-                .store()
-                .get(key)
-                .await
-                .map_err(|e| ReconcileError::Failed {
-                    key: key.clone(),
-                    reason: format!("the ledger failed: {e}"),
-                })?
-                .ok_or_else(|| not("no ledger record".to_owned()))?;
-            if op.provider != PROVIDER_NAME {
-                return Err(not(format!(
-                    "the record belongs to provider {:?}",
-                    op.provider
-                )));
-            }
-            let post = op.operation == OP_CREATE_LOCAL_POST;
-            match op.state {
-                OperationState::Succeeded => {
-                    let name = post
-                        .then(|| {
-                            op.response_body
-                                .as_deref()
-                                .and_then(|b| serde_json::from_slice::<LocalPost>(b).ok())
-                                .and_then(|p| p.name)
-                        })
-                        .flatten();
-                    Ok(ReconcileVerdict::Applied {
-                        provider_id: name,
-                        note: "the record had already succeeded".to_owned(),
-                    })
-                }
-                OperationState::Unknown => Ok(ReconcileVerdict::Undetermined { note: note(post) }),
-                OperationState::Sending if op.lease_expired(executor.now()) => {
-                    Ok(ReconcileVerdict::Undetermined { note: note(post) })
-                }
-                state => Err(not(format!("the record is {state}, not unknown"))),
-            }
+            let found = record_to_reconcile(self.executor(), PROVIDER_NAME, key, false).await?;
+            let post = found.operation().operation == OP_CREATE_LOCAL_POST;
+            Ok(match found {
+                ToReconcile::Succeeded(op) => ReconcileVerdict::Applied {
+                    provider_id: op
+                        .response_body
+                        .as_deref()
+                        .filter(|_| post)
+                        .and_then(|b| serde_json::from_slice::<LocalPost>(b).ok())
+                        .and_then(|p| p.name),
+                    note: "the record had already succeeded".to_owned(),
+                },
+                ToReconcile::Open(_) => ReconcileVerdict::Undetermined { note: note(post) },
+            })
         }
     }
 

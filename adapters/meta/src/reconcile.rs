@@ -23,6 +23,7 @@
 //! A row that already succeeded is `Applied` with the stored id.
 
 use async_trait::async_trait;
+use idem::adapter::{ToReconcile, record_to_reconcile};
 use idem::executor::Source;
 use idem::ledger::Resolution;
 use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
@@ -38,19 +39,8 @@ impl Reconcile for MetaClient {
     }
 
     async fn reconcile(&self, key: &IdempotencyKey) -> Result<ReconcileVerdict, ReconcileError> {
-        let op = self
-            .row(key)
-            .await?
-            .ok_or_else(|| not(key, "no ledger record"))?;
-        if op.provider != PROVIDER_NAME {
-            return Err(not(
-                key,
-                &format!("the record belongs to provider {:?}", op.provider),
-            ));
-        }
-        let now = self.executor().now();
-        match op.state {
-            OperationState::Succeeded => {
+        let op = match record_to_reconcile(self.executor(), PROVIDER_NAME, key, false).await? {
+            ToReconcile::Succeeded(op) => {
                 let id = op
                     .response_body
                     .as_deref()
@@ -61,10 +51,8 @@ impl Reconcile for MetaClient {
                     note: "the record had already succeeded".to_owned(),
                 });
             }
-            OperationState::Unknown => {}
-            OperationState::Sending if op.lease_expired(now) => {}
-            state => return Err(not(key, &format!("the record is {state}, not unknown"))),
-        }
+            ToReconcile::Open(op) => op,
+        };
         match op.operation.as_str() {
             OP_PAGE_POST => Ok(ReconcileVerdict::Undetermined {
                 note: "Meta keeps no key for Page posts and the record holds neither the Page nor \

@@ -342,6 +342,9 @@ impl AdapterFailure<StripeError> for AdapterError {
         matches!(self, Self::NotFound { .. } | Self::Reconcile { .. })
     }
 
+    fn is_not_reconcilable(&self) -> bool {
+        matches!(self, Self::NoRecord { .. })
+    }
     fn is_unknown(&self) -> bool {
         matches!(self, Self::NotFound { .. } | Self::Undetermined { .. })
     }

@@ -55,7 +55,7 @@ impl Reconcile for StripeClient {
             Ok(Reconciliation::Undetermined { note }) => {
                 Ok(ReconcileVerdict::Undetermined { note })
             }
-            Err(e) => Err(to_trait_error(key, e)),
+            Err(e) => Err(e.into_reconcile_error(key)),
         }
     }
 }
@@ -66,24 +66,6 @@ fn object_id(object: &StripeObject) -> String {
         StripeObject::Refund(r) => r.id.to_string(),
         StripeObject::Customer(c) => c.id.to_string(),
         StripeObject::Charge(c) => c.id.to_string(),
-    }
-}
-
-fn to_trait_error(key: &IdempotencyKey, e: Error) -> ReconcileError {
-    let reason = e.to_string();
-    match e {
-        Error::Adapter(AdapterError::NoRecord { .. })
-        | Error::InFlight { .. }
-        | Error::Rejected { .. }
-        | Error::Superseded { .. }
-        | Error::InvalidRequest { .. } => ReconcileError::NotReconcilable {
-            key: key.clone(),
-            reason,
-        },
-        _ => ReconcileError::Failed {
-            key: key.clone(),
-            reason,
-        },
     }
 }
 

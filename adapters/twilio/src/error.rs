@@ -205,6 +205,9 @@ impl AdapterFailure<TwilioError> for AdapterError {
         matches!(self, Self::Lookup { .. })
     }
 
+    fn is_not_reconcilable(&self) -> bool {
+        matches!(self, Self::State { .. })
+    }
     fn wire_error(&self) -> Option<&TwilioError> {
         match self {
             Self::Lookup { error, .. } => error.as_deref(),

@@ -725,11 +725,11 @@ mod by_key {
     //! second text, or waits for a status callback.
 
     use async_trait::async_trait;
+    use idem::IdempotencyKey;
+    use idem::adapter::{ToReconcile, record_to_reconcile};
     use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
-    use idem::{IdempotencyKey, OperationState};
 
     use crate::client::{OPERATION, PROVIDER_NAME, TwilioClient, decode};
-    use crate::error::{AdapterError, Error};
     use crate::reconcile::{Reconciled, recorded_message};
 
     #[async_trait]
@@ -742,39 +742,28 @@ mod by_key {
             &self,
             key: &IdempotencyKey,
         ) -> Result<ReconcileVerdict, ReconcileError> {
-            let not = |reason: String| ReconcileError::NotReconcilable {
-                key: key.clone(),
-                reason,
-            };
-            let op = self
-                .executor()
-                .store()
-                .get(key)
-                .await
-                .map_err(|e| ReconcileError::Failed {
+            let found = record_to_reconcile(self.executor(), PROVIDER_NAME, key, true).await?;
+            if found.operation().operation != OPERATION {
+                return Err(ReconcileError::NotReconcilable {
                     key: key.clone(),
-                    reason: format!("the ledger failed: {e}"),
-                })?
-                .ok_or_else(|| not("no ledger record".to_owned()))?;
-            if op.provider != PROVIDER_NAME || op.operation != OPERATION {
-                return Err(not(format!(
-                    "the record is a {} {} operation, not a Twilio message",
-                    op.provider, op.operation
-                )));
+                    reason: format!(
+                        "the record is a {} operation, not a Twilio message",
+                        found.operation().operation
+                    ),
+                });
             }
-            match op.state {
-                OperationState::Succeeded => {
-                    let body = op.response_body.clone().unwrap_or_default();
+            let op = match found {
+                ToReconcile::Succeeded(op) => {
+                    let body = op.response_body.unwrap_or_default();
                     let sent = decode(key, &body, idem::executor::Source::Ledger)
-                        .map_err(|e| to_trait_error(key, e))?;
+                        .map_err(|e| e.into_reconcile_error(key))?;
                     return Ok(ReconcileVerdict::Applied {
                         provider_id: Some(sent.message.sid.to_string()),
                         note: "the record had already succeeded".to_owned(),
                     });
                 }
-                OperationState::Unknown | OperationState::Sending => {}
-                state => return Err(not(format!("the record is {state}, not unknown"))),
-            }
+                ToReconcile::Open(op) => op,
+            };
             let Some(msg) = recorded_message(op.checkpoint.as_deref()) else {
                 return Ok(ReconcileVerdict::Undetermined {
                     note: "the record holds no message to look up (written by an older version, or \
@@ -803,25 +792,8 @@ mod by_key {
                         ),
                     })
                 }
-                Err(e) => Err(to_trait_error(key, e)),
+                Err(e) => Err(e.into_reconcile_error(key)),
             }
-        }
-    }
-
-    fn to_trait_error(key: &IdempotencyKey, e: Error) -> ReconcileError {
-        let reason = e.to_string();
-        match e {
-            Error::Adapter(AdapterError::State { .. })
-            | Error::Superseded { .. }
-            | Error::InFlight { .. }
-            | Error::InvalidRequest { .. } => ReconcileError::NotReconcilable {
-                key: key.clone(),
-                reason,
-            },
-            _ => ReconcileError::Failed {
-                key: key.clone(),
-                reason,
-            },
         }
     }
 }

@@ -28,13 +28,11 @@
 //! port and query as Twilio saw them: behind a proxy, rebuild it from the
 //! public address). JSON-bodied webhooks (`bodySHA256`) are not covered.
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
-
 /// The signature Twilio would send for a webhook to `url` with form
 /// parameters `params`, signed with `auth_token`. Repeated parameters count
 /// once per distinct value, in sorted order, as Twilio's own libraries do.
+/// The algorithm lives in core ([`idem::webhook::signature::twilio_sign`]),
+/// which the inbound webhook layer uses too.
 pub fn compute_signature<K, V>(
     auth_token: &str,
     url: &str,
@@ -44,28 +42,13 @@ where
     K: AsRef<str>,
     V: AsRef<str>,
 {
-    let mut pairs: Vec<(String, String)> = params
-        .into_iter()
-        .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
-        .collect();
-    pairs.sort();
-    pairs.dedup();
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()) {
-        Ok(mac) => mac,
-        Err(_) => return String::new(),
-    };
-    mac.update(url.as_bytes());
-    for (k, v) in &pairs {
-        mac.update(k.as_bytes());
-        mac.update(v.as_bytes());
-    }
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    idem::webhook::signature::twilio_sign(auth_token, url, params)
 }
 
 /// Whether `signature` (the `X-Twilio-Signature` header) is Twilio's
 /// signature for this webhook. The comparison takes the same time whatever
 /// the first differing byte, so it leaks nothing about the expected value.
+/// An empty auth token or signature never verifies.
 pub fn verify_signature<K, V>(
     auth_token: &str,
     url: &str,
@@ -76,12 +59,8 @@ where
     K: AsRef<str>,
     V: AsRef<str>,
 {
-    let expected = compute_signature(auth_token, url, params);
-    let (a, b) = (expected.as_bytes(), signature.trim().as_bytes());
-    if a.len() != b.len() || a.is_empty() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    !signature.trim().is_empty()
+        && idem::webhook::signature::twilio_verify(auth_token, url, params, signature).is_ok()
 }
 
 #[cfg(test)]

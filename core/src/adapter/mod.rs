@@ -106,6 +106,11 @@ pub trait AdapterFailure<E>: std::error::Error + Send + Sync + 'static {
     fn wire_error(&self) -> Option<&E> {
         None
     }
+    /// Whether reconciling again cannot change this (a record in the wrong
+    /// state, no record): see [`CallError::into_reconcile_error`].
+    fn is_not_reconcilable(&self) -> bool {
+        false
+    }
 }
 
 impl<E> AdapterFailure<E> for Infallible {
@@ -444,6 +449,97 @@ impl<E, A: AdapterFailure<E>> CallError<E, A> {
         match self {
             Self::Adapter(a) => Some(a),
             _ => None,
+        }
+    }
+}
+
+/// A ledger record an adapter's [`Reconcile`](crate::reconcile::Reconcile)
+/// implementation was asked about, as [`record_to_reconcile`] found it.
+#[derive(Debug)]
+pub enum ToReconcile {
+    /// It already succeeded: the verdict is `Applied` with the stored answer.
+    Succeeded(crate::ledger::Operation),
+    /// It is `unknown` (or `sending` with a lease that ran out): look it up.
+    Open(crate::ledger::Operation),
+}
+
+impl ToReconcile {
+    /// The record.
+    pub fn operation(&self) -> &crate::ledger::Operation {
+        match self {
+            Self::Succeeded(op) | Self::Open(op) => op,
+        }
+    }
+}
+
+/// Reads the record `key` names for reconciliation by the adapter named
+/// `provider`, refusing what cannot be reconciled: no record, another
+/// provider's record, and any state but `succeeded`, `unknown` and (when its
+/// lease ran out, or `live_sending` allows it) `sending`.
+///
+/// # Errors
+///
+/// [`ReconcileError::NotReconcilable`](crate::reconcile::ReconcileError::NotReconcilable)
+/// for those; `Failed` when the ledger fails.
+pub async fn record_to_reconcile(
+    executor: &executor::Executor,
+    provider: &str,
+    key: &IdempotencyKey,
+    live_sending: bool,
+) -> Result<ToReconcile, crate::reconcile::ReconcileError> {
+    use crate::reconcile::ReconcileError;
+    let not = |reason: String| ReconcileError::NotReconcilable {
+        key: key.clone(),
+        reason,
+    };
+    let op = executor
+        .store()
+        .get(key)
+        .await
+        .map_err(|e| ReconcileError::Failed {
+            key: key.clone(),
+            reason: format!("the ledger failed: {e}"),
+        })?
+        .ok_or_else(|| not("no ledger record".to_owned()))?;
+    if op.provider != provider {
+        return Err(not(format!(
+            "the record belongs to provider {:?}",
+            op.provider
+        )));
+    }
+    match op.state {
+        OperationState::Succeeded => Ok(ToReconcile::Succeeded(op)),
+        OperationState::Unknown => Ok(ToReconcile::Open(op)),
+        OperationState::Sending if live_sending || op.lease_expired(executor.now()) => {
+            Ok(ToReconcile::Open(op))
+        }
+        state => Err(not(format!("the record is {state}, not unknown"))),
+    }
+}
+
+impl<E, A: AdapterFailure<E>> CallError<E, A> {
+    /// This error as a [`Reconcile`](crate::reconcile::Reconcile) error:
+    /// `NotReconcilable` for what asking again will not change (in flight,
+    /// superseded, rejected, an invalid request, and the adapter cases its
+    /// [`AdapterFailure::is_not_reconcilable`] names), `Failed` otherwise.
+    pub fn into_reconcile_error(self, key: &IdempotencyKey) -> crate::reconcile::ReconcileError
+    where
+        E: std::fmt::Display,
+        A: std::fmt::Display,
+    {
+        let reason = self.to_string();
+        let key = key.clone();
+        match &self {
+            Self::InFlight { .. }
+            | Self::Rejected { .. }
+            | Self::Superseded { .. }
+            | Self::InvalidRequest { .. } => {
+                crate::reconcile::ReconcileError::NotReconcilable { key, reason }
+            }
+            Self::Adapter(a) if a.is_not_reconcilable() => {
+                crate::reconcile::ReconcileError::NotReconcilable { key, reason }
+            }
+            _ => crate::reconcile::ReconcileError::Failed { key, reason },
         }
     }
 }

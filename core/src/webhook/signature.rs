@@ -347,9 +347,8 @@ pub fn meta_verify(app_secret: &str, header: &str, body: &[u8]) -> Result<(), Si
 
 /// The `X-Twilio-Signature` Twilio would send: base64 of HMAC-SHA1 over the
 /// full URL followed by every POST parameter sorted by name (name, then
-/// value). The same algorithm as `idem_twilio::signature`, which core cannot
-/// call (that crate depends on this one); both are tested against Twilio's
-/// published vector.
+/// value). `idem_twilio::signature` calls this; it is tested against
+/// Twilio's published vector.
 pub fn twilio_sign<K: AsRef<str>, V: AsRef<str>>(
     auth_token: &str,
     url: &str,
