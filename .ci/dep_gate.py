@@ -37,7 +37,7 @@ except ImportError:  # Python < 3.11: the built-in lists still work
 
 # Built-in copy of idem's dylint.toml [idem_lint] lists (kept equal by .ci/lint.sh).
 BUILTIN = {
-    "allowed": ["idem_stripe", "idem_twilio", "idem_gbp", "idem_meta", "idem::executor"],
+    "allowed": ["idem::executor"],
     "deny": [
         {"package": "reqwest"},
         {"package": "reqwest-middleware"},
