@@ -10,7 +10,9 @@
 # 1. Stable gates, always run; any misbehaviour fails the script:
 #    - the lists agree: .ci/dep_gate.py's built-in copy equals dylint.toml, and clippy.toml bans
 #      only crates on the deny list;
-#    - dependency-graph gate (.ci/dep_gate.py) over the workspace and every fixture;
+#    - dependency-graph gate (.ci/dep_gate.py) over the workspace and every fixture, and its
+#      self-test: adapters are found by `[package.metadata.idem] adapter = true`, and a crate
+#      with a ban-lifting clippy.toml of its own that is not an adapter (or core) fails;
 #    - the lint's decision logic (lint/policy) on stable;
 #    - clippy with the root clippy.toml, all targets, on every fixture: each rejection must come
 #      from disallowed-methods/-types naming the adapter, and every entry that must resolve
@@ -155,6 +157,13 @@ if python3 .ci/dep_gate.py ${GATE_EXEMPT[@]+"${GATE_EXEMPT[@]}"} >"$LOGS/dep-ws"
     show "$LOGS/dep-ws"; ok "dependency gate: workspace"
 else
     show "$LOGS/dep-ws"; fail "dependency gate: the workspace has a crate that reaches an HTTP client outside the adapters"
+fi
+
+say "dependency gate: self-test (adapters by metadata, on throw-away workspaces)"
+if python3 .ci/dep_gate.py --self-test >"$LOGS/dep-self" 2>&1; then
+    ok "dependency gate self-test: $(tail -n 1 "$LOGS/dep-self" | sed 's/^dependency gate self-test: //')"
+else
+    show "$LOGS/dep-self" 60; fail "dependency gate self-test"
 fi
 
 say "dependency gate: fixtures"
