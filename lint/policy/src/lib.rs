@@ -738,6 +738,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn ui_expectations_hold_the_generated_help_line() {
+        // The .stderr files of the ui tests were written against the hand-kept list this
+        // generated one replaced: the help line must not have changed.
+        let mut seen = 0;
+        for entry in std::fs::read_dir(repo().join("lint/examples")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "stderr") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                if let Some(h) = line.trim_start().strip_prefix("= help: idem adapters:") {
+                    assert_eq!(format!("idem adapters:{h}"), help(), "{}", path.display());
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 0, "no help line found in lint/examples/*.stderr");
+    }
+
     /// A directory under the system's temp dir, removed on drop.
     struct TempDir(std::path::PathBuf);
 
