@@ -9,8 +9,11 @@
 #
 # 1. Stable gates, always run; any misbehaviour fails the script:
 #    - the lists agree: .ci/dep_gate.py's built-in copy equals dylint.toml, and clippy.toml bans
-#      only crates on the deny list;
-#    - dependency-graph gate (.ci/dep_gate.py) over the workspace and every fixture;
+#      only crates on the deny list; the adapters (packages with `[package.metadata.idem]
+#      adapter = true`, no list) all live under adapters/;
+#    - dependency-graph gate (.ci/dep_gate.py) over the workspace and every fixture, and its
+#      self-test: adapters are found by `[package.metadata.idem] adapter = true`, and a crate
+#      with a ban-lifting clippy.toml of its own that is not an adapter (or core) fails;
 #    - the lint's decision logic (lint/policy) on stable;
 #    - clippy with the root clippy.toml, all targets, on every fixture: each rejection must come
 #      from disallowed-methods/-types naming the adapter, and every entry that must resolve
@@ -134,8 +137,25 @@ for key in ("disallowed-methods", "disallowed-types"):
         if "idem-stripe" not in entry.get("reason", ""):
             problems.append(f"clippy.toml `{entry['path']}`: reason does not name the adapters")
 uncovered = sorted(e["package"] for lib, e in libs.items() if not lib.endswith("*") and lib not in named)
+# Adapters are whatever says `[package.metadata.idem] adapter = true`; in idem's own workspace
+# that is only a crate under adapters/ (a worker cannot declare itself one in passing).
+import json, os, subprocess
+meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps", "--manifest-path",
+                       f"{root}/Cargo.toml"], capture_output=True, text=True)
+if meta.returncode != 0:
+    problems.append(f"cargo metadata --no-deps failed: {meta.stderr.strip()[-300:]}")
+    adapters = []
+else:
+    adapters = [p for p in json.loads(meta.stdout)["packages"]
+                if ((p.get("metadata") or {}).get("idem") or {}).get("adapter") is True]
+    for p in adapters:
+        if not os.path.realpath(p["manifest_path"]).startswith(os.path.realpath(f"{root}/adapters") + os.sep):
+            problems.append(f"`{p['name']}` says [package.metadata.idem] adapter = true but is not under adapters/")
+    if not adapters:
+        problems.append("no workspace member has [package.metadata.idem] adapter = true")
 for p in problems:
     print(f"    | {p}")
+print(f"adapters (by metadata): {', '.join(sorted(p['name'] for p in adapters)) or 'none'}")
 print(f"deny list: {len(conf['deny'])} entries; clippy.toml names {len(named)} of their crates"
       + (f"; graph and dylint only (no clippy paths): {', '.join(uncovered)}" if uncovered else ""))
 sys.exit(1 if problems else 0)
@@ -155,6 +175,13 @@ if python3 .ci/dep_gate.py ${GATE_EXEMPT[@]+"${GATE_EXEMPT[@]}"} >"$LOGS/dep-ws"
     show "$LOGS/dep-ws"; ok "dependency gate: workspace"
 else
     show "$LOGS/dep-ws"; fail "dependency gate: the workspace has a crate that reaches an HTTP client outside the adapters"
+fi
+
+say "dependency gate: self-test (adapters by metadata, on throw-away workspaces)"
+if python3 .ci/dep_gate.py --self-test >"$LOGS/dep-self" 2>&1; then
+    ok "dependency gate self-test: $(tail -n 1 "$LOGS/dep-self" | sed 's/^dependency gate self-test: //')"
+else
+    show "$LOGS/dep-self" 60; fail "dependency gate self-test"
 fi
 
 say "dependency gate: fixtures"

@@ -17,7 +17,7 @@ extern crate rustc_session;
 
 use std::collections::HashSet;
 
-use idem_lint_policy::{DenyEntry, Policy, Suggestion, suggest_adapter};
+use idem_lint_policy::{DenyEntry, Policy, Suggestion};
 use rustc_ast::LitKind;
 use rustc_errors::{Diag, DiagCtxtHandle, Diagnostic, Level};
 use rustc_hir::def::{DefKind, Res};
@@ -45,8 +45,9 @@ pub fn register_lints(sess: &rustc_session::Session, lint_store: &mut rustc_lint
 dylint_linting::declare_lint! {
     /// ### What it does
     ///
-    /// Flags, in code that is not on the allow-list (by default the adapter crates
-    /// `idem_stripe`, `idem_twilio`, `idem_gbp`, `idem_meta` and the module `idem::executor`),
+    /// Flags, in code that is not on the allow-list (the adapter crates, which say so in their
+    /// `Cargo.toml` with `[package.metadata.idem] adapter = true`, and by default the module
+    /// `idem::executor`),
     /// every use of an HTTP client or provider SDK on the deny list of `dylint.toml` (reqwest,
     /// reqwest-middleware, ureq, hyper's and hyper-util's clients, isahc, surf, attohttpc, curl,
     /// awc, async-stripe, the Twilio crates, octocrab, ...):
@@ -72,6 +73,9 @@ dylint_linting::declare_lint! {
     ///
     /// The `[idem_lint]` table of the checked workspace's `dylint.toml` (`allowed`, `deny`; each
     /// replaces its default, which is idem's own `dylint.toml`, compiled into the library).
+    /// Adapter crates are not listed there: the crate being compiled is allowed when its own
+    /// manifest (cargo's `CARGO_MANIFEST_DIR`) has `[package.metadata.idem] adapter = true` and
+    /// it is that package's library; a manifest that cannot be read allows nothing.
     pub HTTP_CALL_OUTSIDE_ADAPTER,
     Deny,
     "direct use of an HTTP client or provider SDK outside an idem adapter crate"
@@ -331,10 +335,10 @@ impl IdemLint {
         );
     }
 
-    fn suggestion<'tcx>(cx: &LateContext<'tcx>, expr: &'tcx Expr<'tcx>) -> Suggestion {
+    fn suggestion<'tcx>(&self, cx: &LateContext<'tcx>, expr: &'tcx Expr<'tcx>) -> Suggestion {
         url_hints(cx, expr)
             .iter()
-            .map(|url| suggest_adapter(Some(url)))
+            .map(|url| self.policy.suggest_adapter(Some(url)))
             .find(|s| matches!(s, Suggestion::Adapter { .. }))
             .unwrap_or(Suggestion::Unknown)
     }
@@ -362,7 +366,7 @@ impl IdemLint {
             span,
             message,
             NOTE,
-            idem_lint_policy::help(),
+            self.policy.help(),
         );
     }
 
@@ -423,6 +427,18 @@ const NOTE: &str = "requests sent past an adapter carry no stored idempotency ke
                     after a crash or timeout sends the write twice";
 
 impl<'tcx> LateLintPass<'tcx> for IdemLint {
+    fn check_crate(&mut self, cx: &LateContext<'tcx>) {
+        // The crate being compiled is an adapter when its own manifest says so; the adapters
+        // of its workspace are named in suggestions. Read once per crate, before any check.
+        let krate = cx.tcx.crate_name(LOCAL_CRATE);
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from);
+        self.policy
+            .allow_adapter_crate(manifest_dir.as_deref(), krate.as_str());
+        if let Some(dir) = &manifest_dir {
+            self.policy.add_workspace_adapters(dir);
+        }
+    }
+
     fn check_expr(&mut self, cx: &LateContext<'tcx>, expr: &'tcx Expr<'tcx>) {
         // `.await`, `?` and `for` expand to calls of their own; the call they wrap is what counts.
         if expr.span.desugaring_kind().is_some() {
@@ -435,7 +451,7 @@ impl<'tcx> LateLintPass<'tcx> for IdemLint {
             if self.allowed_here(cx, expr.hir_id) {
                 return;
             }
-            let suggestion = Self::suggestion(cx, expr);
+            let suggestion = self.suggestion(cx, expr);
             let message = idem_lint_policy::message(&tcx.def_path_str(flagged), suggestion);
             self.emit(
                 cx,
@@ -443,7 +459,7 @@ impl<'tcx> LateLintPass<'tcx> for IdemLint {
                 span,
                 message,
                 NOTE,
-                idem_lint_policy::help(),
+                self.policy.help(),
             );
             return;
         }
@@ -461,7 +477,7 @@ impl<'tcx> LateLintPass<'tcx> for IdemLint {
         if self.allowed_here(cx, expr.hir_id) {
             return;
         }
-        let suggestion = Self::suggestion(cx, expr);
+        let suggestion = self.suggestion(cx, expr);
         self.report_value(cx, expr.span, ty_def, suggestion);
     }
 
