@@ -166,7 +166,7 @@ pub(super) fn echo_key(headers: &mut HeaderMap, key: &ClientKey, expires: Option
 }
 
 /// Reports a refusal and returns it.
-pub(super) fn finish_refused(
+fn finish_refused(
     config: &EndpointConfig,
     key: Option<&ClientKey>,
     r: Response<InboundBody>,
@@ -179,7 +179,7 @@ pub(super) fn finish_refused(
 /// Reads the request body up to the endpoint's cap; the error is the refusal to send.
 // The error is the HTTP answer itself, built once per request.
 #[allow(clippy::result_large_err)]
-pub(super) async fn read_body<B>(
+async fn read_body<B>(
     config: &EndpointConfig,
     body: B,
     key: Option<&ClientKey>,
@@ -205,6 +205,23 @@ where
             Err(p.into_response())
         }
     }
+}
+
+/// Reads an unprotected request's body for a front-end that hands its handler
+/// the bytes; a refused body is answered (and reported) as [`Passed::Answered`].
+pub(super) async fn read_unprotected<B>(
+    config: &EndpointConfig,
+    body: B,
+    key: Option<&ClientKey>,
+    started: Instant,
+) -> Result<Bytes, Passed>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    read_body(config, body, key)
+        .await
+        .map_err(|r| Passed::Answered(finish_refused(config, key, r, started)))
 }
 
 fn fingerprint(config: &EndpointConfig, parts: &Parts, body: &[u8]) -> Fingerprint {

@@ -94,13 +94,9 @@ where
         key: Option<&ClientKey>,
         started: Instant,
     ) -> Result<Passed, Infallible> {
-        let bytes = match engine::read_body(config, body, key).await {
+        let bytes = match engine::read_unprotected(config, body, key, started).await {
             Ok(b) => b,
-            Err(r) => {
-                return Ok(Passed::Answered(engine::finish_refused(
-                    config, key, r, started,
-                )));
-            }
+            Err(refused) => return Ok(refused),
         };
         let r = (self.0)(Request::from_parts(parts, bytes)).await;
         Ok(Passed::Ran(r.map(box_body)))

@@ -103,13 +103,9 @@ where
         key: Option<&ClientKey>,
         started: Instant,
     ) -> Result<Passed, Infallible> {
-        let bytes = match engine::read_body(config, body, key).await {
+        let bytes = match engine::read_unprotected(config, body, key, started).await {
             Ok(b) => b,
-            Err(r) => {
-                return Ok(Passed::Answered(engine::finish_refused(
-                    config, key, r, started,
-                )));
-            }
+            Err(refused) => return Ok(refused),
         };
         let Ok(mut tx) = store.begin_tx().await else {
             let r = Problem::new(ProblemKind::StoreUnavailable).into_response();
