@@ -28,12 +28,12 @@ pub type TxHandler<Db> = Box<
         + Send,
 >;
 
-/// As [`with_idempotency`], but the handler runs inside a transaction of
+/// As [`with_idempotency`](super::with_idempotency), but the handler runs inside a transaction of
 /// the store's own database, and its answer is stored in that same
 /// transaction: the handler's writes and the stored answer commit together,
 /// or neither does.
 ///
-/// When the answer is not stored (see [`StoredOutcomes`]) the transaction
+/// When the answer is not stored (see [`StoredOutcomes`](super::StoredOutcomes)) the transaction
 /// is rolled back and the record released. If the commit fails, the client
 /// gets 503 and nothing the handler wrote remains.
 ///
