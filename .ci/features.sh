@@ -6,11 +6,12 @@
 #
 # 1. `cargo check -p idem --no-default-features` with `sqlite`, with `postgres` and with neither
 #    (the executor and MemoryStore), each with `-D warnings`.
-# 2. `cargo tree -e features,no-dev` of the first two must not name the other store's driver:
-#    no sqlx-postgres in the SQLite build; no sqlx-sqlite, rusqlite or libsqlite3-sys in the
-#    PostgreSQL build. (Dev-dependencies are left out: idem's own tests enable `testing`,
-#    which needs both.) The build without features names neither, and no default build of
-#    the workspace reaches native-tls.
+# 2. `cargo tree -e features,no-dev` (what a user's build compiles) and the literal
+#    `cargo tree -e features` (dev-dependencies included: idem's own tests, which take their
+#    stores from the build's features; `testing` turns no store on) of the first two must not
+#    name the other store's driver: no sqlx-postgres in the SQLite build; no sqlx-sqlite,
+#    rusqlite or libsqlite3-sys in the PostgreSQL build. The build without features names
+#    neither, in both forms, and no default build of the workspace reaches native-tls.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 export CARGO_TERM_COLOR=never
@@ -36,18 +37,32 @@ for features in "sqlite" "postgres" ""; do
     fi
 done
 
-# absent <features> <label> <pattern>: the normal+build graph of idem with only <features>
-# has no package line matching <pattern>.
+# absent <features> <label> <pattern>: the graph of idem with only <features> has no package
+# line matching <pattern>, both without dev-dependencies (normal + build) and with them (the
+# literal `cargo tree -e features` form). Fails closed: a `cargo tree` that fails, or prints
+# no idem line, is a failure, not a pass.
 absent() {
-    local found
-    found=$(cargo tree -p idem --no-default-features ${1:+--features "$1"} -e features,no-dev \
-        --prefix none | grep -E "$3" | sort -u)
-    if [[ -z $found ]]; then
-        ok "--features ${1:-(none)}: no $2"
-    else
-        echo "$found" | sed 's/^/    | /'
-        fail "--features ${1:-(none)} pulls in $2"
-    fi
+    local edges found tree
+    for edges in features,no-dev features; do
+        if ! tree=$(cargo tree -p idem --no-default-features ${1:+--features "$1"} -e "$edges" \
+            --prefix none 2>"$LOG"); then
+            sed 's/^/    | /' "$LOG" | head -20
+            fail "cargo tree -e $edges --features ${1:-(none)} failed"
+            continue
+        fi
+        if ! grep -q '^idem v' <<<"$tree"; then
+            sed 's/^/    | /' <<<"$tree" | head -20
+            fail "cargo tree -e $edges --features ${1:-(none)} printed no idem package"
+            continue
+        fi
+        found=$(grep -E "$3" <<<"$tree" | sort -u)
+        if [[ -z $found ]]; then
+            ok "-e $edges --features ${1:-(none)}: no $2"
+        else
+            echo "$found" | sed 's/^/    | /'
+            fail "-e $edges --features ${1:-(none)} pulls in $2"
+        fi
+    done
 }
 absent sqlite "PostgreSQL driver" '^sqlx-postgres |postgres'
 absent postgres "SQLite driver" '^(sqlx-sqlite|rusqlite|libsqlite3-sys) |sqlite'

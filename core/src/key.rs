@@ -28,7 +28,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{KeyError, KeyPart};
+mod error;
+
+pub use error::{KeyError, KeyPart};
 
 /// The longest key accepted, in bytes. Stripe refuses longer keys.
 pub const MAX_KEY_LEN: usize = 255;

@@ -1,6 +1,9 @@
 //! Test support (feature `testing`): throwaway SQLite files and PostgreSQL
 //! databases, shared by idem's own test suites and available to yours.
 //!
+//! `testing` turns no store on: the SQLite helpers need the `sqlite` feature,
+//! the PostgreSQL ones the `postgres` feature.
+//!
 //! PostgreSQL tests read `IDEM_TEST_DATABASE_URL` (default
 //! `postgres://postgres:postgres@127.0.0.1:5432/postgres`). Each call creates
 //! a fresh database, so tests run in parallel and see only their own rows.
@@ -8,13 +11,19 @@
 //! a loud SKIP line, except under CI (`CI=true`), where it panics: in CI the
 //! PostgreSQL tests must really run.
 
+#[cfg(feature = "sqlite")]
 use std::path::PathBuf;
 
-use crate::ledger::{PgStore, SqliteStore};
+#[cfg(feature = "postgres")]
+use crate::ledger::PgStore;
+#[cfg(feature = "sqlite")]
+use crate::ledger::SqliteStore;
 
 /// The default test server URL.
 pub const DEFAULT_PG_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 /// A SQLite store in a fresh temporary directory. Keep the directory alive as
 /// long as the store.
 ///
@@ -29,6 +38,8 @@ pub async fn sqlite_store() -> (SqliteStore, tempfile::TempDir) {
     (store, dir)
 }
 
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 /// The path of the SQLite file inside a directory from [`sqlite_store`].
 pub fn sqlite_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("idem-test.db")
@@ -39,6 +50,8 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 /// The URL of a fresh, empty PostgreSQL database, or `None` (with a loud
 /// message) when no server is reachable outside CI.
 ///
@@ -82,6 +95,8 @@ pub async fn pg_database_url(test: &str) -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 /// A [`PgStore`] on a fresh database, or `None` outside CI when no server is
 /// reachable (see [`pg_database_url`]).
 ///
@@ -97,6 +112,8 @@ pub async fn pg_store(test: &str) -> Option<PgStore> {
     )
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 /// The SQL text of the ledger's fresh-key path, exactly as the SQL stores
 /// run it, for benchmarks that measure the database's own floor (a driver
 /// running the same statements) beside the store. Placeholders are `$1`..;

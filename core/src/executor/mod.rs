@@ -40,14 +40,15 @@ use http::{Extensions, HeaderMap, StatusCode};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware};
 
 use crate::clock::{Clock, SystemClock};
-use crate::error::{ExecError, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::key::IdempotencyKey;
 use crate::ledger::{
     Begin, ClaimFrom, Completion, Lease, LedgerStore, NewOperation, Operation, OperationState,
+    StoreError,
 };
 use crate::metrics::outbound as names;
 
+mod error;
 mod http_settings;
 mod policy;
 mod read;
@@ -63,7 +64,7 @@ pub use read::ReadResponse;
 pub use request::{OutboundRequest, Url};
 pub use retry::{AttemptRecord, IdemRetry};
 
-pub use crate::error::ReadError;
+pub use error::{ExecError, ReadError, UnrecordedAnswer};
 
 use retry::CallContext;
 
@@ -907,7 +908,7 @@ impl Claim {
         );
         ExecError::AnswerNotRecorded {
             key,
-            answer: Box::new(crate::error::UnrecordedAnswer {
+            answer: Box::new(UnrecordedAnswer {
                 status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
                 succeeded: matches!(completion, Completion::Succeeded { .. }),
                 provider_id,

@@ -30,10 +30,10 @@ use bytes::Bytes;
 use http::{Extensions, HeaderMap, Method, StatusCode};
 
 use super::Executor;
+use super::ReadError;
 use super::policy::{Effect, Provider, SafetyClass, TransportError, TransportKind, Verdict};
 use super::request::OutboundRequest;
 use super::retry::CallContext;
-use crate::error::ReadError;
 use crate::metrics::outbound as names;
 
 /// A provider's complete answer to an unrecorded read. Its status may be

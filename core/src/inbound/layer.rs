@@ -39,10 +39,8 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{
-    Actor, BoxError, EndpointConfig, InboundBody, InboundStore, Outcome, Plan, box_body, echo_key,
-    plan, protect, report,
-};
+use super::engine::{self, FrontEnd, Passed};
+use super::{Actor, BoxError, ClientKey, EndpointConfig, InboundBody, InboundStore, box_body};
 
 type ActorFn = Arc<dyn Fn(&Parts) -> Option<Actor> + Send + Sync>;
 
@@ -159,7 +157,7 @@ where
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         // The clone that was polled ready is the one that gets called.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
             let started = Instant::now();
@@ -170,36 +168,61 @@ where
                     None => parts.extensions.remove::<Actor>(),
                 };
             }
-            let config = &*layer.config;
-            match plan(config, &parts) {
-                Plan::Refuse(r) => {
-                    report(config, None, Outcome::Refused, r.status(), started);
-                    Ok(r)
-                }
-                Plan::PassThrough(key) => {
-                    let mut r = inner
-                        .call(Request::from_parts(parts, body))
-                        .await?
-                        .map(box_body);
-                    if let Some(k) = &key {
-                        echo_key(r.headers_mut(), k, None);
-                    }
-                    report(
-                        config,
-                        key.as_ref(),
-                        Outcome::PassedThrough,
-                        r.status(),
-                        started,
-                    );
-                    Ok(r)
-                }
-                Plan::Protect(key) => {
-                    protect(&*layer.store, config, parts, body, key, started, |req| {
-                        inner.call(req.map(ReqB::from))
-                    })
-                    .await
-                }
-            }
+            engine::serve(
+                &*layer.store,
+                &layer.config,
+                parts,
+                body,
+                started,
+                Inner(inner),
+            )
+            .await
         })
+    }
+}
+
+/// The inner service as a front-end: unprotected, it gets the request as it came; protected,
+/// the body read into memory.
+struct Inner<I>(I);
+
+impl<I, S, ReqB, ResB> FrontEnd<S, ReqB> for Inner<I>
+where
+    I: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: InboundStore,
+    ReqB: Body<Data = Bytes> + From<Bytes>,
+    ReqB::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Error = I::Error;
+
+    async fn pass_through(
+        self,
+        _store: &S,
+        _config: &EndpointConfig,
+        parts: Parts,
+        body: ReqB,
+        _key: Option<&ClientKey>,
+        _started: Instant,
+    ) -> Result<Passed, I::Error> {
+        let mut inner = self.0;
+        let r = inner.call(Request::from_parts(parts, body)).await?;
+        Ok(Passed::Ran(r.map(box_body)))
+    }
+
+    async fn protect(
+        self,
+        store: &S,
+        config: &EndpointConfig,
+        parts: Parts,
+        body: ReqB,
+        key: ClientKey,
+        started: Instant,
+    ) -> Result<Response<InboundBody>, I::Error> {
+        let mut inner = self.0;
+        engine::protect(store, config, parts, body, key, started, |req| {
+            inner.call(req.map(ReqB::from))
+        })
+        .await
     }
 }

@@ -9,13 +9,13 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::StoreError;
 use super::sql::{self, Values};
 use super::{
     Begin, ClaimFrom, Completion, Lease, LedgerStore, ListFilter, NewOperation, Operation,
     OperationState, Resolution,
 };
 use crate::clock::{from_millis, to_millis};
-use crate::error::StoreError;
 use crate::key::IdempotencyKey;
 
 /// A [`LedgerStore`] that keeps its rows in memory.

@@ -24,10 +24,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
 use crate::key::IdempotencyKey;
 
+mod error;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod migrate;
@@ -41,6 +41,7 @@ mod sqlite_writer;
 
 pub(crate) use sql::provider_id_of;
 
+pub use error::StoreError;
 pub use memory::MemoryStore;
 
 #[cfg(feature = "postgres")]

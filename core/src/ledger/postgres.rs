@@ -5,8 +5,8 @@ use std::str::FromStr;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+use super::StoreError;
 use super::migrate::{self, Migration};
-use crate::error::StoreError;
 
 /// A [`LedgerStore`](super::LedgerStore) on PostgreSQL.
 ///

@@ -9,10 +9,10 @@ use bytes::Bytes;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use sqlx::Row;
 
+use super::StoreError;
 use super::{Completion, Operation, OperationState, Resolution};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::clock::from_millis;
-use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::key::IdempotencyKey;
@@ -375,7 +375,7 @@ macro_rules! impl_sql_store {
                 conn: &mut $conn,
                 op: &$crate::ledger::NewOperation,
                 now: ::std::time::SystemTime,
-            ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
+            ) -> Result<$crate::ledger::Operation, $crate::ledger::StoreError> {
                 use $crate::ledger::sql;
                 ::sqlx::query(sql::INSERT)
                     .bind(op.key.as_str())
@@ -385,9 +385,9 @@ macro_rules! impl_sql_store {
                     .bind($crate::clock::to_millis(now))
                     .execute(&mut *conn)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 let existing = Self::get_in(conn, &op.key).await?.ok_or_else(|| {
-                    $crate::error::StoreError::Corrupt(format!(
+                    $crate::ledger::StoreError::Corrupt(format!(
                         "row {} vanished right after insert",
                         op.key
                     ))
@@ -404,7 +404,7 @@ macro_rules! impl_sql_store {
             pub async fn get_in(
                 conn: &mut $conn,
                 key: &$crate::key::IdempotencyKey,
-            ) -> Result<Option<$crate::ledger::Operation>, $crate::error::StoreError> {
+            ) -> Result<Option<$crate::ledger::Operation>, $crate::ledger::StoreError> {
                 let text = format!(
                     "SELECT {} FROM idem_operations WHERE key = $1",
                     $crate::ledger::sql::COLUMNS
@@ -413,7 +413,7 @@ macro_rules! impl_sql_store {
                     .bind(key.as_str())
                     .fetch_optional(&mut *conn)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 row.as_ref()
                     .map($crate::ledger::sql::decode_row)
                     .transpose()
@@ -422,11 +422,11 @@ macro_rules! impl_sql_store {
             async fn must_get(
                 &self,
                 key: &$crate::key::IdempotencyKey,
-            ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
+            ) -> Result<$crate::ledger::Operation, $crate::ledger::StoreError> {
                 use $crate::ledger::LedgerStore;
                 self.get(key)
                     .await?
-                    .ok_or_else(|| $crate::error::StoreError::NotFound { key: key.clone() })
+                    .ok_or_else(|| $crate::ledger::StoreError::NotFound { key: key.clone() })
             }
         }
 
@@ -436,12 +436,12 @@ macro_rules! impl_sql_store {
                 &self,
                 op: &$crate::ledger::NewOperation,
                 now: ::std::time::SystemTime,
-            ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
+            ) -> Result<$crate::ledger::Operation, $crate::ledger::StoreError> {
                 let mut conn = self
                     .pool
                     .acquire()
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 Self::begin_in(&mut conn, op, now).await
             }
 
@@ -450,7 +450,7 @@ macro_rules! impl_sql_store {
                 op: &$crate::ledger::NewOperation,
                 lease_for: ::std::time::Duration,
                 now: ::std::time::SystemTime,
-            ) -> Result<$crate::ledger::Begin, $crate::error::StoreError> {
+            ) -> Result<$crate::ledger::Begin, $crate::ledger::StoreError> {
                 $(if let Some(writer) = &self.$fast {
                     return writer.begin_claimed(op, lease_for, now).await;
                 })?
@@ -465,7 +465,7 @@ macro_rules! impl_sql_store {
                     .pool
                     .acquire()
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 let row = ::sqlx::query(&text)
                     .bind(op.key.as_str())
                     .bind(&op.provider)
@@ -476,7 +476,7 @@ macro_rules! impl_sql_store {
                     .bind($crate::clock::to_millis(now))
                     .fetch_optional(&mut *conn)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 match row {
                     Some(row) => {
                         let operation = $crate::ledger::sql::decode_row(&row)?;
@@ -490,7 +490,7 @@ macro_rules! impl_sql_store {
                     None => {
                         let existing =
                             Self::get_in(&mut conn, &op.key).await?.ok_or_else(|| {
-                                $crate::error::StoreError::Corrupt(format!(
+                                $crate::ledger::StoreError::Corrupt(format!(
                                     "row {} vanished right after a conflicting insert",
                                     op.key
                                 ))
@@ -509,12 +509,12 @@ macro_rules! impl_sql_store {
             async fn get(
                 &self,
                 key: &$crate::key::IdempotencyKey,
-            ) -> Result<Option<$crate::ledger::Operation>, $crate::error::StoreError> {
+            ) -> Result<Option<$crate::ledger::Operation>, $crate::ledger::StoreError> {
                 let mut conn = self
                     .pool
                     .acquire()
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 Self::get_in(&mut conn, key).await
             }
 
@@ -524,7 +524,7 @@ macro_rules! impl_sql_store {
                 from: $crate::ledger::ClaimFrom,
                 lease_for: ::std::time::Duration,
                 now: ::std::time::SystemTime,
-            ) -> Result<Option<$crate::ledger::Lease>, $crate::error::StoreError> {
+            ) -> Result<Option<$crate::ledger::Lease>, $crate::ledger::StoreError> {
                 $(if let Some(writer) = &self.$fast {
                     return writer.claim(key, from, lease_for, now).await;
                 })?
@@ -539,7 +539,7 @@ macro_rules! impl_sql_store {
                     .bind(allow_unknown)
                     .execute(&self.pool)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 Ok((done.rows_affected() == 1).then(|| $crate::ledger::Lease {
                     key: key.clone(),
                     token,
@@ -551,13 +551,13 @@ macro_rules! impl_sql_store {
                 &self,
                 key: &$crate::key::IdempotencyKey,
                 now: ::std::time::SystemTime,
-            ) -> Result<bool, $crate::error::StoreError> {
+            ) -> Result<bool, $crate::ledger::StoreError> {
                 let done = ::sqlx::query($crate::ledger::sql::EXPIRE)
                     .bind(key.as_str())
                     .bind($crate::clock::to_millis(now))
                     .execute(&self.pool)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -566,7 +566,7 @@ macro_rules! impl_sql_store {
                 lease: &$crate::ledger::Lease,
                 value: &str,
                 now: ::std::time::SystemTime,
-            ) -> Result<(), $crate::error::StoreError> {
+            ) -> Result<(), $crate::ledger::StoreError> {
                 let done = ::sqlx::query($crate::ledger::sql::CHECKPOINT)
                     .bind(lease.key.as_str())
                     .bind(&lease.token)
@@ -574,11 +574,11 @@ macro_rules! impl_sql_store {
                     .bind($crate::clock::to_millis(now))
                     .execute(&self.pool)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 if done.rows_affected() == 1 {
                     Ok(())
                 } else {
-                    Err($crate::error::StoreError::LeaseLost {
+                    Err($crate::ledger::StoreError::LeaseLost {
                         key: lease.key.clone(),
                     })
                 }
@@ -589,7 +589,7 @@ macro_rules! impl_sql_store {
                 lease: &$crate::ledger::Lease,
                 completion: &$crate::ledger::Completion,
                 now: ::std::time::SystemTime,
-            ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
+            ) -> Result<$crate::ledger::Operation, $crate::ledger::StoreError> {
                 $(if let Some(writer) = &self.$fast {
                     return writer.complete(lease, completion, now).await;
                 })?
@@ -610,10 +610,10 @@ macro_rules! impl_sql_store {
                     .bind(v.provider_id)
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 match row {
                     Some(row) => $crate::ledger::sql::decode_row(&row),
-                    None => Err($crate::error::StoreError::LeaseLost {
+                    None => Err($crate::ledger::StoreError::LeaseLost {
                         key: lease.key.clone(),
                     }),
                 }
@@ -624,7 +624,7 @@ macro_rules! impl_sql_store {
                 key: &$crate::key::IdempotencyKey,
                 resolution: &$crate::ledger::Resolution,
                 now: ::std::time::SystemTime,
-            ) -> Result<$crate::ledger::Operation, $crate::error::StoreError> {
+            ) -> Result<$crate::ledger::Operation, $crate::ledger::StoreError> {
                 let v = $crate::ledger::sql::resolution_values(resolution);
                 let done = ::sqlx::query($crate::ledger::sql::RESOLVE)
                     .bind(key.as_str())
@@ -636,12 +636,12 @@ macro_rules! impl_sql_store {
                     .bind(v.provider_id)
                     .execute(&self.pool)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 let op = self.must_get(key).await?;
                 if done.rows_affected() == 1 {
                     Ok(op)
                 } else {
-                    Err($crate::error::StoreError::InvalidState {
+                    Err($crate::ledger::StoreError::InvalidState {
                         key: key.clone(),
                         state: op.state,
                         reason: "only an unknown outcome (or an expired send) can be resolved",
@@ -654,9 +654,9 @@ macro_rules! impl_sql_store {
                 key: &$crate::key::IdempotencyKey,
                 force: bool,
                 now: ::std::time::SystemTime,
-            ) -> Result<$crate::key::IdempotencyKey, $crate::error::StoreError> {
+            ) -> Result<$crate::key::IdempotencyKey, $crate::ledger::StoreError> {
                 let next = key.next_attempt().map_err(|e| {
-                    $crate::error::StoreError::Corrupt(format!("cannot bump {key}: {e}"))
+                    $crate::ledger::StoreError::Corrupt(format!("cannot bump {key}: {e}"))
                 })?;
                 let done = ::sqlx::query($crate::ledger::sql::BUMP)
                     .bind(key.as_str())
@@ -665,7 +665,7 @@ macro_rules! impl_sql_store {
                     .bind(force)
                     .execute(&self.pool)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 if done.rows_affected() == 1 {
                     return Ok(next);
                 }
@@ -676,7 +676,7 @@ macro_rules! impl_sql_store {
             async fn list(
                 &self,
                 filter: &$crate::ledger::ListFilter,
-            ) -> Result<Vec<$crate::ledger::Operation>, $crate::error::StoreError> {
+            ) -> Result<Vec<$crate::ledger::Operation>, $crate::ledger::StoreError> {
                 let mut qb = ::sqlx::QueryBuilder::<$db>::new(format!(
                     "SELECT {} FROM idem_operations WHERE 1 = 1",
                     $crate::ledger::sql::COLUMNS
@@ -698,7 +698,7 @@ macro_rules! impl_sql_store {
                     .build()
                     .fetch_all(&self.pool)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 rows.iter().map($crate::ledger::sql::decode_row).collect()
             }
 
@@ -707,7 +707,7 @@ macro_rules! impl_sql_store {
                 lease: &$crate::ledger::Lease,
                 lease_for: ::std::time::Duration,
                 now: ::std::time::SystemTime,
-            ) -> Result<$crate::ledger::Lease, $crate::error::StoreError> {
+            ) -> Result<$crate::ledger::Lease, $crate::ledger::StoreError> {
                 $(if let Some(writer) = &self.$fast {
                     return writer.renew(lease, lease_for, now).await;
                 })?
@@ -719,7 +719,7 @@ macro_rules! impl_sql_store {
                     .bind($crate::clock::to_millis(now))
                     .execute(&self.pool)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 if done.rows_affected() == 1 {
                     Ok($crate::ledger::Lease {
                         key: lease.key.clone(),
@@ -727,7 +727,7 @@ macro_rules! impl_sql_store {
                         expires_at,
                     })
                 } else {
-                    Err($crate::error::StoreError::LeaseLost {
+                    Err($crate::ledger::StoreError::LeaseLost {
                         key: lease.key.clone(),
                     })
                 }
@@ -737,13 +737,13 @@ macro_rules! impl_sql_store {
                 &self,
                 before: ::std::time::SystemTime,
                 batch: u32,
-            ) -> Result<u64, $crate::error::StoreError> {
+            ) -> Result<u64, $crate::ledger::StoreError> {
                 let done = ::sqlx::query($crate::ledger::sql::FORGET)
                     .bind($crate::clock::to_millis(before))
                     .bind(i64::from(batch))
                     .execute(&self.pool)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 Ok(done.rows_affected())
             }
 
@@ -751,13 +751,13 @@ macro_rules! impl_sql_store {
                 &self,
                 before: ::std::time::SystemTime,
                 batch: u32,
-            ) -> Result<u64, $crate::error::StoreError> {
+            ) -> Result<u64, $crate::ledger::StoreError> {
                 let done = ::sqlx::query($crate::ledger::sql::COMPACT)
                     .bind($crate::clock::to_millis(before))
                     .bind(i64::from(batch))
                     .execute(&self.pool)
                     .await
-                    .map_err($crate::error::StoreError::from_sqlx)?;
+                    .map_err($crate::ledger::StoreError::from_sqlx)?;
                 Ok(done.rows_affected())
             }
         }

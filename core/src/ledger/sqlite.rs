@@ -40,9 +40,9 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+use super::StoreError;
 use super::migrate::{self, Migration};
 use super::sqlite_writer::SqliteWriter;
-use crate::error::StoreError;
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -30,10 +30,10 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, named_params};
 
+use super::StoreError;
 use super::sql::{self, RawRow};
 use super::{Begin, ClaimFrom, Completion, Lease, NewOperation, Operation};
 use crate::clock::to_millis;
-use crate::error::StoreError;
 use crate::key::IdempotencyKey;
 
 static BEGIN_CLAIMED: LazyLock<String> =
