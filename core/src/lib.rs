@@ -11,6 +11,8 @@ pub mod key;
 pub mod ledger;
 pub mod metrics;
 pub mod reconcile;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod store;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

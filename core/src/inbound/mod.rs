@@ -71,12 +71,12 @@ mod config;
 mod engine;
 mod error;
 mod func;
-mod header;
+pub(crate) mod header;
 mod layer;
 mod metrics;
 pub mod openapi;
 mod problem;
-mod store;
+pub(crate) mod store;
 mod sweeper;
 mod tx;
 

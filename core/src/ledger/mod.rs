@@ -29,25 +29,19 @@ use crate::key::IdempotencyKey;
 
 mod error;
 mod memory;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) mod migrate;
-#[cfg(feature = "postgres")]
-mod postgres;
 pub(crate) mod sql;
-#[cfg(feature = "sqlite")]
-mod sqlite;
-#[cfg(feature = "sqlite")]
-mod sqlite_writer;
 
 pub(crate) use sql::provider_id_of;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
 
+/// The SQL stores, at their old paths (they live in [`crate::store`]).
 #[cfg(feature = "postgres")]
-pub use postgres::PgStore;
+pub use crate::store::postgres::PgStore;
+/// The SQL stores, at their old paths (they live in [`crate::store`]).
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use crate::store::sqlite::SqliteStore;
 
 /// The state of one operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

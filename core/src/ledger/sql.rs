@@ -359,7 +359,7 @@ where
 ///
 /// With a fourth argument, the name of an `Option<SqliteWriter>` field, the
 /// hot methods (`begin_claimed`, `claim`, `renew`, `complete`) go through
-/// that writer when it is set (see `sqlite_writer`).
+/// that writer when it is set (see `store::sqlite::writer`).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! impl_sql_store {
     ($store:ident, $db:ty, $conn:ty $(, $fast:ident)?) => {

@@ -5,10 +5,10 @@ use std::str::FromStr;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use super::StoreError;
 use super::migrate::{self, Migration};
+use crate::ledger::StoreError;
 
-/// A [`LedgerStore`](super::LedgerStore) on PostgreSQL.
+/// A [`LedgerStore`](crate::ledger::LedgerStore) on PostgreSQL.
 ///
 /// Claims are single conditional `UPDATE`s, so two processes can never hold
 /// the same key at once.
@@ -160,4 +160,4 @@ impl PgStore {
 /// acquisition (see [`PgStore::connect_with`]).
 const IDLE_PING_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-super::sql::impl_sql_store!(PgStore, sqlx::Postgres, PgConnection);
+crate::ledger::sql::impl_sql_store!(PgStore, sqlx::Postgres, PgConnection);

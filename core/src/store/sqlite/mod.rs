@@ -40,14 +40,16 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::StoreError;
+use self::writer::SqliteWriter;
 use super::migrate::{self, Migration};
-use super::sqlite_writer::SqliteWriter;
+use crate::ledger::StoreError;
+
+mod writer;
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A [`LedgerStore`](super::LedgerStore) on SQLite.
+/// A [`LedgerStore`](crate::ledger::LedgerStore) on SQLite.
 ///
 /// Writers are serialised by SQLite itself, so claims are atomic across every
 /// connection and process that opens the same file.
@@ -61,7 +63,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
-    /// The hot path's writer connection (see `sqlite_writer`); `None` for a
+    /// The hot path's writer connection (see `store::sqlite::writer`); `None` for a
     /// wrapped pool or an in-memory database, which stay on sqlx alone.
     writer: Option<SqliteWriter>,
 }
@@ -197,4 +199,4 @@ impl SqliteStore {
     }
 }
 
-super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, SqliteConnection, writer);
+crate::ledger::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite, SqliteConnection, writer);

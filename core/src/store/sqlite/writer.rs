@@ -31,10 +31,10 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, named_params};
 
 use super::StoreError;
-use super::sql::{self, RawRow};
-use super::{Begin, ClaimFrom, Completion, Lease, NewOperation, Operation};
 use crate::clock::to_millis;
 use crate::key::IdempotencyKey;
+use crate::ledger::sql::{self, RawRow};
+use crate::ledger::{Begin, ClaimFrom, Completion, Lease, NewOperation, Operation};
 
 static BEGIN_CLAIMED: LazyLock<String> =
     LazyLock::new(|| format!("{} RETURNING {}", sql::INSERT_CLAIMED, sql::COLUMNS));

@@ -83,7 +83,7 @@ pub(crate) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS idem_schema_m
 macro_rules! apply_pending {
     ($tx:ident, $migrations:expr, $fail:ident) => {{
         use sqlx::Row as _;
-        sqlx::raw_sql($crate::ledger::migrate::VERSION_TABLE)
+        sqlx::raw_sql($crate::store::migrate::VERSION_TABLE)
             .execute(&mut *$tx)
             .await
             .map_err($fail)?;
