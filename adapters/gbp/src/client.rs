@@ -25,6 +25,20 @@ pub const OP_UPDATE_REPLY: &str = "reviews.updateReply";
 pub const OP_DELETE_REPLY: &str = "reviews.deleteReply";
 /// Ledger operation name of a local post (`accounts.locations.localPosts.create`).
 pub const OP_CREATE_LOCAL_POST: &str = "localPosts.create";
+/// The Business Profile APIs' hosts: a raw write ([`GbpClient::post`]) may
+/// name an absolute `https://` URL on exactly one of them (the same list
+/// as the crate's `[package.metadata.idem] hosts`, which the lint uses).
+pub const GOOGLE_HOSTS: &[&str] = &[
+    "mybusiness.googleapis.com",
+    "mybusinessbusinessinformation.googleapis.com",
+    "mybusinessaccountmanagement.googleapis.com",
+    "mybusinessnotifications.googleapis.com",
+    "mybusinessverifications.googleapis.com",
+    "mybusinessqanda.googleapis.com",
+    "mybusinesslodging.googleapis.com",
+    "mybusinessplaceactions.googleapis.com",
+    "businessprofileperformance.googleapis.com",
+];
 /// Google's limit on a reply comment, in bytes.
 pub const MAX_REPLY_BYTES: usize = 4096;
 
@@ -137,7 +151,8 @@ impl GbpClientBuilder {
     /// URL.
     pub fn build(self) -> Result<GbpClient, Error> {
         let core = AdapterCore::new::<Gbp>(self.executor, &self.base_url, self.retry)
-            .map_err(AdapterError::BaseUrl)?;
+            .map_err(AdapterError::BaseUrl)?
+            .with_raw_hosts(GOOGLE_HOSTS);
         if self.base_url.contains('?')
             || !core.base().username().is_empty()
             || core.base().password().is_some()
@@ -311,7 +326,9 @@ impl GbpClient {
 
     /// A keyed raw write for what the typed API lacks: `method` (POST,
     /// PATCH, PUT) to `path` below the base URL, for example
-    /// `"v4/accounts/1/locations/2/media"`, with a JSON `body` and an access
+    /// `"v4/accounts/1/locations/2/media"`, or to an absolute `https://` URL
+    /// on one of [`GOOGLE_HOSTS`] (the Business Information API's location
+    /// `PATCH`, for example), with a JSON `body` and an access
     /// token, through the executor under `key` (recorded first,
     /// fingerprinted, answered from the ledger on a rerun). Raw writes are
     /// local-only: a write that may have reached Google is never resent

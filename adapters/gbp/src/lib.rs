@@ -9,9 +9,9 @@ mod token;
 
 pub use classifier::GoogleClassifier;
 pub use client::{
-    DEFAULT_BASE_URL, Gbp, GbpClient, GbpClientBuilder, LocalPostCreated, MAX_REPLY_BYTES,
-    OP_CREATE_LOCAL_POST, OP_DELETE_REPLY, OP_UPDATE_REPLY, PROVIDER_NAME, ReplyDeleted,
-    ReplyUpdated,
+    DEFAULT_BASE_URL, GOOGLE_HOSTS, Gbp, GbpClient, GbpClientBuilder, LocalPostCreated,
+    MAX_REPLY_BYTES, OP_CREATE_LOCAL_POST, OP_DELETE_REPLY, OP_UPDATE_REPLY, PROVIDER_NAME,
+    ReplyDeleted, ReplyUpdated,
 };
 #[allow(deprecated)]
 pub use error::{AdapterError, Error, GbpApiError, GbpError, GoogleError, TokenError};

@@ -112,3 +112,70 @@ async fn a_raw_patch_that_may_have_landed_is_not_resent() {
     }
     server.verify().await;
 }
+
+#[test]
+fn raw_hosts_are_the_manifests_hosts() {
+    // The lint reads `[package.metadata.idem] hosts`; raw writes use
+    // GOOGLE_HOSTS. They must not drift apart.
+    let manifest = include_str!("../Cargo.toml");
+    let table = manifest
+        .split("[package.metadata.idem]")
+        .nth(1)
+        .and_then(|t| t.split("hosts = [").nth(1))
+        .and_then(|t| t.split(']').next())
+        .expect("the metadata table lists hosts");
+    let listed: Vec<&str> = table
+        .split(',')
+        .map(|h| h.trim().trim_matches('"'))
+        .filter(|h| !h.is_empty())
+        .collect();
+    assert_eq!(listed, idem_gbp::GOOGLE_HOSTS);
+}
+
+#[tokio::test]
+async fn an_absolute_raw_url_must_be_on_a_google_host() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .respond_with(Reply::new(200).set_body_json(serde_json::json!({})))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let setup = sqlite_executor(None).await;
+    let gbp = client(
+        setup.executor.clone(),
+        &server.uri(),
+        CountingToken::new("tok-1", "tok-2"),
+    );
+    let body = serde_json::json!({"title": "Joe's Bikes"});
+    for hostile in [
+        "https://evil.example/v1/locations/2",
+        "https://mybusiness.googleapis.com.evil.example/v1/locations/2",
+        "http://mybusinessbusinessinformation.googleapis.com/v1/locations/2",
+        "https://user@mybusinessbusinessinformation.googleapis.com/v1/locations/2",
+        "https://mybusinessbusinessinformation.googleapis.com:444/v1/locations/2",
+    ] {
+        let err = gbp
+            .post::<serde_json::Value>(
+                &key("joes-bikes_locations_9_v1"),
+                http::Method::PATCH,
+                hostile,
+                &body,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidRequest { .. }),
+            "{hostile}: {err}"
+        );
+    }
+    assert!(
+        setup
+            .executor
+            .store()
+            .get(&key("joes-bikes_locations_9_v1"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    server.verify().await;
+}

@@ -41,6 +41,7 @@ pub struct AdapterCore {
     executor: Executor,
     provider: executor::Provider,
     base: Url,
+    raw_hosts: &'static [&'static str],
 }
 
 impl fmt::Debug for AdapterCore {
@@ -127,7 +128,18 @@ impl AdapterCore {
             executor,
             provider: P::executor_provider(retry),
             base,
+            raw_hosts: &[],
         })
+    }
+
+    /// Lets raw writes also name an absolute `https://` URL on exactly one
+    /// of `hosts` (a provider whose API spans several hosts, as Google's
+    /// Business Profile APIs do). Nothing else: no other scheme, port, user
+    /// information or host, and no suffix match.
+    #[must_use]
+    pub fn with_raw_hosts(mut self, hosts: &'static [&'static str]) -> Self {
+        self.raw_hosts = hosts;
+        self
     }
 
     /// The executor (and through it the ledger store).
@@ -160,6 +172,9 @@ impl AdapterCore {
     /// A path that would leave the base (an absolute URL, `//host`, `..`
     /// segments, a `\`), a fragment, or control characters.
     pub fn raw_url(&self, path: &str) -> Result<Url, String> {
+        if let Some(url) = self.allowed_absolute(path)? {
+            return Ok(url);
+        }
         let rel = path.strip_prefix('/').unwrap_or(path);
         let (route, query) = rel.split_once('?').unwrap_or((rel, ""));
         let bad = rel.is_empty()
@@ -187,6 +202,31 @@ impl AdapterCore {
             url.set_query(Some(query));
         }
         Ok(url)
+    }
+
+    /// An absolute raw URL on one of [`with_raw_hosts`](Self::with_raw_hosts)'s
+    /// hosts: `Ok(None)` when `path` is not absolute.
+    fn allowed_absolute(&self, path: &str) -> Result<Option<Url>, String> {
+        if !path.starts_with("https://") || self.raw_hosts.is_empty() {
+            return Ok(None);
+        }
+        let refuse =
+            || "an absolute raw URL must be https on one of the provider's own hosts".to_owned();
+        let url: Url = path.parse().map_err(|_| refuse())?;
+        let host_ok = url.host_str().is_some_and(|h| self.raw_hosts.contains(&h));
+        let clean = url.username().is_empty()
+            && url.password().is_none()
+            && url.port().is_none()
+            && url.fragment().is_none()
+            && !path
+                .split(['/', '?'])
+                .any(|s| s == ".." || s == "." || s.to_ascii_lowercase().contains("%2e"))
+            && !path.contains('\\');
+        if host_ok && clean {
+            Ok(Some(url))
+        } else {
+            Err(refuse())
+        }
     }
 
     /// A raw request to `path` below the base URL (see [`raw_url`](Self::raw_url)).
@@ -573,6 +613,33 @@ mod tests {
         ] {
             assert!(c.raw_url(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn absolute_raw_urls_only_on_the_providers_own_hosts() {
+        let c = core("http://127.0.0.1:9/")
+            .with_raw_hosts(&["api.example.test", "uploads.example.test"]);
+        let ok = c
+            .raw_url("https://uploads.example.test/v1/files?x=1")
+            .unwrap();
+        assert_eq!(ok.as_str(), "https://uploads.example.test/v1/files?x=1");
+        for bad in [
+            "https://evil.test/v1/files",
+            "https://uploads.example.test.evil.test/v1",
+            "https://evil.test#@uploads.example.test/",
+            "https://user:pw@uploads.example.test/v1",
+            "https://uploads.example.test:8443/v1",
+            "http://uploads.example.test/v1",
+            "https://uploads.example.test/a/%2e%2e/b",
+        ] {
+            assert!(c.raw_url(bad).is_err(), "{bad} must be refused");
+        }
+        // Without hosts, an absolute URL is refused as before.
+        assert!(
+            core("https://api.example.test/")
+                .raw_url("https://api.example.test/x")
+                .is_err()
+        );
     }
 
     #[test]
