@@ -99,21 +99,6 @@ pub(crate) struct ReconcileSettings {
 }
 
 impl GbpClientBuilder {
-    /// Points the client at another endpoint (a test server). Default
-    /// [`DEFAULT_BASE_URL`].
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = url.into();
-        self
-    }
-
-    /// Retry settings of every write (and of reads, unless
-    /// [`read_retry`](Self::read_retry) is set). Default:
-    /// [`RetrySettings::default`].
-    pub fn retry(mut self, retry: RetrySettings) -> Self {
-        self.retry = retry;
-        self
-    }
-
     /// Retry settings of the list requests reconciliation makes.
     pub fn read_retry(mut self, retry: RetrySettings) -> Self {
         self.read_retry = Some(retry);
@@ -303,11 +288,6 @@ impl GbpClient {
                 max_pages: 50,
             },
         }
-    }
-
-    /// The executor.
-    pub fn executor(&self) -> &Executor {
-        self.inner.core.executor()
     }
 
     /// The provider policy of review replies (naturally idempotent).
@@ -644,3 +624,9 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(
         })
     })
 }
+
+idem::adapter_basics!(
+    builder: GbpClientBuilder,
+    client: GbpClient,
+    retry_doc: "Retry settings of every write (and of reads, unless `read_retry` is set). Default: `RetrySettings::default()`."
+);

@@ -6,9 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use idem::executor::{
-    Begun, Claim, Provider, RetrySettings, SafetyClass, SendOutcome, Source, Url, Verdict,
-};
+use idem::executor::{Begun, Claim, RetrySettings, SafetyClass, SendOutcome, Source, Url, Verdict};
 use idem::ledger::Completion;
 use idem::{Delivered, ExecError, Executor, Fingerprint, IdempotencyKey, OutboundRequest};
 use serde::Deserialize;
@@ -86,21 +84,9 @@ impl fmt::Debug for MetaClientBuilder {
 }
 
 impl MetaClientBuilder {
-    /// Sends to another base URL (a test server, the fake).
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = url.into();
-        self
-    }
-
     /// The Graph API version, for example `v25.0`.
     pub fn api_version(mut self, version: impl Into<String>) -> Self {
         self.api_version = version.into();
-        self
-    }
-
-    /// Retry bounds of one claim (attempts, backoff, timeouts).
-    pub fn retry(mut self, retry: RetrySettings) -> Self {
-        self.retry = retry;
         self
     }
 
@@ -272,16 +258,6 @@ impl MetaClient {
             container_poll: Duration::from_secs(2),
             clock_slack: Duration::from_secs(300),
         }
-    }
-
-    /// The executor.
-    pub fn executor(&self) -> &Executor {
-        self.inner.core.executor()
-    }
-
-    /// The provider (name `meta`, local only, [`MetaClassifier`]).
-    pub fn provider(&self) -> &Provider {
-        self.inner.core.provider()
     }
 
     /// The usage Meta reported on the last response that carried usage
@@ -906,3 +882,9 @@ fn humanize(d: Duration) -> String {
 #[path = "reconcile.rs"]
 mod reconcile;
 pub use reconcile::{RECONCILE_MAX_PAGES, ReconcileOptions};
+
+idem::adapter_basics!(
+    builder: MetaClientBuilder,
+    client: MetaClient,
+    retry_doc: "Retry bounds of one claim (attempts, backoff, timeouts). Only failures that provably published nothing are ever resent."
+);

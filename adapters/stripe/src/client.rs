@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
+use idem::SafetyClass;
 use idem::adapter::{AdapterCore, Answer, Extra, Facts, finish, record_facts};
 use idem::executor::{RetrySettings, Source, Url};
 use idem::{Delivered, Executor, IdempotencyKey, OutboundRequest};
-use idem::{Provider, SafetyClass};
 use serde::de::DeserializeOwned;
 
 use crate::classifier::StripeClassifier;
@@ -165,12 +165,6 @@ impl fmt::Debug for StripeClientBuilder {
 }
 
 impl StripeClientBuilder {
-    /// Sends to `url` instead of `https://api.stripe.com` (tests, the fake).
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = url.into();
-        self
-    }
-
     /// Sends `Stripe-Version: <version>` (for example `2026-08-26.dahlia`).
     /// Without it Stripe uses the account's default version, which this
     /// client cannot see: parameters are then sent as given.
@@ -188,13 +182,6 @@ impl StripeClientBuilder {
     /// account).
     pub fn stripe_account(mut self, account: impl Into<String>) -> Self {
         self.stripe_account = Some(account.into());
-        self
-    }
-
-    /// Replaces the retry settings (see [`default_retry`]). They must fit in
-    /// Stripe's 24 h key window, which they do by a wide margin.
-    pub fn retry(mut self, retry: RetrySettings) -> Self {
-        self.retry = retry;
         self
     }
 
@@ -297,16 +284,6 @@ impl StripeClient {
     /// Charges (legacy): create.
     pub fn charges(&self) -> Charges<'_> {
         Charges { client: self }
-    }
-
-    /// The provider description the executor uses for writes.
-    pub fn provider(&self) -> &Provider {
-        self.inner.core.provider()
-    }
-
-    /// The executor.
-    pub fn executor(&self) -> &Executor {
-        self.inner.core.executor()
     }
 
     /// Refuses parameters the configured `Stripe-Version` does not have.
@@ -693,6 +670,12 @@ impl Charges<'_> {
             .await
     }
 }
+
+idem::adapter_basics!(
+    builder: StripeClientBuilder,
+    client: StripeClient,
+    retry_doc: "Replaces the retry settings (see [`default_retry`](crate::default_retry)). They must fit in Stripe's 24 h key window, which they do by a wide margin."
+);
 
 #[cfg(test)]
 mod tests {

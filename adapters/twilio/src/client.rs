@@ -117,20 +117,6 @@ pub struct TwilioClientBuilder {
 }
 
 impl TwilioClientBuilder {
-    /// Sends to this base URL instead of `https://api.twilio.com` (tests,
-    /// the simulated Twilio of `idem-testkit`, a proxy).
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.base_url = url.into();
-        self
-    }
-
-    /// Retry bounds for sends (see [`TwilioClient::default_retry`]). Only
-    /// failures that provably queued nothing are ever resent.
-    pub fn retry(mut self, retry: RetrySettings) -> Self {
-        self.retry = retry;
-        self
-    }
-
     /// Retry bounds for reconciliation lookups (GETs, retried freely).
     pub fn lookup_retry(mut self, retry: RetrySettings) -> Self {
         self.lookup_retry = retry;
@@ -257,16 +243,6 @@ impl TwilioClient {
     /// Message sends and lookups.
     pub fn messages(&self) -> Messages<'_> {
         Messages { client: self }
-    }
-
-    /// The executor (and through it the ledger store).
-    pub fn executor(&self) -> &Executor {
-        self.inner.core.executor()
-    }
-
-    /// The provider policy used for sends.
-    pub fn provider(&self) -> &Provider {
-        self.inner.core.provider()
     }
 
     /// The account SID.
@@ -462,6 +438,12 @@ pub(crate) fn decode(key: &IdempotencyKey, body: &[u8], source: Source) -> Resul
         source,
     })
 }
+
+idem::adapter_basics!(
+    builder: TwilioClientBuilder,
+    client: TwilioClient,
+    retry_doc: "Retry bounds for sends (see [`TwilioClient::default_retry`](crate::TwilioClient::default_retry)). Only failures that provably queued nothing are ever resent."
+);
 
 #[cfg(test)]
 mod tests {

@@ -453,6 +453,44 @@ impl<E, A: AdapterFailure<E>> CallError<E, A> {
     }
 }
 
+/// The parts every adapter's builder and client share, generated once:
+/// the builder's `base_url` and `retry` setters (fields `base_url: String`
+/// and `retry: RetrySettings`), and the client's `executor()` and
+/// `provider()` (field `inner.core:` [`AdapterCore`]). `retry_doc` says
+/// what the adapter's retries may resend.
+#[macro_export]
+macro_rules! adapter_basics {
+    (builder: $builder:ty, client: $client:ty, retry_doc: $retry_doc:literal) => {
+        impl $builder {
+            /// Sends to this base URL instead of the provider's (a test
+            /// server, the simulator of `idem-testkit`, a proxy). It must be
+            /// an absolute `http(s)` URL; `build` refuses anything else.
+            pub fn base_url(mut self, url: impl Into<String>) -> Self {
+                self.base_url = url.into();
+                self
+            }
+
+            #[doc = $retry_doc]
+            pub fn retry(mut self, retry: $crate::executor::RetrySettings) -> Self {
+                self.retry = retry;
+                self
+            }
+        }
+
+        impl $client {
+            /// The executor (and through it the ledger store).
+            pub fn executor(&self) -> &$crate::Executor {
+                self.inner.core.executor()
+            }
+
+            /// The provider policy the executor uses for writes.
+            pub fn provider(&self) -> &$crate::executor::Provider {
+                self.inner.core.provider()
+            }
+        }
+    };
+}
+
 /// A ledger record an adapter's [`Reconcile`](crate::reconcile::Reconcile)
 /// implementation was asked about, as [`record_to_reconcile`] found it.
 #[derive(Debug)]
