@@ -6,7 +6,7 @@
 //! | HTTP date (RFC 9110 IMF-fixdate) | `Tue, 14 Nov 2023 22:13:20 GMT` | `Retry-After`, `Idempotency-Key-Expires` |
 //! | RFC 3339 | `2023-11-14T22:13:20Z` | problem bodies, Google |
 //! | RFC 2822 | `Tue, 14 Nov 2023 22:13:20 +0000` | Twilio |
-//! | any other | a `strftime` pattern ([`format`], [`parse`]) | Graph's `+0000` offsets, Twilio's date filters |
+//! | any other | a `strftime` pattern ([`format()`], [`parse()`]) | Graph's `+0000` offsets, Twilio's date filters |
 //!
 //! Every time is in UTC. Readers check the calendar (no 31 February, no
 //! 13th month, no 24:61) and return `None` for anything they cannot read,

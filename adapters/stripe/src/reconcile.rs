@@ -120,7 +120,7 @@ impl StripeClient {
     /// When found, the ledger record becomes `succeeded` with the object as
     /// its stored answer. A record that already succeeded answers from the
     /// ledger with no request. The lookup is a plain read
-    /// ([`Executor::read`]): it takes no lease and leaves the record as it is
+    /// ([`Executor::read`](idem::Executor::read)): it takes no lease and leaves the record as it is
     /// unless it reaches a verdict (found: `succeeded`; a confirm or capture
     /// proven not applied: back to `pending`, checked against the record
     /// just before, so a stale read never causes a resend).

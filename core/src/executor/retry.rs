@@ -97,7 +97,7 @@ impl CallContext {
 }
 
 /// The retry middleware. Stateless: everything per call comes from the
-/// [`CallContext`] in the extensions; without one it passes requests through.
+/// `CallContext` in the extensions; without one it passes requests through.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IdemRetry;
 

@@ -7,7 +7,7 @@
 //!
 //! The fragments are JSON values with `$ref`s into `#/components`; put
 //! [`components`] there and call [`document_operation`] on each protected
-//! operation. With the `utoipa` feature, [`utoipa`](self::utoipa) gives the
+//! operation. With the `utoipa` feature, [`utoipa`] gives the
 //! same fragments as utoipa types.
 //!
 //! ```
