@@ -298,7 +298,7 @@ impl AdapterCore {
     /// # Errors
     ///
     /// As [`write_with`](Self::write_with).
-    pub async fn write<E: WireError, A>(
+    pub async fn write<E: WireError, A: AdapterFailure<E>>(
         &self,
         key: &IdempotencyKey,
         operation: &str,
@@ -318,7 +318,7 @@ impl AdapterCore {
     /// Every [`crate::ExecError`] mapped once by [`CallError::from_exec`],
     /// with the provider's error answer parsed from the wire when there
     /// was one (a rejection, or a `NotSent` answer such as a 429).
-    pub async fn write_with<E: WireError, A>(
+    pub async fn write_with<E: WireError, A: AdapterFailure<E>>(
         &self,
         provider: &executor::Provider,
         key: &IdempotencyKey,
@@ -397,7 +397,7 @@ pub async fn record_facts<E: WireError, A>(
 ///
 /// As [`CallError::from_exec`], with a `NotSent` carrying the provider's
 /// answer when one came.
-pub async fn finish<E: WireError, A>(
+pub async fn finish<E: WireError, A: AdapterFailure<E>>(
     claim: Claim,
     outcome: executor::SendOutcome,
 ) -> Result<Delivered, CallError<E, A>> {
@@ -415,29 +415,9 @@ pub async fn finish<E: WireError, A>(
         {
             *error = Some(Box::new(E::parse(*status, Some(headers), body)));
         }
-        tracing::warn!(key = %key, error = %ErrorLine(&err), "write not delivered");
+        tracing::warn!(key = %key, error = %err, "write not delivered");
         err
     })
-}
-
-/// Shows a [`CallError`] in a log line without requiring `A: Display`
-/// bounds at every call site.
-struct ErrorLine<'a, E, A>(&'a CallError<E, A>);
-
-impl<E: WireError, A> fmt::Display for ErrorLine<'_, E, A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            CallError::Rejected { status, error, .. } => {
-                write!(f, "rejected with HTTP {status}: {error}")
-            }
-            CallError::OutcomeUnknown { reason, .. } => write!(f, "outcome unknown: {reason}"),
-            CallError::NotSent { reason, .. } => write!(f, "not sent: {reason}"),
-            CallError::KeyReused { detail, .. } => write!(f, "key reused: {detail}"),
-            CallError::Store(e) => write!(f, "ledger: {e}"),
-            CallError::InFlight { .. } => f.write_str("in flight elsewhere"),
-            _ => f.write_str("not delivered"),
-        }
-    }
 }
 
 /// Decodes a provider's JSON answer for `key` into `T`.
