@@ -6,7 +6,6 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use idem::IdempotencyKey;
 use idem::adapter::{AdapterFailure, CallError, WireError};
-use idem::ledger::OperationState;
 use serde::Deserialize;
 
 /// Google's error body (the wire error of this adapter), `{"error": {"code", "message", "status", "details"}}`.
@@ -208,32 +207,6 @@ pub enum AdapterError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Reconciliation was asked for a row that is not `unknown`.
-    #[error("{key} is {state}; only an unknown outcome can be reconciled")]
-    NotUnknown {
-        /// The key.
-        key: IdempotencyKey,
-        /// The row's state.
-        state: OperationState,
-    },
-    /// Reconciliation was given content that differs from what the key was
-    /// first sent with (or the key belongs to another operation).
-    #[error("{key} was recorded for a different request than the one given to reconcile")]
-    ReconcileMismatch {
-        /// The key.
-        key: IdempotencyKey,
-    },
-    /// Reconciliation could not read the location's posts; the row stays
-    /// `unknown`.
-    #[error("could not list local posts to reconcile {key} ({reason}); the record stays unknown")]
-    ReconcileRead {
-        /// The key.
-        key: IdempotencyKey,
-        /// What failed.
-        reason: String,
-        /// Google's error, when it answered with one.
-        error: Option<Box<GbpApiError>>,
-    },
     /// The base URL given to the builder cannot be used.
     #[error("invalid base URL: {0}")]
     BaseUrl(String),
@@ -242,31 +215,16 @@ pub enum AdapterError {
 impl AdapterFailure<GbpApiError> for AdapterError {
     fn key(&self) -> Option<&IdempotencyKey> {
         match self {
-            Self::Unauthenticated { key }
-            | Self::Token { key, .. }
-            | Self::Decode { key, .. }
-            | Self::NotUnknown { key, .. }
-            | Self::ReconcileMismatch { key }
-            | Self::ReconcileRead { key, .. } => Some(key),
+            Self::Unauthenticated { key } | Self::Token { key, .. } | Self::Decode { key, .. } => {
+                Some(key)
+            }
             Self::CommentTooLong { .. } | Self::InvalidInput { .. } | Self::BaseUrl(_) => None,
         }
     }
 
-    /// A token source that may recover, or a reconciliation read that
-    /// failed, may succeed later.
+    /// A token source that may recover may succeed later.
     fn is_retryable(&self) -> bool {
-        match self {
-            Self::Token { source, .. } => source.is_retryable(),
-            Self::ReconcileRead { .. } => true,
-            _ => false,
-        }
-    }
-
-    fn wire_error(&self) -> Option<&GbpApiError> {
-        match self {
-            Self::ReconcileRead { error, .. } => error.as_deref(),
-            _ => None,
-        }
+        matches!(self, Self::Token { source, .. } if source.is_retryable())
     }
 }
 

@@ -5,13 +5,14 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::StatusCode;
+use idem::adapter::{Expect, Lookup, Settled, lookup_answer, lookup_failed};
 use idem::executor::{ReadError, ReadResponse, Source};
 use idem::ledger::{OperationState, Resolution};
-use idem::{ExecError, IdempotencyKey, OutboundRequest, StoreError};
+use idem::{IdempotencyKey, OutboundRequest};
 use serde::Deserialize;
 
-use crate::client::{GbpClient, LocalPostCreated, OP_CREATE_LOCAL_POST, PROVIDER_NAME};
-use crate::error::{AdapterError, Error, GbpApiError};
+use crate::client::{GbpClient, LocalPostCreated, OP_CREATE_LOCAL_POST};
+use crate::error::{AdapterError, Error};
 use crate::model::{LocalPost, LocationName};
 use idem::time::parse_rfc3339;
 
@@ -75,11 +76,6 @@ enum Matched {
     Several(Vec<String>),
 }
 
-struct ReadFailure {
-    reason: String,
-    error: Option<Box<GbpApiError>>,
-}
-
 impl GbpClient {
     /// Settles a local post whose outcome is `unknown` (a timeout or 5xx
     /// after sending), by listing the location's posts
@@ -111,84 +107,46 @@ impl GbpClient {
     /// not found after the settle time). Before a verdict is recorded the row
     /// is checked again: if another worker claimed, settled or bumped it
     /// while the posts were listed, nothing is recorded and
-    /// [`AdapterError::ReconcileRead`] asks for another try. No `POST` is ever
-    /// sent by this method.
+    /// [`Error::RecordChanged`] asks for another try. No `POST` is ever sent
+    /// by this method.
     ///
     /// # Errors
     ///
-    /// [`AdapterError::ReconcileMismatch`] when the post differs from the one the
-    /// key was sent with; [`AdapterError::NotUnknown`] for a row that is
-    /// `pending`, `failed` or `superseded`; [`AdapterError::ReconcileRead`] when
-    /// the posts cannot be listed (row stays `unknown`); credential and
-    /// executor errors.
+    /// [`Error::KeyReused`] when the post differs from the one the key was
+    /// sent with; [`Error::NotUnknown`] for a `pending` row,
+    /// [`Error::Rejected`] for a `failed` one, [`Error::Superseded`],
+    /// [`Error::InFlight`]; [`Error::LookupFailed`] when the posts cannot be
+    /// listed (row unchanged); credential and store errors.
     pub async fn reconcile_local_post(
         &self,
         key: &IdempotencyKey,
         location: &LocationName,
         post: &LocalPost,
     ) -> Result<Reconciliation, Error> {
-        let executor = self.inner.core.executor();
-        let store = executor.store();
+        let core = &self.inner.core;
         let fingerprint = self.create_post_request(location, post).fingerprint();
-        let op = store
-            .get(key)
-            .await
-            .map_err(ExecError::from)?
-            .ok_or_else(|| ExecError::Store(StoreError::NotFound { key: key.clone() }))?;
-        if op.provider != PROVIDER_NAME
-            || op.operation != OP_CREATE_LOCAL_POST
-            || op.fingerprint != fingerprint
-        {
-            return Err(AdapterError::ReconcileMismatch { key: key.clone() }.into());
-        }
-        let now = executor.now();
-        let observed_since = match op.state {
-            OperationState::Succeeded => {
-                let body = op.response_body.clone().unwrap_or_default();
+        let expect = Expect::operation(OP_CREATE_LOCAL_POST).fingerprint(&fingerprint);
+        let op = match core.open_lookup(key, expect).await? {
+            Lookup::Open(op) => op,
+            Lookup::Succeeded(op) => {
+                let body = op.response_body.unwrap_or_default();
                 return Ok(Reconciliation::Found(found(key, &body, Source::Ledger)?));
             }
-            OperationState::Unknown => op.updated_at,
-            OperationState::Sending if op.lease_expired(now) => {
-                op.lease_expires_at.unwrap_or(op.updated_at)
-            }
-            OperationState::Sending => {
-                return Err(Error::from(ExecError::InFlight {
-                    key: key.clone(),
-                    lease_expires_at: op.lease_expires_at.unwrap_or(now),
-                }));
-            }
-            state => {
-                return Err(AdapterError::NotUnknown {
-                    key: key.clone(),
-                    state,
-                }
-                .into());
+            Lookup::Pending(op) => {
+                let (key, state) = (key.clone(), op.state);
+                return Err(Error::NotUnknown { key, state });
             }
         };
-        // The reads below leave the row untouched, so `updated_at` is still
-        // the moment the outcome became unknown on every poll.
-        let unknown_since = observed_since;
+        // The reads below leave the row untouched, so this is still the
+        // moment the outcome became unknown (or the dead sender's lease ran
+        // out) on every poll.
+        let unknown_since = match op.state {
+            OperationState::Sending => op.lease_expires_at.unwrap_or(op.updated_at),
+            _ => op.updated_at,
+        };
         let first_sent = op.first_sent_at;
 
-        let listed = match self.list_posts(location).await {
-            Ok(listed) => listed,
-            Err(ListError::Auth(failure)) => {
-                // Nothing was learned; the row is as it was.
-                let key = key.clone();
-                return Err(match failure {
-                    ReadAuthFailure::Token(source) => AdapterError::Token { key, source }.into(),
-                    ReadAuthFailure::Refused => AdapterError::Unauthenticated { key }.into(),
-                });
-            }
-            Err(ListError::Read(failure)) => {
-                return Err(AdapterError::ReconcileRead {
-                    key: key.clone(),
-                    reason: failure.reason,
-                    error: failure.error,
-                }
-                .into());
-            }
-        };
+        let listed = self.list_posts(key, location).await?;
 
         let skew = self.inner.reconcile.clock_skew;
         let settle = self.inner.reconcile.settle_time;
@@ -201,8 +159,8 @@ impl GbpClient {
                     body: body.clone(),
                     note: format!("found by reconciliation: {name}"),
                 };
-                if let Some(settled) = self.settle(key, &op, &resolution).await? {
-                    return Ok(settled);
+                if let Settled::AlreadySucceeded(op) = core.settle(key, &op, &resolution).await? {
+                    return already(key, op);
                 }
                 tracing::info!(%key, post = %name, "local post reconciled: found");
                 Ok(Reconciliation::Found(found(
@@ -216,7 +174,7 @@ impl GbpClient {
                 Ok(Reconciliation::Ambiguous { candidates })
             }
             Matched::Nothing => {
-                let now = executor.now();
+                let now = core.executor().now();
                 let ready_at = unknown_since + settle;
                 if now < ready_at {
                     let wait = ready_at.duration_since(now).unwrap_or(Duration::ZERO);
@@ -231,8 +189,8 @@ impl GbpClient {
                             .as_secs()
                     ),
                 };
-                if let Some(settled) = self.settle(key, &op, &resolution).await? {
-                    return Ok(settled);
+                if let Settled::AlreadySucceeded(op) = core.settle(key, &op, &resolution).await? {
+                    return already(key, op);
                 }
                 tracing::info!(%key, "local post reconciled: not created; the record is pending again");
                 Ok(Reconciliation::NotFound)
@@ -240,53 +198,13 @@ impl GbpClient {
         }
     }
 
-    /// Records a verdict reached from reads made without a lease. The row is
-    /// first checked against `seen` (the row the reads were based on): if
-    /// another worker claimed, settled or bumped it meanwhile, the reads may
-    /// be stale and nothing is recorded. Returns `Some` when the row was
-    /// settled `succeeded` by someone else; that answer stands.
-    async fn settle(
-        &self,
-        key: &IdempotencyKey,
-        seen: &idem::Operation,
-        resolution: &Resolution,
-    ) -> Result<Option<Reconciliation>, Error> {
-        let executor = self.inner.core.executor();
-        let store = executor.store();
-        let current = store
-            .get(key)
-            .await
-            .map_err(ExecError::from)?
-            .ok_or_else(|| ExecError::Store(StoreError::NotFound { key: key.clone() }))?;
-        if current.state == OperationState::Succeeded {
-            let body = current.response_body.unwrap_or_default();
-            return Ok(Some(Reconciliation::Found(found(
-                key,
-                &body,
-                Source::Ledger,
-            )?)));
-        }
-        if current.state != seen.state || current.claims != seen.claims {
-            return Err(AdapterError::ReconcileRead {
-                key: key.clone(),
-                reason: format!(
-                    "the record changed (now {}) while the posts were listed; reconcile again",
-                    current.state
-                ),
-                error: None,
-            }
-            .into());
-        }
-        store
-            .resolve(key, resolution, executor.now())
-            .await
-            .map_err(ExecError::from)?;
-        Ok(None)
-    }
-
     /// Lists every page of the location's posts, as plain reads
     /// ([`Executor::read`](idem::Executor::read)): no ledger row, no lease.
-    async fn list_posts(&self, location: &LocationName) -> Result<Vec<Listed>, ListError> {
+    async fn list_posts(
+        &self,
+        key: &IdempotencyKey,
+        location: &LocationName,
+    ) -> Result<Vec<Listed>, Error> {
         let mut out = Vec::new();
         let mut page_token: Option<String> = None;
         for _ in 0..self.inner.reconcile.max_pages {
@@ -298,22 +216,8 @@ impl GbpClient {
                     q.append_pair("pageToken", t);
                 }
             }
-            let answer = self.read_authed(&OutboundRequest::get(url)).await?;
-            if !answer.is_success() {
-                return Err(ListError::Read(ReadFailure {
-                    reason: format!(
-                        "HTTP {} after {} attempt(s)",
-                        answer.status, answer.attempts
-                    ),
-                    error: GbpApiError::parse(&answer.body).map(Box::new),
-                }));
-            }
-            let page: ListPage = serde_json::from_slice(&answer.body).map_err(|e| {
-                ListError::Read(ReadFailure {
-                    reason: format!("unreadable list page: {e}"),
-                    error: None,
-                })
-            })?;
+            let answer = self.read_authed(key, &OutboundRequest::get(url)).await?;
+            let page: ListPage = lookup_answer(key, &answer, "listing the location's posts")?;
             for raw in page.local_posts {
                 // A post this version cannot read is kept as such: it could
                 // be ours, so it never counts as evidence of absence.
@@ -325,66 +229,54 @@ impl GbpClient {
                 _ => return Ok(out),
             }
         }
-        Err(ListError::Read(ReadFailure {
-            reason: format!(
-                "more than {} pages of posts; raise reconcile_max_pages",
-                self.inner.reconcile.max_pages
-            ),
-            error: None,
-        }))
+        let max = self.inner.reconcile.max_pages;
+        let reason = format!("more than {max} pages of posts; raise reconcile_max_pages");
+        Err(lookup_failed(key, reason, None))
     }
 
     /// Reads with the current token; on 401 refreshes the token once and
-    /// reads again.
-    async fn read_authed(&self, request: &OutboundRequest) -> Result<ReadResponse, ListError> {
+    /// reads again. A credential failure changes nothing on the record.
+    async fn read_authed(
+        &self,
+        key: &IdempotencyKey,
+        request: &OutboundRequest,
+    ) -> Result<ReadResponse, Error> {
         let executor = self.inner.core.executor();
-        let provider = &self.inner.read;
-        let failed = |e: ReadError| {
-            ListError::Read(ReadFailure {
-                reason: e.to_string(),
-                error: None,
-            })
+        let failed = |e: ReadError| lookup_failed(key, format!("listing posts: {e}"), None);
+        let token_failed = |source| AdapterError::Token {
+            key: key.clone(),
+            source,
         };
-        let token = self
-            .inner
-            .tokens
-            .token()
-            .await
-            .map_err(|e| ListError::Auth(ReadAuthFailure::Token(e)))?;
+        let token = self.inner.tokens.token().await.map_err(token_failed)?;
         let first = executor
-            .read(provider, request.clone().bearer_auth(token.secret()))
+            .read(
+                &self.inner.read,
+                request.clone().bearer_auth(token.secret()),
+            )
             .await
             .map_err(failed)?;
         if first.status != StatusCode::UNAUTHORIZED {
             return Ok(first);
         }
         tracing::info!("Google answered 401 to a read; refreshing the access token once");
-        let fresh = self
-            .inner
-            .tokens
-            .refresh()
-            .await
-            .map_err(|e| ListError::Auth(ReadAuthFailure::Token(e)))?;
+        let fresh = self.inner.tokens.refresh().await.map_err(token_failed)?;
         let second = executor
-            .read(provider, request.clone().bearer_auth(fresh.secret()))
+            .read(
+                &self.inner.read,
+                request.clone().bearer_auth(fresh.secret()),
+            )
             .await
             .map_err(failed)?;
         if second.status == StatusCode::UNAUTHORIZED {
-            return Err(ListError::Auth(ReadAuthFailure::Refused));
+            return Err(AdapterError::Unauthenticated { key: key.clone() }.into());
         }
         Ok(second)
     }
 }
 
-/// A credential problem while reading.
-enum ReadAuthFailure {
-    Token(crate::error::TokenError),
-    Refused,
-}
-
-enum ListError {
-    Auth(ReadAuthFailure),
-    Read(ReadFailure),
+fn already(key: &IdempotencyKey, op: idem::Operation) -> Result<Reconciliation, Error> {
+    let body = op.response_body.unwrap_or_default();
+    Ok(Reconciliation::Found(found(key, &body, Source::Ledger)?))
 }
 
 fn found(

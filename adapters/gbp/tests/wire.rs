@@ -750,10 +750,7 @@ async fn reconcile_refuses_other_content_and_reports_ambiguity() {
         .reconcile_local_post(&k, &location(), &other)
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, Error::Adapter(AdapterError::ReconcileMismatch { .. })),
-        "{err}"
-    );
+    assert!(matches!(err, Error::KeyReused { .. }), "{err}");
 
     let verdict = gbp
         .reconcile_local_post(&k, &location(), &post())

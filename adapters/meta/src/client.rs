@@ -18,7 +18,7 @@ use crate::model::{
     PostCreated, PostId, Publish, Reconciled, check_segment,
 };
 use crate::usage::Usage;
-use idem::adapter::{AdapterCore, Provider as AdapterProvider};
+use idem::adapter::{AdapterCore, Provider as AdapterProvider, lookup_answer, lookup_failed};
 
 /// Meta's Graph API host.
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
@@ -417,7 +417,7 @@ impl MetaClient {
     ///
     /// As [`publish_page_post`](Self::publish_page_post), plus
     /// [`AdapterError::ContainerNotReady`], [`AdapterError::ContainerFailed`] and
-    /// [`AdapterError::ReadFailed`].
+    /// [`Error::LookupFailed`].
     pub async fn publish_instagram(
         &self,
         key: &IdempotencyKey,
@@ -764,37 +764,14 @@ impl MetaClient {
         let request = OutboundRequest::get(url).bearer_auth(&self.inner.token);
         // A plain read (no ledger row, no lease): retried on any transient
         // failure Meta's classifier reports, within the provider's bounds.
-        let answer = self
-            .inner
-            .core
+        let core = &self.inner.core;
+        let answer = core
             .executor()
-            .read(self.inner.core.provider(), request)
+            .read(core.provider(), request)
             .await
-            .map_err(|e| AdapterError::ReadFailed {
-                key: key.clone(),
-                what,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| lookup_failed(key, format!("reading {what} failed: {e}"), None))?;
         self.observe(&answer.headers);
-        if !answer.is_success() {
-            let reason = match crate::error::MetaError::from_body(&answer.body) {
-                Some(e) => format!("HTTP {}: {e}", answer.status),
-                None => format!("HTTP {}", answer.status),
-            };
-            return Err(AdapterError::ReadFailed {
-                key: key.clone(),
-                what,
-                reason,
-            }
-            .into());
-        }
-        answer.json().map_err(|e| {
-            Error::Adapter(AdapterError::ReadFailed {
-                key: key.clone(),
-                what,
-                reason: format!("unreadable answer: {e}"),
-            })
-        })
+        lookup_answer(key, &answer, what)
     }
 
     fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Url, Error> {

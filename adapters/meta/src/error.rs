@@ -184,26 +184,6 @@ pub enum AdapterError {
         /// What was wrong (no body content).
         reason: String,
     },
-    /// A read needed to reconcile or to check a container failed; nothing
-    /// was changed. Try again later.
-    #[error("could not read {what} from Meta for {key}: {reason}")]
-    ReadFailed {
-        /// The key of the operation being reconciled.
-        key: IdempotencyKey,
-        /// What was being read.
-        what: &'static str,
-        /// What went wrong (no URL, no token).
-        reason: String,
-    },
-    /// The ledger row is not in a state this call can work on (for
-    /// example reconciling a row that is not `unknown`).
-    #[error("{key} cannot be reconciled: {reason}")]
-    NotReconcilable {
-        /// The key.
-        key: IdempotencyKey,
-        /// Why.
-        reason: String,
-    },
     /// The input is invalid (for example a post with neither message nor
     /// link). Nothing was recorded or sent.
     #[error("invalid input: {0}")]
@@ -218,19 +198,17 @@ impl AdapterFailure<MetaError> for AdapterError {
         match self {
             Self::ContainerNotReady { key, .. }
             | Self::ContainerFailed { key, .. }
-            | Self::UnexpectedResponse { key, .. }
-            | Self::ReadFailed { key, .. }
-            | Self::NotReconcilable { key, .. } => Some(key),
+            | Self::UnexpectedResponse { key, .. } => Some(key),
             Self::Throttled { .. } | Self::InvalidInput(_) | Self::Config(_) => None,
         }
     }
 
-    /// Held back by usage, a container not ready yet, or a failed read:
-    /// the same job may succeed later.
+    /// Held back by usage, or a container not ready yet: the same job may
+    /// succeed later.
     fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Throttled { .. } | Self::ContainerNotReady { .. } | Self::ReadFailed { .. }
+            Self::Throttled { .. } | Self::ContainerNotReady { .. }
         )
     }
 }

@@ -23,11 +23,11 @@
 //! A row that already succeeded is `Applied` with the stored id.
 
 use async_trait::async_trait;
-use idem::adapter::{ToReconcile, record_to_reconcile};
+use idem::adapter::{Expect, Lookup, Settled, ToReconcile, record_to_reconcile};
 use idem::executor::Source;
 use idem::ledger::Resolution;
 use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
-use idem::{IdempotencyKey, Operation, OperationState};
+use idem::{IdempotencyKey, Operation};
 
 use super::*;
 use crate::model::{ContainerId, ContainerStatus, IgPublished};
@@ -61,20 +61,15 @@ impl Reconcile for MetaClient {
                     .to_owned(),
             }),
             OP_IG_PUBLISH => self.reconcile_instagram(key, &op).await,
-            other => Err(not(key, &format!("unknown Meta operation {other:?}"))),
+            other => Err(ReconcileError::NotReconcilable {
+                key: key.clone(),
+                reason: format!("unknown Meta operation {other:?}"),
+            }),
         }
     }
 }
 
 impl MetaClient {
-    async fn row(&self, key: &IdempotencyKey) -> Result<Option<Operation>, ReconcileError> {
-        self.executor()
-            .store()
-            .get(key)
-            .await
-            .map_err(|e| failed(key, &format!("the ledger failed: {e}")))
-    }
-
     async fn reconcile_instagram(
         &self,
         key: &IdempotencyKey,
@@ -91,7 +86,7 @@ impl MetaClient {
         let status = self
             .container_status(key, &container)
             .await
-            .map_err(|e| failed(key, &e.to_string()))?;
+            .map_err(|e| e.into_reconcile_error(key))?;
         let (resolution, verdict) = match status {
             ContainerStatus::Published => {
                 let published = IgPublished {
@@ -134,39 +129,21 @@ impl MetaClient {
                 });
             }
         };
-        // The status was read without a lease: record the verdict only if
-        // nobody claimed or settled the row meanwhile.
-        let current = self
-            .row(key)
-            .await?
-            .ok_or_else(|| not(key, "no ledger record"))?;
-        if current.state != op.state || current.claims != op.claims {
-            return Err(failed(
-                key,
-                &format!(
-                    "the record changed (now {}) while Meta was asked; reconcile again",
-                    current.state
-                ),
-            ));
-        }
-        self.resolve(key, resolution, self.executor().now())
+        // The status was read without a lease: `settle` records the verdict
+        // only if nobody claimed or settled the row meanwhile.
+        match self
+            .inner
+            .core
+            .settle::<MetaError, AdapterError>(key, op, &resolution)
             .await
-            .map_err(|e| failed(key, &e.to_string()))?;
-        Ok(verdict)
-    }
-}
-
-fn not(key: &IdempotencyKey, reason: &str) -> ReconcileError {
-    ReconcileError::NotReconcilable {
-        key: key.clone(),
-        reason: reason.to_owned(),
-    }
-}
-
-fn failed(key: &IdempotencyKey, reason: &str) -> ReconcileError {
-    ReconcileError::Failed {
-        key: key.clone(),
-        reason: reason.to_owned(),
+        {
+            Ok(Settled::Recorded(_)) => Ok(verdict),
+            Ok(Settled::AlreadySucceeded(_)) => Ok(ReconcileVerdict::Applied {
+                provider_id: None,
+                note: "the record had already succeeded".to_owned(),
+            }),
+            Err(e) => Err(e.into_reconcile_error(key)),
+        }
     }
 }
 
@@ -293,31 +270,27 @@ impl MetaClient {
         check_segment("page id", page.as_str())?;
         let path = format!("{page}/feed");
         let request = self.post_form(&path, &post.form())?;
-        let op = self
-            .reconcilable(key, &fingerprint(&path, &request, OP_PAGE_POST))
-            .await?;
-        if op.state == OperationState::Succeeded {
-            let body = op.response_body.clone().unwrap_or_default();
-            return Ok(Reconciled::AlreadySucceeded(PostId::new(parse_id(
-                key, &body,
-            )?)));
-        }
-        let Some(text) = post.text().map(str::trim).filter(|t| !t.is_empty()) else {
-            return Err(AdapterError::NotReconcilable {
-                key: key.clone(),
-                reason: "a post with no message cannot be matched by content".to_owned(),
+        let fingerprint = fingerprint(&path, &request, OP_PAGE_POST);
+        let op = match self.reconcilable(key, &fingerprint).await? {
+            Ok(op) => op,
+            Err(body) => {
+                return Ok(Reconciled::AlreadySucceeded(PostId::new(parse_id(
+                    key, &body,
+                )?)));
             }
-            .into());
+        };
+        let Some(text) = post.text().map(str::trim).filter(|t| !t.is_empty()) else {
+            return Err(Error::invalid(
+                key,
+                "a post with no message cannot be matched by content",
+            ));
         };
         let edges: &[&str] = match post.publish() {
             Publish::Now => &["published_posts"],
             Publish::At(_) => &["scheduled_posts", "published_posts"],
             _ => {
-                return Err(AdapterError::NotReconcilable {
-                    key: key.clone(),
-                    reason: "unpublished, unscheduled posts are not listed by Meta".to_owned(),
-                }
-                .into());
+                let reason = "unpublished, unscheduled posts are not listed by Meta";
+                return Err(Error::invalid(key, reason));
             }
         };
         let first = op.first_sent_at.unwrap_or(op.created_at);
@@ -360,7 +333,8 @@ impl MetaClient {
             }
         }
         found.sort();
-        let now = self.inner.core.executor().now();
+        let core = &self.inner.core;
+        let now = core.executor().now();
         if let Some((_, id)) = found.first() {
             let body = serde_json::json!({ "id": id }).to_string();
             let note = format!(
@@ -368,16 +342,15 @@ impl MetaClient {
                  ({} match(es))",
                 found.len()
             );
-            self.resolve(
-                key,
-                Resolution::Succeeded {
-                    status: 200,
-                    body: Bytes::from(body),
-                    note,
-                },
-                now,
-            )
-            .await?;
+            let status = 200;
+            let body = Bytes::from(body);
+            let resolution = Resolution::Succeeded { status, body, note };
+            if let Settled::AlreadySucceeded(op) = core.settle(key, &op, &resolution).await? {
+                let body = op.response_body.unwrap_or_default();
+                return Ok(Reconciled::AlreadySucceeded(PostId::new(parse_id(
+                    key, &body,
+                )?)));
+            }
             return Ok(Reconciled::Found {
                 id: PostId::new(id.clone()),
                 matches: found.len(),
@@ -394,8 +367,15 @@ impl MetaClient {
                     "reconciled: no matching post among the Page's posts {} or more after the first send",
                     humanize(grace)
                 );
-                self.resolve(key, Resolution::NotApplied { note }, now)
-                    .await?;
+                if let Settled::AlreadySucceeded(op) = core
+                    .settle(key, &op, &Resolution::NotApplied { note })
+                    .await?
+                {
+                    let body = op.response_body.unwrap_or_default();
+                    return Ok(Reconciled::AlreadySucceeded(PostId::new(parse_id(
+                        key, &body,
+                    )?)));
+                }
                 return Ok(Reconciled::MarkedNotApplied);
             }
         }
@@ -410,7 +390,10 @@ impl MetaClient {
         fingerprint: Fingerprint,
         reason: String,
     ) -> Result<IgPublished, Error> {
-        let op = self.reconcilable(key, &fingerprint).await?;
+        let op = match self.reconcilable(key, &fingerprint).await? {
+            Ok(op) => op,
+            Err(body) => return parse_published(key, &body, Source::Ledger),
+        };
         let Some(container) = op.checkpoint.clone().map(ContainerId::new) else {
             return Err(Error::OutcomeUnknown {
                 key: key.clone(),
@@ -464,18 +447,15 @@ impl MetaClient {
                         .map(|m| format!(" as media {m}"))
                         .unwrap_or_default()
                 );
-                let now = self.inner.core.executor().now();
-                self.resolve(
-                    key,
-                    Resolution::Succeeded {
-                        status: 200,
-                        body: published_body(&published),
-                        note,
-                    },
-                    now,
-                )
-                .await?;
-                Ok(published)
+                let (status, body) = (200, published_body(&published));
+                let resolution = Resolution::Succeeded { status, body, note };
+                match self.inner.core.settle(key, &op, &resolution).await? {
+                    Settled::Recorded(_) => Ok(published),
+                    Settled::AlreadySucceeded(op) => {
+                        let body = op.response_body.unwrap_or_default();
+                        parse_published(key, &body, Source::Ledger)
+                    }
+                }
             }
             status @ (ContainerStatus::Error | ContainerStatus::Expired) => {
                 Err(AdapterError::ContainerFailed {
@@ -536,53 +516,25 @@ impl MetaClient {
         hits.into_iter().next().map(|(_, id)| MediaId::new(id))
     }
 
+    /// The open record this request left, or the stored answer of one that
+    /// already succeeded (`Ok(Err(body))`).
     async fn reconcilable(
         &self,
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
-    ) -> Result<Operation, Error> {
-        let op = self
+    ) -> Result<Result<Operation, Bytes>, Error> {
+        match self
             .inner
             .core
-            .executor()
-            .store()
-            .get(key)
+            .open_lookup(key, Expect::any().fingerprint(fingerprint))
             .await?
-            .ok_or_else(|| AdapterError::NotReconcilable {
+        {
+            Lookup::Open(op) => Ok(Ok(op)),
+            Lookup::Succeeded(op) => Ok(Err(op.response_body.unwrap_or_default())),
+            Lookup::Pending(op) => Err(Error::NotUnknown {
                 key: key.clone(),
-                reason: "no ledger record".to_owned(),
-            })?;
-        if &op.fingerprint != fingerprint {
-            return Err(AdapterError::NotReconcilable {
-                key: key.clone(),
-                reason: "the record was made for a different request".to_owned(),
-            }
-            .into());
+                state: op.state,
+            }),
         }
-        let now = self.inner.core.executor().now();
-        match op.state {
-            OperationState::Unknown | OperationState::Succeeded => Ok(op),
-            OperationState::Sending if op.lease_expired(now) => Ok(op),
-            state => Err(AdapterError::NotReconcilable {
-                key: key.clone(),
-                reason: format!("the record is {state}, not unknown"),
-            }
-            .into()),
-        }
-    }
-
-    pub(crate) async fn resolve(
-        &self,
-        key: &IdempotencyKey,
-        resolution: Resolution,
-        now: SystemTime,
-    ) -> Result<(), Error> {
-        self.inner
-            .core
-            .executor()
-            .store()
-            .resolve(key, &resolution, now)
-            .await?;
-        Ok(())
     }
 }

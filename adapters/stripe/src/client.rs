@@ -466,10 +466,6 @@ fn respond<T: DeserializeOwned>(
     })
 }
 
-pub(crate) fn no_record(key: &IdempotencyKey) -> Error {
-    AdapterError::NoRecord { key: key.clone() }.into()
-}
-
 /// Adds `metadata[idem_key]` to the caller's metadata.
 fn with_key(key: &IdempotencyKey, metadata: &Metadata) -> Result<Metadata, Error> {
     if metadata.contains_key(IDEM_KEY_METADATA) {

@@ -298,12 +298,6 @@ pub enum AdapterError {
         /// What to use instead.
         hint: &'static str,
     },
-    /// No ledger record has this key, so there is nothing to reconcile.
-    #[error("no ledger record for {key}; nothing to reconcile")]
-    NoRecord {
-        /// The key.
-        key: IdempotencyKey,
-    },
     /// Stripe's answer could not be read as the expected object.
     #[error("Stripe's answer for {key} is not the expected object")]
     Decode {
@@ -313,15 +307,6 @@ pub enum AdapterError {
         #[source]
         source: serde_json::Error,
     },
-    /// Asking Stripe what happened failed (the lookup itself errored); the
-    /// record stays `unknown`.
-    #[error("reconciling {key} with Stripe failed: {reason}")]
-    Reconcile {
-        /// The key.
-        key: IdempotencyKey,
-        /// What failed.
-        reason: String,
-    },
 }
 
 impl AdapterFailure<StripeError> for AdapterError {
@@ -330,21 +315,15 @@ impl AdapterFailure<StripeError> for AdapterError {
             Self::NotFound { key, .. }
             | Self::Undetermined { key, .. }
             | Self::UnsupportedParameter { key, .. }
-            | Self::NoRecord { key }
-            | Self::Decode { key, .. }
-            | Self::Reconcile { key, .. } => Some(key),
+            | Self::Decode { key, .. } => Some(key),
         }
     }
 
-    /// A lookup that may find the object later, or that failed, is
-    /// retryable.
+    /// A lookup that may find the object later is retryable.
     fn is_retryable(&self) -> bool {
-        matches!(self, Self::NotFound { .. } | Self::Reconcile { .. })
+        matches!(self, Self::NotFound { .. })
     }
 
-    fn is_not_reconcilable(&self) -> bool {
-        matches!(self, Self::NoRecord { .. })
-    }
     fn is_unknown(&self) -> bool {
         matches!(self, Self::NotFound { .. } | Self::Undetermined { .. })
     }

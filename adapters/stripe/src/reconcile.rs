@@ -20,15 +20,14 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use idem::executor::{OutboundRequest, Source, Verdict};
+use idem::adapter::{Expect, Lookup, Settled, lookup_answer, lookup_failed};
+use idem::executor::{OutboundRequest, Source};
 use idem::ledger::Resolution;
 use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
-use idem::{IdempotencyKey, OperationState, StoreError};
+use idem::{IdempotencyKey, StoreError};
 use serde::de::DeserializeOwned;
 
-use crate::client::{
-    KEY_RETENTION, OpKind, PROVIDER_NAME, StripeClient, StripeResponse, decode, no_record,
-};
+use crate::client::{KEY_RETENTION, OpKind, PROVIDER_NAME, StripeClient, StripeResponse, decode};
 use crate::error::{AdapterError, Error};
 use crate::model::objects::{
     Charge, Customer, PaymentIntent, PaymentIntentStatus, Refund, StripeObject,
@@ -127,13 +126,15 @@ impl StripeClient {
     ///
     /// # Errors
     ///
-    /// [`AdapterError::NoRecord`] when the ledger has no such key,
-    /// [`Error::InFlight`] while a worker is sending it, [`Error::Rejected`] when it
-    /// failed earlier, [`Error::Superseded`], [`AdapterError::Reconcile`] when the
-    /// lookup itself failed, and store errors.
+    /// [`Error::Store`] (`NotFound`) when the ledger has no such key,
+    /// [`Error::KeyReused`] for another provider's record, [`Error::InFlight`]
+    /// while a worker is sending it, [`Error::Rejected`] when it failed
+    /// earlier, [`Error::Superseded`], [`Error::LookupFailed`] when the lookup
+    /// itself failed, [`Error::RecordChanged`] when the record changed while
+    /// Stripe was asked (nothing recorded), and store errors.
     pub async fn reconcile(&self, key: &IdempotencyKey) -> Result<Reconciliation, Error> {
-        let kind = self.kind_of(key).await?;
-        Ok(match self.reconcile_raw(key).await? {
+        let (kind, raw) = self.reconcile_raw(key).await?;
+        Ok(match raw {
             RawReconciliation::Found(body) => {
                 let object = match kind {
                     OpKind::PaymentIntentCreate
@@ -155,101 +156,43 @@ impl StripeClient {
         })
     }
 
-    async fn kind_of(&self, key: &IdempotencyKey) -> Result<OpKind, Error> {
-        let op = self
-            .inner
-            .core
-            .executor()
-            .store()
-            .get(key)
-            .await?
-            .ok_or_else(|| no_record(key))?;
-        if op.provider != PROVIDER_NAME {
-            return Err(Error::InvalidRequest {
-                key: key.clone(),
-                reason: format!("the record belongs to provider {:?}", op.provider),
-            });
-        }
-        OpKind::from_name(&op.operation).ok_or_else(|| Error::InvalidRequest {
-            key: key.clone(),
-            reason: format!("unknown Stripe operation {:?}", op.operation),
-        })
-    }
-
-    async fn reconcile_raw(&self, key: &IdempotencyKey) -> Result<RawReconciliation, Error> {
-        let executor = self.inner.core.executor();
-        let op = executor
-            .store()
-            .get(key)
-            .await?
-            .ok_or_else(|| no_record(key))?;
-        let kind = OpKind::from_name(&op.operation).ok_or_else(|| Error::InvalidRequest {
-            key: key.clone(),
-            reason: format!("unknown Stripe operation {:?}", op.operation),
-        })?;
-        let now = executor.now();
-        match op.state {
-            OperationState::Pending => {
-                return Ok(RawReconciliation::NotApplied(
-                    "the record is pending: nothing was processed by Stripe yet".to_owned(),
+    async fn reconcile_raw(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<(OpKind, RawReconciliation), Error> {
+        let core = &self.inner.core;
+        let op = match core.open_lookup(key, Expect::any()).await? {
+            Lookup::Open(op) => op,
+            Lookup::Succeeded(op) => {
+                let kind = kind_of(key, &op)?;
+                let body = op.response_body.unwrap_or_default();
+                return Ok((kind, RawReconciliation::Found(body)));
+            }
+            Lookup::Pending(op) => {
+                let note = "the record is pending: nothing was processed by Stripe yet";
+                return Ok((
+                    kind_of(key, &op)?,
+                    RawReconciliation::NotApplied(note.into()),
                 ));
             }
-            OperationState::Succeeded => {
-                return Ok(RawReconciliation::Found(
-                    op.response_body.clone().unwrap_or_default(),
-                ));
-            }
-            OperationState::Failed => {
-                return Err(Error::rejected_from_ledger(
-                    key,
-                    op.response_status,
-                    op.response_body.clone(),
-                ));
-            }
-            OperationState::Superseded => {
-                return Err(match op.superseded_by.clone() {
-                    Some(by) => Error::Superseded {
-                        key: key.clone(),
-                        by,
-                    },
-                    None => Error::Store(StoreError::Corrupt(format!(
-                        "{key} is superseded but names no successor"
-                    ))),
-                });
-            }
-            OperationState::Sending if !op.lease_expired(now) => {
-                return Err(Error::InFlight {
-                    key: key.clone(),
-                    lease_expires_at: op.lease_expires_at.unwrap_or(now),
-                });
-            }
-            // Unknown, or a sender that died mid-flight: ask Stripe.
-            _ => {}
-        }
+        };
+        let kind = kind_of(key, &op)?;
         let Some((request, what)) = self.lookup_request(kind, key, op.checkpoint.as_deref()) else {
             // Nothing learned: the record stays as it is.
-            return Ok(RawReconciliation::Undetermined(
-                "no way to look this operation up (its target was not recorded)".to_owned(),
+            return Ok((
+                kind,
+                RawReconciliation::Undetermined(
+                    "no way to look this operation up (its target was not recorded)".to_owned(),
+                ),
             ));
         };
         // A plain read: no ledger row, no lease, the record untouched.
-        let answer = executor
-            .read(self.inner.core.provider(), request)
+        let answer = core
+            .executor()
+            .read(core.provider(), request)
             .await
-            .map_err(|e| AdapterError::Reconcile {
-                key: key.clone(),
-                reason: format!("{what} failed: {e}"),
-            })?;
-        if answer.verdict != Verdict::Success {
-            return Err(AdapterError::Reconcile {
-                key: key.clone(),
-                reason: format!(
-                    "{what} failed: HTTP {} after {} attempt(s)",
-                    answer.status, answer.attempts
-                ),
-            }
-            .into());
-        }
+            .map_err(|e| lookup_failed(key, format!("{what} failed: {e}"), None))?;
+        lookup_answer::<serde::de::IgnoredAny, _, _>(key, &answer, &what)?;
         let found = interpret(kind, key, &answer.body, &what, op.checkpoint.as_deref());
         let resolution = match &found {
             RawReconciliation::Found(object) => Resolution::Succeeded {
@@ -257,61 +200,24 @@ impl StripeClient {
                 body: object.clone(),
                 note: format!("reconciled: found by {what}"),
             },
-            RawReconciliation::NotApplied(note) => {
-                // "Not applied" leads to a resend, so it must not rest on a
-                // stale read: if another worker claimed or settled the record
-                // while Stripe was being asked, reconcile again instead.
-                let current = executor
-                    .store()
-                    .get(key)
-                    .await?
-                    .ok_or_else(|| no_record(key))?;
-                if current.state != op.state || current.claims != op.claims {
-                    return Err(AdapterError::Reconcile {
-                        key: key.clone(),
-                        reason: format!(
-                            "the record changed (now {}) while Stripe was being asked; \
-                             reconcile again",
-                            current.state
-                        ),
-                    }
-                    .into());
-                }
-                Resolution::NotApplied {
-                    note: format!("reconciled: {note}"),
-                }
-            }
+            // "Not applied" leads to a resend: `settle` records it only if
+            // nobody claimed or settled the record while Stripe was asked.
+            RawReconciliation::NotApplied(note) => Resolution::NotApplied {
+                note: format!("reconciled: {note}"),
+            },
             // Not proof either way: the record stays as it is.
             RawReconciliation::NotFound(_) | RawReconciliation::Undetermined(_) => {
                 tracing::warn!(key = %key, operation = kind.name(), lookup = %what,
                     "Stripe reconciliation undetermined; the record stays unknown");
-                return Ok(found);
+                return Ok((kind, found));
             }
         };
-        match executor
-            .store()
-            .resolve(key, &resolution, executor.now())
-            .await
-        {
-            Ok(_) => {}
-            // Settled meanwhile by another worker: its result stands.
-            Err(StoreError::InvalidState {
-                state: OperationState::Succeeded,
-                ..
-            }) => {
-                let op = executor
-                    .store()
-                    .get(key)
-                    .await?
-                    .ok_or_else(|| no_record(key))?;
-                return Ok(RawReconciliation::Found(
-                    op.response_body.unwrap_or_default(),
-                ));
-            }
-            Err(e) => return Err(e.into()),
+        if let Settled::AlreadySucceeded(op) = core.settle(key, &op, &resolution).await? {
+            let body = op.response_body.unwrap_or_default();
+            return Ok((kind, RawReconciliation::Found(body)));
         }
         tracing::info!(key = %key, operation = kind.name(), lookup = %what, "Stripe reconciliation done");
-        Ok(found)
+        Ok((kind, found))
     }
 
     fn lookup_request(
@@ -363,7 +269,7 @@ impl StripeClient {
             .store()
             .get(key)
             .await?
-            .ok_or_else(|| no_record(key))?;
+            .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
         let now = executor.now();
         let budget = provider.retry().claim_budget();
         if provider
@@ -378,7 +284,7 @@ impl StripeClient {
             });
         }
         tracing::warn!(key = %key, %reason, "Stripe key window passed with the outcome unknown; reconciling instead of resending");
-        match self.reconcile_raw(key).await? {
+        match self.reconcile_raw(key).await?.1 {
             RawReconciliation::Found(body) => {
                 let object = decode::<T>(key, &body)?;
                 Ok(Some(StripeResponse {
@@ -402,6 +308,11 @@ impl StripeClient {
             .into()),
         }
     }
+}
+
+fn kind_of(key: &IdempotencyKey, op: &idem::Operation) -> Result<OpKind, Error> {
+    OpKind::from_name(&op.operation)
+        .ok_or_else(|| Error::invalid(key, format!("unknown Stripe operation {:?}", op.operation)))
 }
 
 /// The operation's target in a checkpoint: `payment_intent=pi_…`, possibly

@@ -681,7 +681,7 @@ async fn reconcile_reports_what_it_cannot_know() {
     let stripe = client_with(exec.clone(), &fake, fast_retry().with_max_attempts(1));
     assert!(matches!(
         stripe.reconcile(&key("joes-bikes_orders_15_v1")).await,
-        Err(Error::Adapter(AdapterError::NoRecord { .. }))
+        Err(Error::Store(idem::StoreError::NotFound { .. }))
     ));
 
     // Created, but the search index lags: not found, the record stays unknown.

@@ -8,8 +8,8 @@
 use std::fmt;
 
 use http::{HeaderMap, StatusCode};
+use idem::IdempotencyKey;
 use idem::adapter::{AdapterFailure, CallError, WireError};
-use idem::{IdempotencyKey, OperationState};
 use serde::Deserialize;
 
 /// Twilio's error body, as the REST API returns it:
@@ -164,55 +164,21 @@ pub enum AdapterError {
         /// What could not be read.
         reason: String,
     },
-    /// A reconciliation lookup could not ask Twilio; the row is unchanged
-    /// (still `unknown`). Try again later.
-    #[error("could not look up Twilio message {key}: {reason}; the record stays unknown")]
-    Lookup {
-        /// The key.
-        key: IdempotencyKey,
-        /// What failed.
-        reason: String,
-        /// Twilio's error, when Twilio answered.
-        error: Option<Box<TwilioError>>,
-    },
     /// A status callback could not be read.
     #[error("invalid Twilio status callback: {0}")]
     Callback(String),
-    /// The ledger row is in a state this call cannot act on.
-    #[error("Twilio message {key} is {state}: {reason}")]
-    State {
-        /// The key.
-        key: IdempotencyKey,
-        /// The row's state.
-        state: OperationState,
-        /// Why nothing was done.
-        reason: &'static str,
-    },
 }
 
 impl AdapterFailure<TwilioError> for AdapterError {
     fn key(&self) -> Option<&IdempotencyKey> {
         match self {
-            Self::Decode { key, .. } | Self::Lookup { key, .. } | Self::State { key, .. } => {
-                Some(key)
-            }
+            Self::Decode { key, .. } => Some(key),
             Self::Config(_) | Self::Callback(_) => None,
         }
     }
 
-    /// A failed lookup may succeed later.
     fn is_retryable(&self) -> bool {
-        matches!(self, Self::Lookup { .. })
-    }
-
-    fn is_not_reconcilable(&self) -> bool {
-        matches!(self, Self::State { .. })
-    }
-    fn wire_error(&self) -> Option<&TwilioError> {
-        match self {
-            Self::Lookup { error, .. } => error.as_deref(),
-            _ => None,
-        }
+        false
     }
 }
 

@@ -51,6 +51,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use idem::adapter::{Expect, Lookup, Settled, lookup_failed};
 use idem::executor::Source;
 use idem::ledger::{LedgerStore, Resolution};
 use idem::{IdempotencyKey, OperationState, OutboundRequest, StoreError};
@@ -59,7 +60,7 @@ use serde::Deserialize;
 use crate::client::{
     CALLBACK_KEY_PARAM, Messages, OPERATION, PROVIDER_NAME, Sent, TwilioClient, decode,
 };
-use crate::error::{AdapterError, Error, TwilioError};
+use crate::error::{AdapterError, Error};
 use crate::model::{CreateMessage, Message, MessageSid, MessageStatus, Sender};
 use idem::time::parse_rfc2822;
 
@@ -462,63 +463,33 @@ impl Messages<'_> {
     ///
     /// # Errors
     ///
-    /// [`AdapterError::Lookup`] when Twilio could not be asked (row unchanged),
-    /// [`AdapterError::State`] for a row that is `pending` or `failed`,
-    /// [`Error::InFlight`], [`Error::Superseded`], [`Error::InvalidRequest`],
-    /// and [`Error::Store`] for ledger failures or a message that is not the
-    /// one recorded under `key`.
+    /// [`Error::LookupFailed`] when Twilio could not be asked (row unchanged),
+    /// [`Error::NotUnknown`] for a `pending` row, [`Error::Rejected`] for a
+    /// `failed` one, [`Error::KeyReused`] for another message's row,
+    /// [`Error::RecordChanged`] when the row changed during the lookup,
+    /// [`Error::Superseded`], [`Error::InvalidRequest`], and [`Error::Store`]
+    /// for ledger failures.
     pub async fn reconcile(
         self,
         key: &IdempotencyKey,
         msg: &CreateMessage,
     ) -> Result<Reconciled, Error> {
         let client = self.client;
-        let exec = client.executor();
-        let req = self.request(key, msg)?;
-        let op = exec
-            .store()
-            .get(key)
-            .await?
-            .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
-        match op.state {
-            OperationState::Succeeded => {
-                let body = op.response_body.clone().unwrap_or_default();
-                return decode(key, &body, Source::Ledger).map(Reconciled::AlreadySucceeded);
-            }
-            OperationState::Unknown | OperationState::Sending => {}
-            OperationState::Superseded => {
-                return Err(match op.superseded_by {
-                    Some(by) => Error::Superseded {
-                        key: key.clone(),
-                        by,
-                    },
-                    None => AdapterError::State {
-                        key: key.clone(),
-                        state: op.state,
-                        reason: "superseded; reconcile the newest attempt",
-                    }
-                    .into(),
-                });
-            }
-            state => {
-                return Err(AdapterError::State {
-                    key: key.clone(),
-                    state,
-                    reason: "only an unknown send can be reconciled",
-                }
-                .into());
-            }
-        }
+        let core = &client.inner.core;
+        let fingerprint = self.request(key, msg)?.fingerprint();
         // The row must be this very send (what `begin` checks for a send).
-        if op.provider != PROVIDER_NAME
-            || op.operation != OPERATION
-            || op.fingerprint != req.fingerprint()
-        {
-            return Err(Error::from(StoreError::KeyReused {
-                key: key.clone(),
-                detail: "the row was recorded for another message".to_owned(),
-            }));
-        }
+        // A lookup never resends, so a live lease does not stop it.
+        let expect = Expect::operation(OPERATION)
+            .fingerprint(&fingerprint)
+            .live_sending();
+        let op = match core.open_lookup(key, expect).await? {
+            Lookup::Open(op) => op,
+            Lookup::Succeeded(op) => return already(key, op),
+            Lookup::Pending(op) => {
+                let (key, state) = (key.clone(), op.state);
+                return Err(Error::NotUnknown { key, state });
+            }
+        };
 
         // The send window: from the first claim to the moment the row went
         // unknown. The lookup leaves the row untouched, so these stay the same
@@ -561,51 +532,20 @@ impl Messages<'_> {
             }
             pages += 1;
             // A plain read: no ledger row, no lease; the row is untouched.
-            let answer = exec
-                .read(
-                    &client.inner.lookup_provider,
-                    client.authorize(OutboundRequest::get(page_url)),
-                )
-                .await
-                .map_err(|e| AdapterError::Lookup {
-                    key: key.clone(),
-                    reason: format!("message list failed: {e}"),
-                    error: None,
-                })?;
-            if !answer.is_success() {
-                return Err(AdapterError::Lookup {
-                    key: key.clone(),
-                    reason: format!(
-                        "message list failed: HTTP {} after {} attempt(s)",
-                        answer.status, answer.attempts
-                    ),
-                    error: Some(Box::new(TwilioError::from_response(
-                        answer.status,
-                        &answer.body,
-                    ))),
-                }
-                .into());
-            }
-            let page = serde_json::from_slice::<ListPage>(&answer.body).map_err(|e| {
-                AdapterError::Lookup {
-                    key: key.clone(),
-                    reason: format!("Twilio's message list is unreadable: {e}"),
-                    error: None,
-                }
-            })?;
+            let request = client.authorize(OutboundRequest::get(page_url));
+            let lookup = &client.inner.lookup_provider;
+            let page: ListPage = core
+                .read_json(key, lookup, request, "the message list")
+                .await?;
             matches.extend(
                 page.messages
                     .into_iter()
                     .filter(|m| matches_request(m, msg, from, to)),
             );
             next = match page.next_page_uri.as_deref() {
-                Some(uri) if !uri.is_empty() => Some(client.inner.core.raw_url(uri).map_err(
-                    |reason| AdapterError::Lookup {
-                        key: key.clone(),
-                        reason: format!("Twilio's next_page_uri: {reason}"),
-                        error: None,
-                    },
-                )?),
+                Some(uri) if !uri.is_empty() => Some(core.raw_url(uri).map_err(|reason| {
+                    lookup_failed(key, format!("Twilio's next_page_uri: {reason}"), None)
+                })?),
                 _ => None,
             };
         }
@@ -626,24 +566,10 @@ impl Messages<'_> {
                     body,
                     note: format!("found by lookup: {}", message.sid),
                 };
-                match exec.store().resolve(key, &resolution, exec.now()).await {
-                    Ok(_) => {}
-                    // A status callback (or another lookup) settled it
-                    // meanwhile: its record stands.
-                    Err(StoreError::InvalidState {
-                        state: OperationState::Succeeded,
-                        ..
-                    }) => {
-                        let op = exec
-                            .store()
-                            .get(key)
-                            .await?
-                            .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
-                        let body = op.response_body.unwrap_or_default();
-                        return decode(key, &body, Source::Ledger)
-                            .map(Reconciled::AlreadySucceeded);
-                    }
-                    Err(e) => return Err(e.into()),
+                // A status callback (or another lookup) may have settled it
+                // meanwhile: its record stands.
+                if let Settled::AlreadySucceeded(op) = core.settle(key, &op, &resolution).await? {
+                    return already(key, op);
                 }
                 tracing::info!(key = %key, sid = %message.sid, "twilio send reconciled by lookup");
                 Ok(Reconciled::Found(Sent {
@@ -672,6 +598,11 @@ impl Messages<'_> {
             }
         }
     }
+}
+
+fn already(key: &IdempotencyKey, op: idem::Operation) -> Result<Reconciled, Error> {
+    let body = op.response_body.unwrap_or_default();
+    decode(key, &body, Source::Ledger).map(Reconciled::AlreadySucceeded)
 }
 
 fn matches_request(m: &Message, msg: &CreateMessage, from: SystemTime, to: SystemTime) -> bool {

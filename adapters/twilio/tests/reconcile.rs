@@ -316,10 +316,10 @@ async fn lookup_of_a_pending_or_failed_row_is_refused() {
     assert!(
         matches!(
             err,
-            Error::Adapter(AdapterError::State {
-                state: OperationState::Failed,
+            Error::Rejected {
+                from_ledger: true,
                 ..
-            })
+            }
         ),
         "{err:?}"
     );

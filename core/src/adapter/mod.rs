@@ -37,8 +37,10 @@
 //! ```
 
 mod core;
+mod lookup;
 
 pub use self::core::{AdapterCore, Answer, Extra, Facts, decode_json, finish, record_facts};
+pub use self::lookup::{Expect, Lookup, Settled, lookup_answer, lookup_failed};
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime};
@@ -236,6 +238,38 @@ pub enum CallError<E, A = Infallible> {
         /// The provider's id for the object, when it was recorded.
         provider_id: Option<String>,
     },
+    /// Reconciliation found the record in a state it cannot settle
+    /// (`pending`: nothing was sent yet). Nothing was asked or changed.
+    #[error("{key} is {state}; only an unknown outcome can be reconciled")]
+    NotUnknown {
+        /// The key.
+        key: IdempotencyKey,
+        /// The record's state.
+        state: OperationState,
+    },
+    /// Asking the provider what happened failed. The record is as it was.
+    #[error("could not look {key} up at the provider ({reason}); the record is unchanged")]
+    LookupFailed {
+        /// The key.
+        key: IdempotencyKey,
+        /// What failed, without secrets.
+        reason: String,
+        /// The provider's error answer, when it refused the read.
+        #[source]
+        error: Option<Box<E>>,
+    },
+    /// The record changed while the provider was asked (another worker
+    /// claimed or settled it, or an operator bumped it), so the lookup may
+    /// be stale and nothing was recorded. Reconcile again.
+    #[error(
+        "{key} changed (now {state}) while the provider was asked; nothing was recorded, reconcile again"
+    )]
+    RecordChanged {
+        /// The key.
+        key: IdempotencyKey,
+        /// Its state now.
+        state: OperationState,
+    },
     /// The ledger failed. When this happens before sending, nothing was sent.
     #[error("ledger error: {0}")]
     Store(#[source] StoreError),
@@ -386,7 +420,10 @@ impl<E, A: AdapterFailure<E>> CallError<E, A> {
             | Self::Superseded { key, .. }
             | Self::InvalidRequest { key, .. }
             | Self::AnswerNotRecorded { key, .. }
-            | Self::Compacted { key, .. } => Some(key),
+            | Self::Compacted { key, .. }
+            | Self::NotUnknown { key, .. }
+            | Self::LookupFailed { key, .. }
+            | Self::RecordChanged { key, .. } => Some(key),
             Self::Store(
                 StoreError::NotFound { key }
                 | StoreError::InvalidState { key, .. }
@@ -406,7 +443,10 @@ impl<E, A: AdapterFailure<E>> CallError<E, A> {
     /// record, are never retryable: the effect may have happened.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::NotSent { .. } | Self::InFlight { .. } => true,
+            Self::NotSent { .. }
+            | Self::InFlight { .. }
+            | Self::LookupFailed { .. }
+            | Self::RecordChanged { .. } => true,
             Self::OutcomeUnknown {
                 resend_safe_until, ..
             } => resend_safe_until.is_some(),
@@ -430,7 +470,9 @@ impl<E, A: AdapterFailure<E>> CallError<E, A> {
     pub fn wire_error(&self) -> Option<&E> {
         match self {
             Self::Rejected { error, .. } => Some(error),
-            Self::KeyReused { error, .. } | Self::NotSent { error, .. } => error.as_deref(),
+            Self::KeyReused { error, .. }
+            | Self::NotSent { error, .. }
+            | Self::LookupFailed { error, .. } => error.as_deref(),
             Self::Adapter(a) => a.wire_error(),
             _ => None,
         }
@@ -571,7 +613,10 @@ impl<E, A: AdapterFailure<E>> CallError<E, A> {
             Self::InFlight { .. }
             | Self::Rejected { .. }
             | Self::Superseded { .. }
-            | Self::InvalidRequest { .. } => {
+            | Self::InvalidRequest { .. }
+            | Self::KeyReused { .. }
+            | Self::NotUnknown { .. }
+            | Self::Store(StoreError::NotFound { .. }) => {
                 crate::reconcile::ReconcileError::NotReconcilable { key, reason }
             }
             Self::Adapter(a) if a.is_not_reconcilable() => {

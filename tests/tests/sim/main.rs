@@ -657,11 +657,11 @@ fn stripe_out(shared: &Shared, key: &IdempotencyKey, r: Result<String, idem_stri
     use idem_stripe::AdapterError as A;
     match r {
         // Stripe's own "still unknown after the key window" cases.
-        Err(CallError::Adapter(
-            A::NotFound { key: k, .. }
-            | A::Undetermined { key: k, .. }
-            | A::Reconcile { key: k, .. },
-        )) if &k == key => Out::Final(Final::Unknown),
+        Err(
+            CallError::Adapter(A::NotFound { key: k, .. } | A::Undetermined { key: k, .. })
+            | CallError::LookupFailed { key: k, .. }
+            | CallError::RecordChanged { key: k, .. },
+        ) if &k == key => Out::Final(Final::Unknown),
         r => call_out(shared, key, r),
     }
 }
