@@ -332,15 +332,7 @@ impl GbpClient {
         let (status, body, source) = self
             .write(&self.inner.post, key, &operation, request, false)
             .await?;
-        let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-            b"null"
-        } else {
-            &body
-        };
-        let value = idem::adapter::decode_json(text, |e| AdapterError::Decode {
-            key: key.clone(),
-            source: Box::new(e),
-        })?;
+        let value = idem::adapter::decode_json(key, &body)?;
         Ok(idem::adapter::Answer::new(
             value,
             key.clone(),
@@ -617,12 +609,7 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        Error::Adapter(AdapterError::Decode {
-            key: key.clone(),
-            source: Box::new(e),
-        })
-    })
+    idem::adapter::decode_json(key, body)
 }
 
 idem::adapter_basics!(

@@ -197,16 +197,6 @@ pub enum AdapterError {
         #[source]
         source: TokenError,
     },
-    /// The write succeeded and is recorded, but Google's answer could not be
-    /// read as the expected JSON.
-    #[error("{key} succeeded but Google's answer could not be read")]
-    Decode {
-        /// The key.
-        key: IdempotencyKey,
-        /// The parse error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
     /// The base URL given to the builder cannot be used.
     #[error("invalid base URL: {0}")]
     BaseUrl(String),
@@ -215,9 +205,7 @@ pub enum AdapterError {
 impl AdapterFailure<GbpApiError> for AdapterError {
     fn key(&self) -> Option<&IdempotencyKey> {
         match self {
-            Self::Unauthenticated { key } | Self::Token { key, .. } | Self::Decode { key, .. } => {
-                Some(key)
-            }
+            Self::Unauthenticated { key } | Self::Token { key, .. } => Some(key),
             Self::CommentTooLong { .. } | Self::InvalidInput { .. } | Self::BaseUrl(_) => None,
         }
     }

@@ -50,7 +50,6 @@ pub enum Reconciliation {
 struct ListPage {
     #[serde(default)]
     local_posts: Vec<serde_json::Value>,
-    #[serde(default)]
     next_page_token: Option<String>,
 }
 
@@ -284,10 +283,7 @@ fn found(
     body: &[u8],
     source: Source,
 ) -> Result<Box<LocalPostCreated>, Error> {
-    let post = serde_json::from_slice::<LocalPost>(body).map_err(|e| AdapterError::Decode {
-        key: key.clone(),
-        source: Box::new(e),
-    })?;
+    let post: LocalPost = idem::adapter::decode_json(key, body)?;
     Ok(Box::new(LocalPostCreated {
         key: key.clone(),
         post,

@@ -18,7 +18,9 @@ use crate::model::{
     PostCreated, PostId, Publish, Reconciled, check_segment,
 };
 use crate::usage::Usage;
-use idem::adapter::{AdapterCore, Provider as AdapterProvider, lookup_answer, lookup_failed};
+use idem::adapter::{
+    AdapterCore, Provider as AdapterProvider, decode_json, lookup_answer, lookup_failed,
+};
 
 /// Meta's Graph API host.
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
@@ -348,15 +350,7 @@ impl MetaClient {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let done = self.write_form(key, &operation, &route, &form).await?;
-        let text: &[u8] = if done.body.iter().all(u8::is_ascii_whitespace) {
-            b"null"
-        } else {
-            &done.body
-        };
-        let value = idem::adapter::decode_json(text, |e| AdapterError::UnexpectedResponse {
-            key: key.clone(),
-            reason: format!("not the expected JSON: {e}"),
-        })?;
+        let value = idem::adapter::decode_json(key, &done.body)?;
         Ok(idem::adapter::Answer::new(
             value,
             key.clone(),
@@ -461,12 +455,7 @@ impl MetaClient {
                 ..
             }) if serde_json::from_slice::<FailedContainer>(&body).is_ok() => {
                 // A container recorded as failed by an earlier run.
-                let failed: FailedContainer = serde_json::from_slice(&body).map_err(|e| {
-                    AdapterError::UnexpectedResponse {
-                        key: key.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let failed: FailedContainer = decode_json(&key, &body)?;
                 Err(AdapterError::ContainerFailed {
                     key,
                     container: failed.container_id,
@@ -504,11 +493,10 @@ impl MetaClient {
                         status: outcome.response.as_ref().map(|(s, _, _)| s.as_u16()),
                     })
                     .await?;
-                Err(AdapterError::UnexpectedResponse {
+                Err(Error::Undecodable {
                     key: key.clone(),
                     reason: "container created but its id is unreadable".to_owned(),
-                }
-                .into())
+                })
             }
             _ => Err(self.finish_err(claim, outcome, key).await),
         }
@@ -814,14 +802,7 @@ fn fingerprint(path: &str, request: &OutboundRequest, operation: &str) -> Finger
 }
 
 fn parse_id(key: &IdempotencyKey, body: &[u8]) -> Result<String, Error> {
-    serde_json::from_slice::<IdBody>(body)
-        .map(|b| b.id)
-        .map_err(|e| {
-            Error::Adapter(AdapterError::UnexpectedResponse {
-                key: key.clone(),
-                reason: format!("no id in the answer: {e}"),
-            })
-        })
+    decode_json::<IdBody, _, _>(key, body).map(|b| b.id)
 }
 
 fn parse_published(
@@ -829,11 +810,7 @@ fn parse_published(
     body: &[u8],
     source: Source,
 ) -> Result<IgPublished, Error> {
-    let mut p: IgPublished =
-        serde_json::from_slice(body).map_err(|e| AdapterError::UnexpectedResponse {
-            key: key.clone(),
-            reason: format!("stored Instagram result unreadable: {e}"),
-        })?;
+    let mut p: IgPublished = decode_json(key, body)?;
     p.source = source;
     Ok(p)
 }

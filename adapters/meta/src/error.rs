@@ -41,19 +41,14 @@ pub struct MetaError {
     #[serde(default)]
     pub code: i64,
     /// Sub-code, for example 463 (token expired) under 190.
-    #[serde(default)]
     pub error_subcode: Option<i64>,
     /// Title of the message meant for the end user, if any.
-    #[serde(default)]
     pub error_user_title: Option<String>,
     /// Message meant for the end user, if any.
-    #[serde(default)]
     pub error_user_msg: Option<String>,
     /// Meta's own "try again later" flag, as the official SDK reads it.
-    #[serde(default)]
     pub is_transient: Option<bool>,
     /// Meta's support trace id.
-    #[serde(default)]
     pub fbtrace_id: Option<String>,
 }
 

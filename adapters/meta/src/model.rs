@@ -8,58 +8,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AdapterError, Error};
 
-macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
-
-        impl $name {
-            /// Wraps an id as Meta gave it.
-            pub fn new(id: impl Into<String>) -> Self {
-                Self(id.into())
-            }
-
-            /// The id text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl From<&str> for $name {
-            fn from(s: &str) -> Self {
-                Self(s.to_owned())
-            }
-        }
-    };
-}
-
-id_type!(
+idem::provider_id!(
     /// A Facebook Page id.
-    PageId
+    PageId, unchecked
 );
-id_type!(
+idem::provider_id!(
     /// A Page post id, `{page-id}_{post-id}` as Meta returns it.
-    PostId
+    PostId, unchecked
 );
-id_type!(
+idem::provider_id!(
     /// An Instagram professional account (IG User) id.
-    IgUserId
+    IgUserId, unchecked
 );
-id_type!(
+idem::provider_id!(
     /// An Instagram media container id (step one of publishing).
-    ContainerId
+    ContainerId, unchecked
 );
-id_type!(
+idem::provider_id!(
     /// A published Instagram media id.
-    MediaId
+    MediaId, unchecked
 );
 
 /// Checks that an id is safe as one URL path segment.

@@ -157,22 +157,18 @@ pub const RECONCILE_MAX_PAGES: usize = 10;
 struct ListBody<T> {
     #[serde(default = "Vec::new")]
     data: Vec<T>,
-    #[serde(default)]
     paging: Option<Paging>,
 }
 
 /// Graph API cursor paging: `next` is present while more items remain.
 #[derive(Deserialize, Default)]
 struct Paging {
-    #[serde(default)]
     cursors: Option<Cursors>,
-    #[serde(default)]
     next: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 struct Cursors {
-    #[serde(default)]
     after: Option<String>,
 }
 
@@ -199,18 +195,14 @@ impl<T> ListBody<T> {
 #[derive(Deserialize)]
 struct FeedItem {
     id: String,
-    #[serde(default)]
     message: Option<String>,
-    #[serde(default)]
     created_time: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct MediaItem {
     id: String,
-    #[serde(default)]
     caption: Option<String>,
-    #[serde(default)]
     timestamp: Option<String>,
 }
 

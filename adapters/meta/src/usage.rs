@@ -65,7 +65,6 @@ pub struct BusinessUseCaseUsage {
     pub total_time: f64,
     /// Minutes until a throttled caller regains access (0 when not
     /// throttled).
-    #[serde(default)]
     pub estimated_time_to_regain_access: Option<f64>,
 }
 

@@ -369,13 +369,7 @@ impl StripeClient {
             .with_common_headers(core.raw_request(key, Method::POST, path)?)
             .header("Idempotency-Key", key.as_str())
             .form(params.iter().copied());
-        core.raw_write(core.provider(), key, request, |source| {
-            AdapterError::Decode {
-                key: key.clone(),
-                source,
-            }
-        })
-        .await
+        core.raw_write(core.provider(), key, request).await
     }
 
     async fn write<T: DeserializeOwned>(
@@ -435,13 +429,7 @@ impl StripeClient {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(key: &IdempotencyKey, body: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|source| {
-        AdapterError::Decode {
-            key: key.clone(),
-            source,
-        }
-        .into()
-    })
+    idem::adapter::decode_json(key, body)
 }
 
 fn respond<T: DeserializeOwned>(

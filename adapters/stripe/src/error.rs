@@ -298,15 +298,6 @@ pub enum AdapterError {
         /// What to use instead.
         hint: &'static str,
     },
-    /// Stripe's answer could not be read as the expected object.
-    #[error("Stripe's answer for {key} is not the expected object")]
-    Decode {
-        /// The key.
-        key: IdempotencyKey,
-        /// The parse failure.
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
 impl AdapterFailure<StripeError> for AdapterError {
@@ -314,8 +305,7 @@ impl AdapterFailure<StripeError> for AdapterError {
         match self {
             Self::NotFound { key, .. }
             | Self::Undetermined { key, .. }
-            | Self::UnsupportedParameter { key, .. }
-            | Self::Decode { key, .. } => Some(key),
+            | Self::UnsupportedParameter { key, .. } => Some(key),
         }
     }
 

@@ -272,13 +272,8 @@ impl TwilioClient {
         let req = core
             .raw_request(key, http::Method::POST, path)?
             .form(params.iter().copied());
-        core.raw_write(core.provider(), key, self.authorize(req), |e| {
-            AdapterError::Decode {
-                key: key.clone(),
-                reason: format!("not the expected JSON: {e}"),
-            }
-        })
-        .await
+        core.raw_write(core.provider(), key, self.authorize(req))
+            .await
     }
 
     pub(crate) fn messages_url(&self) -> Url {
@@ -340,7 +335,7 @@ impl Messages<'_> {
     /// [`Error::Rejected`] (Twilio said no; recorded `failed`),
     /// [`Error::OutcomeUnknown`] (reconcile, or bump),
     /// [`Error::NotSent`] (retry later, same key), [`Error::InFlight`],
-    /// [`Error::Superseded`], [`Error::InvalidRequest`], [`AdapterError::Decode`],
+    /// [`Error::Superseded`], [`Error::InvalidRequest`], [`Error::Undecodable`],
     /// or [`Error::Store`] for ledger failures and a key reused for another
     /// message.
     pub async fn create(self, key: &IdempotencyKey, msg: &CreateMessage) -> Result<Sent, Error> {
@@ -428,10 +423,7 @@ pub(crate) fn callback_with_key(base: &Url, key: &IdempotencyKey) -> Url {
 }
 
 pub(crate) fn decode(key: &IdempotencyKey, body: &[u8], source: Source) -> Result<Sent, Error> {
-    let message: Message = serde_json::from_slice(body).map_err(|e| AdapterError::Decode {
-        key: key.clone(),
-        reason: format!("not a Twilio Message: {e}"),
-    })?;
+    let message: Message = idem::adapter::decode_json(key, body)?;
     Ok(Sent {
         key: key.clone(),
         message,

@@ -154,16 +154,6 @@ pub enum AdapterError {
     /// The client configuration is invalid.
     #[error("invalid Twilio client configuration: {0}")]
     Config(String),
-    /// Twilio accepted the message (the ledger says `succeeded`) but its
-    /// answer could not be read as a Message. The message WAS sent: do not
-    /// resend.
-    #[error("Twilio accepted message {key} but its answer is unreadable: {reason}; do not resend")]
-    Decode {
-        /// The key.
-        key: IdempotencyKey,
-        /// What could not be read.
-        reason: String,
-    },
     /// A status callback could not be read.
     #[error("invalid Twilio status callback: {0}")]
     Callback(String),
@@ -171,10 +161,7 @@ pub enum AdapterError {
 
 impl AdapterFailure<TwilioError> for AdapterError {
     fn key(&self) -> Option<&IdempotencyKey> {
-        match self {
-            Self::Decode { key, .. } => Some(key),
-            Self::Config(_) | Self::Callback(_) => None,
-        }
+        None
     }
 
     fn is_retryable(&self) -> bool {

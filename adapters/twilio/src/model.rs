@@ -11,10 +11,10 @@ pub const MAX_BODY_CHARS: usize = 1600;
 /// Twilio's largest number of `MediaUrl` parameters on one message.
 pub const MAX_MEDIA: usize = 10;
 
-/// A Twilio Message SID: `SM` (SMS) or `MM` (MMS) and 32 hex digits.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct MessageSid(String);
+idem::provider_id!(
+    /// A Twilio Message SID: `SM` (SMS) or `MM` (MMS) and 32 hex digits.
+    MessageSid
+);
 
 impl MessageSid {
     /// Checks the SID's shape (`SM`/`MM` and 32 hex digits).
@@ -34,23 +34,6 @@ impl MessageSid {
                     .into(),
             )
         }
-    }
-
-    /// The SID as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for MessageSid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for MessageSid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MessageSid({})", self.0)
     }
 }
 
@@ -158,37 +141,26 @@ pub struct Message {
     /// Its status.
     pub status: Option<MessageStatus>,
     /// The account.
-    #[serde(default)]
     pub account_sid: Option<String>,
     /// Recipient.
-    #[serde(default)]
     pub to: Option<String>,
     /// Sender.
-    #[serde(default)]
     pub from: Option<String>,
     /// Messaging Service, if one was used.
-    #[serde(default)]
     pub messaging_service_sid: Option<String>,
     /// The text.
-    #[serde(default)]
     pub body: Option<String>,
     /// Number of media files, as Twilio's string.
-    #[serde(default)]
     pub num_media: Option<String>,
     /// `outbound-api`, `inbound`, …
-    #[serde(default)]
     pub direction: Option<String>,
     /// RFC 2822 creation time (GMT).
-    #[serde(default)]
     pub date_created: Option<String>,
     /// RFC 2822 send time (GMT); empty until Twilio sends it.
-    #[serde(default)]
     pub date_sent: Option<String>,
     /// Delivery error code, if delivery failed.
-    #[serde(default)]
     pub error_code: Option<i64>,
     /// Delivery error text, if delivery failed.
-    #[serde(default)]
     pub error_message: Option<String>,
 }
 

@@ -445,7 +445,6 @@ pub enum Reconciled {
 struct ListPage {
     #[serde(default)]
     messages: Vec<Message>,
-    #[serde(default)]
     next_page_uri: Option<String>,
 }
 
@@ -555,12 +554,11 @@ impl Messages<'_> {
         match matches.len() {
             1 => {
                 let message = matches.remove(0);
-                let body = Bytes::from(serde_json::to_vec(&message).map_err(|e| {
-                    AdapterError::Decode {
-                        key: key.clone(),
-                        reason: e.to_string(),
-                    }
-                })?);
+                let body = serde_json::to_vec(&message).map_err(|e| Error::Undecodable {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?;
+                let body = Bytes::from(body);
                 let resolution = Resolution::Succeeded {
                     status: 200,
                     body,

@@ -260,14 +260,13 @@ impl AdapterCore {
     ///
     /// # Errors
     ///
-    /// As [`write_with`](Self::write_with); an answer that is not a `T`
-    /// becomes the adapter's decode error, built by `bad`.
+    /// As [`write_with`](Self::write_with); an answer that is not a `T` is
+    /// [`CallError::Undecodable`].
     pub async fn raw_write<T: serde::de::DeserializeOwned, E: WireError, A: AdapterFailure<E>>(
         &self,
         provider: &executor::Provider,
         key: &IdempotencyKey,
         request: OutboundRequest,
-        bad: impl FnOnce(serde_json::Error) -> A,
     ) -> Result<Answer<T>, CallError<E, A>> {
         let route = request
             .url()
@@ -279,13 +278,8 @@ impl AdapterCore {
         let done = self
             .write_with(provider, key, &operation, request, Facts::None)
             .await?;
-        let body: &[u8] = if done.body.iter().all(u8::is_ascii_whitespace) {
-            b"null"
-        } else {
-            &done.body
-        };
         Ok(Answer {
-            value: decode_json(body, bad)?,
+            value: decode_json(key, &done.body)?,
             key: done.key,
             status: done.status,
             source: done.source,
@@ -420,16 +414,25 @@ pub async fn finish<E: WireError, A: AdapterFailure<E>>(
     })
 }
 
-/// Decodes a provider's JSON answer for `key` into `T`.
+/// Decodes a provider's JSON answer for `key` into `T`; an empty (or
+/// all-white-space) body reads as `null`.
 ///
 /// # Errors
 ///
-/// The adapter's decode error, built by `bad` from the serde message.
-pub fn decode_json<T: serde::de::DeserializeOwned, E, A: AdapterFailure<E>>(
+/// [`CallError::Undecodable`], with serde's message.
+pub fn decode_json<T: serde::de::DeserializeOwned, E, A>(
+    key: &IdempotencyKey,
     body: &[u8],
-    bad: impl FnOnce(serde_json::Error) -> A,
 ) -> Result<T, CallError<E, A>> {
-    serde_json::from_slice(body).map_err(|e| CallError::Adapter(bad(e)))
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"null"
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| CallError::Undecodable {
+        key: key.clone(),
+        reason: e.to_string(),
+    })
 }
 
 /// Parameters a typed params struct lacks, sent as they are: the escape

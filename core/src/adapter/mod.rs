@@ -270,6 +270,16 @@ pub enum CallError<E, A = Infallible> {
         /// Its state now.
         state: OperationState,
     },
+    /// The provider answered with success, but its answer is not the
+    /// expected object. The effect happened and the answer is recorded: do
+    /// not resend.
+    #[error("the provider's answer for {key} is not the expected object ({reason}); do not resend")]
+    Undecodable {
+        /// The key.
+        key: IdempotencyKey,
+        /// What could not be read (never the body itself).
+        reason: String,
+    },
     /// The ledger failed. When this happens before sending, nothing was sent.
     #[error("ledger error: {0}")]
     Store(#[source] StoreError),
@@ -423,7 +433,8 @@ impl<E, A: AdapterFailure<E>> CallError<E, A> {
             | Self::Compacted { key, .. }
             | Self::NotUnknown { key, .. }
             | Self::LookupFailed { key, .. }
-            | Self::RecordChanged { key, .. } => Some(key),
+            | Self::RecordChanged { key, .. }
+            | Self::Undecodable { key, .. } => Some(key),
             Self::Store(
                 StoreError::NotFound { key }
                 | StoreError::InvalidState { key, .. }
@@ -493,6 +504,74 @@ impl<E, A: AdapterFailure<E>> CallError<E, A> {
             _ => None,
         }
     }
+}
+
+/// Declares a provider's id type: a `String` newtype that serializes as
+/// the bare id, with `as_str`, `Display`, `AsRef<str>` and a `Debug` that
+/// names the kind, so one kind of id cannot be passed for another. An id
+/// with a shape is checked by the adapter's own constructor (a `FromStr`);
+/// `unchecked` adds `new` and `From<&str>` for ids the provider hands out
+/// with no documented shape. The crate using it depends on `serde`.
+///
+/// ```
+/// idem::provider_id!(
+///     /// A Facebook Page id.
+///     PageId, unchecked
+/// );
+/// let page = PageId::new("1234");
+/// assert_eq!(page.as_str(), "1234");
+/// assert_eq!(format!("{page:?}"), r#"PageId("1234")"#);
+/// assert_eq!(serde_json::to_string(&page).unwrap(), r#""1234""#);
+/// ```
+#[macro_export]
+macro_rules! provider_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+    ($(#[$doc:meta])* $name:ident, unchecked) => {
+        $crate::provider_id!($(#[$doc])* $name);
+
+        impl $name {
+            /// Wraps an id as the provider gave it.
+            pub fn new(id: impl Into<String>) -> Self {
+                Self(id.into())
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.to_owned())
+            }
+        }
+    };
 }
 
 /// The parts every adapter's builder and client share, generated once:

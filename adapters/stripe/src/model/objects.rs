@@ -40,29 +40,22 @@ pub struct PaymentIntent {
     /// `amount`.
     pub amount: Amount,
     /// `amount_received`.
-    #[serde(default)]
     pub amount_received: Option<Amount>,
     /// `amount_capturable`.
-    #[serde(default)]
     pub amount_capturable: Option<Amount>,
     /// `currency`.
     pub currency: Currency,
     /// `status`.
     pub status: PaymentIntentStatus,
     /// `customer` (not expanded).
-    #[serde(default)]
     pub customer: Option<CustomerId>,
     /// `payment_method` (not expanded).
-    #[serde(default)]
     pub payment_method: Option<PaymentMethodId>,
     /// `latest_charge` (not expanded).
-    #[serde(default)]
     pub latest_charge: Option<ChargeId>,
     /// `capture_method`.
-    #[serde(default)]
     pub capture_method: Option<String>,
     /// `description`.
-    #[serde(default)]
     pub description: Option<String>,
     /// `metadata` (holds `idem_key`).
     #[serde(default)]
@@ -87,16 +80,12 @@ pub struct Refund {
     pub currency: Currency,
     /// `status` (`pending`, `requires_action`, `succeeded`, `failed`,
     /// `canceled`).
-    #[serde(default)]
     pub status: Option<String>,
     /// `payment_intent`.
-    #[serde(default)]
     pub payment_intent: Option<PaymentIntentId>,
     /// `charge` (any charge id form).
-    #[serde(default)]
     pub charge: Option<ChargeId>,
     /// `reason`.
-    #[serde(default)]
     pub reason: Option<String>,
     /// `metadata` (holds `idem_key`).
     #[serde(default)]
@@ -113,16 +102,12 @@ pub struct Customer {
     /// `id`.
     pub id: CustomerId,
     /// `email`.
-    #[serde(default)]
     pub email: Option<String>,
     /// `name`.
-    #[serde(default)]
     pub name: Option<String>,
     /// `phone`.
-    #[serde(default)]
     pub phone: Option<String>,
     /// `description`.
-    #[serde(default)]
     pub description: Option<String>,
     /// `metadata` (holds `idem_key`).
     #[serde(default)]
@@ -141,15 +126,12 @@ pub struct Charge {
     /// `amount`.
     pub amount: Amount,
     /// `amount_captured`.
-    #[serde(default)]
     pub amount_captured: Option<Amount>,
     /// `amount_refunded`.
-    #[serde(default)]
     pub amount_refunded: Option<Amount>,
     /// `currency`.
     pub currency: Currency,
     /// `status` (`succeeded`, `pending`, `failed`).
-    #[serde(default)]
     pub status: Option<String>,
     /// `paid`.
     #[serde(default)]
@@ -158,10 +140,8 @@ pub struct Charge {
     #[serde(default)]
     pub captured: bool,
     /// `customer` (not expanded).
-    #[serde(default)]
     pub customer: Option<CustomerId>,
     /// `payment_intent`.
-    #[serde(default)]
     pub payment_intent: Option<PaymentIntentId>,
     /// `metadata` (holds `idem_key`).
     #[serde(default)]

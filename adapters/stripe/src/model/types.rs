@@ -24,19 +24,11 @@ pub type Metadata = BTreeMap<String, String>;
 
 macro_rules! stripe_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        idem::provider_id!($(#[$doc])* $name);
 
         impl $name {
             /// The id's expected prefix.
             pub const PREFIX: &'static str = $prefix;
-
-            /// The id as text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
         }
 
         impl FromStr for $name {
@@ -45,37 +37,16 @@ macro_rules! stripe_id {
             /// Parses an id: it must start with the kind's prefix and hold
             /// only ASCII letters, digits and `_`.
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                if !s.starts_with($prefix) || s.len() == $prefix.len() {
-                    return Err(ParseError::Id {
-                        kind: stringify!($name),
-                        expected_prefix: $prefix,
-                    });
-                }
-                if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || s.len() > 255 {
+                let body_ok = s.len() > $prefix.len()
+                    && s.len() <= 255
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !s.starts_with($prefix) || !body_ok {
                     return Err(ParseError::Id {
                         kind: stringify!($name),
                         expected_prefix: $prefix,
                     });
                 }
                 Ok(Self(s.to_owned()))
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), self.0)
-            }
-        }
-
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
             }
         }
     };
