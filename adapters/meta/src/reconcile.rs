@@ -248,9 +248,12 @@ impl MetaClient {
     ///
     /// # Errors
     ///
-    /// [`AdapterError::NotReconcilable`] (no record, another request's record, a
-    /// state other than `unknown`/`succeeded`, or a post that cannot be
-    /// matched), [`AdapterError::ReadFailed`], or [`Error::Store`] from the store.
+    /// [`Error::Store`] (`NotFound`) with no record, [`Error::KeyReused`] for
+    /// another request's record, [`Error::NotUnknown`], [`Error::Rejected`],
+    /// [`Error::Superseded`] or [`Error::InFlight`] for a record that is not
+    /// open, [`Error::InvalidRequest`] for a post that cannot be matched,
+    /// [`Error::LookupFailed`], [`Error::RecordChanged`] (the record changed
+    /// while Meta was asked; nothing recorded), or [`Error::Store`].
     pub async fn reconcile_page_post(
         &self,
         key: &IdempotencyKey,
