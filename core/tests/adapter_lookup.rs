@@ -331,3 +331,80 @@ async fn each_state_opens_as_documented() {
         "{err:?}"
     );
 }
+
+/// A proof (a callback, a webhook event) settles only an open record, and
+/// never downgrades or overrides one: a forged or late callback for a
+/// `pending`, `failed` or bumped row, or for another provider's row, changes
+/// nothing.
+#[tokio::test]
+async fn a_proof_settles_only_an_open_record() {
+    use idem::adapter::{Proven, settle_by_proof};
+    let s = setup().await;
+    let answer = Bytes::from_static(b"{\"id\":\"proof\"}");
+    let prove = |k: IdempotencyKey, provider: &'static str| {
+        let (store, answer, now) = (s.store.clone(), answer.clone(), s.now());
+        async move {
+            let covers = |op: &idem::Operation| op.provider == provider;
+            settle_by_proof(&store, &k, covers, answer, "proof", now)
+                .await
+                .unwrap()
+        }
+    };
+
+    let pending = key("shop_orders_10_v1");
+    s.pending(&pending, "acme", "orders.create", "a").await;
+    assert!(matches!(
+        prove(pending.clone(), "acme").await,
+        Proven::Untouched(_)
+    ));
+    assert_eq!(s.row(&pending).await.state, OperationState::Pending);
+
+    let open = key("shop_orders_11_v1");
+    s.unknown_row(&open).await;
+    assert!(matches!(
+        prove(open.clone(), "other").await,
+        Proven::NotCovered(_)
+    ));
+    assert_eq!(s.row(&open).await.state, OperationState::Unknown);
+    assert!(matches!(
+        prove(open.clone(), "acme").await,
+        Proven::Settled(_)
+    ));
+    let row = s.row(&open).await;
+    assert_eq!(row.state, OperationState::Succeeded);
+    assert_eq!(row.response_body.as_deref(), Some(&answer[..]));
+    assert!(matches!(
+        prove(open.clone(), "acme").await,
+        Proven::AlreadySucceeded(_)
+    ));
+
+    let live = key("shop_orders_12_v1");
+    s.pending(&live, "acme", "orders.create", "a").await;
+    s.store
+        .claim(&live, ClaimFrom::PendingOrUnknown, LEASE, s.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        prove(live.clone(), "acme").await,
+        Proven::InFlight(_)
+    ));
+    s.clock.advance(LEASE + Duration::from_secs(1));
+    assert!(matches!(
+        prove(live.clone(), "acme").await,
+        Proven::Settled(_)
+    ));
+
+    let bumped = key("shop_orders_13_v1");
+    s.unknown_row(&bumped).await;
+    s.store.bump(&bumped, false, s.now()).await.unwrap();
+    assert!(matches!(
+        prove(bumped.clone(), "acme").await,
+        Proven::Untouched(_)
+    ));
+    assert_eq!(s.row(&bumped).await.state, OperationState::Superseded);
+    assert!(matches!(
+        prove(key("shop_orders_14_v1"), "acme").await,
+        Proven::NoRecord
+    ));
+}

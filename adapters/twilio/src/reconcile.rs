@@ -51,7 +51,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use idem::adapter::{Expect, Lookup, Settled, lookup_failed};
+use idem::adapter::{Expect, Lookup, Proven, Settled, lookup_failed, settle_by_proof};
 use idem::executor::Source;
 use idem::ledger::{LedgerStore, Resolution};
 use idem::{IdempotencyKey, OperationState, OutboundRequest, StoreError};
@@ -293,95 +293,63 @@ async fn apply_callback(
 ) -> Result<CallbackOutcome, Error> {
     let sid = cb.sid()?;
     let status = MessageStatus::parse(cb.status.as_deref().unwrap_or("unknown"));
-    // Two rounds at most: a row that changes between the read and the
-    // resolve (the sender finished) is read once more.
-    for _ in 0..2 {
-        let op = store
-            .get(key)
-            .await?
-            .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
-        if op.provider != PROVIDER_NAME || op.operation != OPERATION {
-            return Err(AdapterError::Callback(format!(
-                "{key} is a {} {} record, not a Twilio message",
-                op.provider, op.operation
-            ))
-            .into());
-        }
-        match op.state {
-            OperationState::Unknown | OperationState::Sending => {
-                let resolution = Resolution::Succeeded {
-                    status: 200,
-                    body: cb.message_json(&sid),
-                    note: format!("reconciled from a Twilio status callback ({sid}, {status})"),
-                };
-                match store.resolve(key, &resolution, now).await {
-                    Ok(_) => {
-                        tracing::info!(key = %key, sid = %sid, status = %status,
-                            "twilio send reconciled from status callback");
-                        return Ok(CallbackOutcome::Resolved {
-                            key: key.clone(),
-                            sid,
-                            status,
-                        });
-                    }
-                    // A live lease: the sender is still waiting for its answer.
-                    Err(StoreError::InvalidState {
-                        state: OperationState::Sending,
-                        ..
-                    }) => {
-                        return Ok(CallbackOutcome::InFlight {
-                            key: key.clone(),
-                            sid,
-                        });
-                    }
-                    Err(StoreError::InvalidState { .. }) => continue,
-                    Err(e) => return Err(e.into()),
-                }
+    let note = format!("reconciled from a Twilio status callback ({sid}, {status})");
+    let ours = |op: &idem::Operation| op.provider == PROVIDER_NAME && op.operation == OPERATION;
+    let key = key.clone();
+    Ok(
+        match settle_by_proof(store, &key, ours, cb.message_json(&sid), &note, now).await? {
+            Proven::NoRecord => return Err(StoreError::NotFound { key }.into()),
+            Proven::NotCovered(op) => {
+                let (provider, operation) = (op.provider, op.operation);
+                let what =
+                    format!("{key} is a {provider} {operation} record, not a Twilio message");
+                return Err(AdapterError::Callback(what).into());
             }
-            OperationState::Succeeded => {
+            Proven::Settled(_) => {
+                tracing::info!(key = %key, sid = %sid, status = %status,
+                    "twilio send reconciled from status callback");
+                CallbackOutcome::Resolved { key, sid, status }
+            }
+            Proven::AlreadySucceeded(op) => {
                 let recorded = op
                     .response_body
                     .as_deref()
                     .and_then(|b| serde_json::from_slice::<Message>(b).ok())
                     .map(|m| m.sid);
-                return Ok(match recorded {
+                match recorded {
                     Some(recorded) if recorded != sid => {
                         tracing::error!(key = %key, recorded = %recorded, reported = %sid,
                             "two Twilio messages under one idempotency key");
+                        let reported = sid;
                         CallbackOutcome::Duplicate {
-                            key: key.clone(),
+                            key,
                             recorded,
-                            reported: sid,
+                            reported,
                         }
                     }
-                    _ => CallbackOutcome::AlreadySucceeded {
-                        key: key.clone(),
-                        sid,
-                    },
-                });
+                    _ => CallbackOutcome::AlreadySucceeded { key, sid },
+                }
             }
-            OperationState::Superseded => {
+            // A live lease: the sender is still waiting for its answer.
+            Proven::InFlight(_) => CallbackOutcome::InFlight { key, sid },
+            Proven::Untouched(op) if op.state == OperationState::Superseded => {
                 tracing::warn!(key = %key, sid = %sid, by = ?op.superseded_by,
                     "a bumped Twilio send was delivered after all; the customer may get two messages");
-                return Ok(CallbackOutcome::AfterBump {
-                    key: key.clone(),
-                    by: op.superseded_by,
-                    sid,
-                });
+                let by = op.superseded_by;
+                CallbackOutcome::AfterBump { key, by, sid }
             }
-            state => {
-                return Ok(CallbackOutcome::Unexpected {
-                    key: key.clone(),
-                    state,
-                    sid,
-                });
+            Proven::Untouched(op) => {
+                let state = op.state;
+                CallbackOutcome::Unexpected { key, state, sid }
             }
-        }
-    }
-    Err(AdapterError::Callback(format!(
-        "{key} kept changing while the callback was applied; deliver the callback again"
-    ))
-    .into())
+            Proven::KeptChanging => {
+                return Err(AdapterError::Callback(format!(
+                    "{key} kept changing while the callback was applied; deliver the callback again"
+                ))
+                .into());
+            }
+        },
+    )
 }
 
 impl TwilioClient {

@@ -304,3 +304,72 @@ pub fn lookup_failed<E, A>(
         error,
     }
 }
+
+/// What a proof that an effect happened (a status callback, a webhook event
+/// naming the key) did to the record it names: see [`settle_by_proof`].
+#[derive(Debug)]
+pub enum Proven {
+    /// No record has the key.
+    NoRecord,
+    /// The record is one the proof does not cover (another provider's, or
+    /// another operation): untouched.
+    NotCovered(Operation),
+    /// It was `unknown` (or `sending` with a lease that ran out) and is now
+    /// `succeeded`, with the proof's answer.
+    Settled(Operation),
+    /// It had already succeeded: untouched. Compare its stored answer with
+    /// the proof to spot a second effect under one key.
+    AlreadySucceeded(Operation),
+    /// A sender holds a live lease: untouched. Its own answer, or a later
+    /// proof, settles it.
+    InFlight(Operation),
+    /// `pending`, `failed` or `superseded`: untouched.
+    Untouched(Operation),
+    /// It changed under each attempt: untouched. Apply the proof again.
+    KeptChanging,
+}
+
+/// Applies a proof that the effect recorded under `key` happened: a record
+/// the proof `covers` that is `unknown`, or `sending` with a lease that ran
+/// out, becomes `succeeded` with `answer` and `note`. Nothing else is
+/// changed: a proof never downgrades a record or overrides another answer.
+/// A record that changes between the read and the write is read once more.
+///
+/// # Errors
+///
+/// The store's errors.
+pub async fn settle_by_proof<S: crate::ledger::LedgerStore + ?Sized>(
+    store: &S,
+    key: &IdempotencyKey,
+    covers: impl Fn(&Operation) -> bool,
+    answer: bytes::Bytes,
+    note: &str,
+    now: std::time::SystemTime,
+) -> Result<Proven, StoreError> {
+    for _ in 0..2 {
+        let Some(op) = store.get(key).await? else {
+            return Ok(Proven::NoRecord);
+        };
+        if !covers(&op) {
+            return Ok(Proven::NotCovered(op));
+        }
+        match op.state {
+            OperationState::Succeeded => return Ok(Proven::AlreadySucceeded(op)),
+            OperationState::Unknown => {}
+            OperationState::Sending if op.lease_expired(now) => {}
+            OperationState::Sending => return Ok(Proven::InFlight(op)),
+            _ => return Ok(Proven::Untouched(op)),
+        }
+        let resolution = Resolution::Succeeded {
+            status: 200,
+            body: answer.clone(),
+            note: note.to_owned(),
+        };
+        match store.resolve(key, &resolution, now).await {
+            Ok(op) => return Ok(Proven::Settled(op)),
+            Err(StoreError::InvalidState { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Proven::KeptChanging)
+}

@@ -40,7 +40,9 @@ mod core;
 mod lookup;
 
 pub use self::core::{AdapterCore, Answer, Extra, Facts, decode_json, finish, record_facts};
-pub use self::lookup::{Expect, Lookup, Settled, lookup_answer, lookup_failed};
+pub use self::lookup::{
+    Expect, Lookup, Proven, Settled, lookup_answer, lookup_failed, settle_by_proof,
+};
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime};

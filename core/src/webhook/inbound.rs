@@ -17,11 +17,12 @@ use sha2::{Digest, Sha256};
 
 use super::signature::{self, SignatureError, WebhookSecret};
 use super::store::{EventClaim, WebhookStore};
+use crate::adapter::{Proven, settle_by_proof};
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use crate::inbound::BoxError;
 use crate::key::IdempotencyKey;
-use crate::ledger::{LedgerStore, OperationState, Resolution};
+use crate::ledger::{LedgerStore, Operation};
 
 /// The response header set on a duplicate delivery's answer.
 pub const DUPLICATE_HEADER: &str = "webhook-duplicate";
@@ -685,61 +686,42 @@ async fn settle<S: LedgerStore + ?Sized>(
     c: &Candidate,
     now: SystemTime,
 ) -> Result<LinkOutcome, StoreError> {
-    for _ in 0..2 {
-        let Some(op) = store.get(&c.key).await? else {
-            return Ok(LinkOutcome::Untouched("no ledger row has this key".into()));
-        };
-        if op.provider != c.provider {
-            return Ok(LinkOutcome::Untouched(format!(
-                "the row belongs to provider {:?}",
-                op.provider
-            )));
+    let note = format!(
+        "settled by {} webhook event {} ({}) at endpoint {}{}",
+        event.provider,
+        event.id,
+        event.kind.as_deref().unwrap_or("no type"),
+        event.endpoint,
+        c.provider_id
+            .as_deref()
+            .map(|p| format!("; provider id {p}"))
+            .unwrap_or_default()
+    );
+    let covers = |op: &Operation| {
+        op.provider == c.provider
+            && c.operations
+                .is_none_or(|ops| ops.contains(&op.operation.as_str()))
+    };
+    let untouched = |why: String| Ok(LinkOutcome::Untouched(why));
+    match settle_by_proof(store, &c.key, covers, c.object.clone(), &note, now).await? {
+        Proven::NoRecord => untouched("no ledger row has this key".into()),
+        Proven::NotCovered(op) if op.provider != c.provider => {
+            untouched(format!("the row belongs to provider {:?}", op.provider))
         }
-        if let Some(ops) = c.operations
-            && !ops.contains(&op.operation.as_str())
-        {
-            return Ok(LinkOutcome::Untouched(format!(
-                "the event does not prove the outcome of {:?}",
-                op.operation
-            )));
+        Proven::NotCovered(op) => untouched(format!(
+            "the event does not prove the outcome of {:?}",
+            op.operation
+        )),
+        Proven::Settled(_) => {
+            tracing::info!(target: "idem::webhook", key = %c.key, event = %event.id, endpoint = %event.endpoint, "unknown ledger row settled by a webhook event");
+            Ok(LinkOutcome::Settled)
         }
-        match op.state {
-            OperationState::Succeeded => return Ok(LinkOutcome::AlreadySucceeded),
-            OperationState::Unknown => {}
-            OperationState::Sending if op.lease_expired(now) => {}
-            other => {
-                return Ok(LinkOutcome::Untouched(format!("the row is {other}")));
-            }
+        Proven::AlreadySucceeded(_) => Ok(LinkOutcome::AlreadySucceeded),
+        Proven::InFlight(op) | Proven::Untouched(op) => {
+            untouched(format!("the row is {}", op.state))
         }
-        let note = format!(
-            "settled by {} webhook event {} ({}) at endpoint {}{}",
-            event.provider,
-            event.id,
-            event.kind.as_deref().unwrap_or("no type"),
-            event.endpoint,
-            c.provider_id
-                .as_deref()
-                .map(|p| format!("; provider id {p}"))
-                .unwrap_or_default()
-        );
-        let resolution = Resolution::Succeeded {
-            status: 200,
-            body: c.object.clone(),
-            note,
-        };
-        match store.resolve(&c.key, &resolution, now).await {
-            Ok(_) => {
-                tracing::info!(target: "idem::webhook", key = %c.key, event = %event.id, endpoint = %event.endpoint, "unknown ledger row settled by a webhook event");
-                return Ok(LinkOutcome::Settled);
-            }
-            // The row changed between the read and the resolve: look again.
-            Err(StoreError::InvalidState { .. }) => continue,
-            Err(e) => return Err(e),
-        }
+        Proven::KeptChanging => untouched("the row changed concurrently".into()),
     }
-    Ok(LinkOutcome::Untouched(
-        "the row changed concurrently".into(),
-    ))
 }
 
 /// What a handler run returned, for [`process`].
