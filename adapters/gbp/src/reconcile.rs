@@ -358,27 +358,8 @@ fn match_posts(
 }
 
 mod by_key {
-    //! [`idem::reconcile::Reconcile`] for [`GbpClient`], for tools that work
-    //! across providers (the operator console).
-    //!
-    //! Google keeps no key for local posts: the only lookup is
-    //! [`GbpClient::reconcile_local_post`], which lists the location's posts and
-    //! matches the post's content. The ledger row holds neither the location
-    //! nor the post (only the request's fingerprint, which cannot be turned
-    //! back into them), so from the key alone nothing can be listed. The trait
-    //! therefore:
-    //!
-    //! * answers `Applied` for a row that already succeeded (with the post's
-    //!   resource name from the stored answer);
-    //! * answers `Undetermined` for an `unknown` row, naming
-    //!   `reconcile_local_post` as the way to settle it (with the original
-    //!   location and post), and reads or changes nothing;
-    //! * refuses (`NotReconcilable`) rows that are not the adapter's, or are
-    //!   `pending`, `failed`, `superseded`, or in flight.
-    //!
-    //! It never answers `NotApplied`. Replies (`reviews.updateReply`,
-    //! `reviews.deleteReply`) are naturally idempotent: an unknown one is
-    //! settled by running the same job again, which the trait says.
+    //! [`idem::reconcile::Reconcile`] for [`GbpClient`]; its verdicts are in the
+    //! README ("Reconciliation from the key alone").
 
     use async_trait::async_trait;
     use idem::IdempotencyKey;

@@ -1,6 +1,5 @@
 //! Typed inputs and answers.
 
-use std::fmt;
 use std::time::SystemTime;
 
 use idem::executor::{Source, Url};
@@ -282,53 +281,19 @@ impl IgMedia {
     }
 }
 
-/// An Instagram container's `status_code`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ContainerStatus {
-    /// Still being processed (or published).
-    InProgress,
-    /// Ready to publish.
-    Finished,
-    /// Its media was published.
-    Published,
-    /// It could not complete.
-    Error,
-    /// Not published within 24 h.
-    Expired,
-    /// A value this version does not know.
-    Other(String),
-}
-
-impl ContainerStatus {
-    /// Reads Meta's text form.
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "IN_PROGRESS" => Self::InProgress,
-            "FINISHED" => Self::Finished,
-            "PUBLISHED" => Self::Published,
-            "ERROR" => Self::Error,
-            "EXPIRED" => Self::Expired,
-            other => Self::Other(other.to_owned()),
-        }
-    }
-
-    /// Meta's text form.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::InProgress => "IN_PROGRESS",
-            Self::Finished => "FINISHED",
-            Self::Published => "PUBLISHED",
-            Self::Error => "ERROR",
-            Self::Expired => "EXPIRED",
-            Self::Other(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for ContainerStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+idem::wire_enum! {
+    /// An Instagram container's `status_code`.
+    pub enum ContainerStatus {
+        /// Still being processed (or published).
+        InProgress = "IN_PROGRESS",
+        /// Ready to publish.
+        Finished = "FINISHED",
+        /// Its media was published.
+        Published = "PUBLISHED",
+        /// It could not complete.
+        Error = "ERROR",
+        /// Not published within 24 h.
+        Expired = "EXPIRED",
     }
 }
 

@@ -1,26 +1,6 @@
-//! [`idem::reconcile::Reconcile`] for [`MetaClient`]: reconciliation from
-//! the key alone, for tools that work across providers (the operator
-//! console).
-//!
-//! Meta keeps no idempotency key. What the ledger row holds decides what
-//! can be looked up:
-//!
-//! * **Instagram** (`instagram.publish`): the container id, recorded as the
-//!   row's checkpoint once step one succeeded. Its `status_code` is proof:
-//!   `PUBLISHED` → `Applied` (row `succeeded`); `FINISHED`, `ERROR` or
-//!   `EXPIRED` → not published, `NotApplied` (row `pending`: the next
-//!   publish with the key reuses that same container, which Meta publishes
-//!   at most once, or reports it failed); `IN_PROGRESS` or an unknown value
-//!   → `Undetermined`. Without a recorded container (step one's own answer
-//!   was lost) → `Undetermined`: a container may exist.
-//! * **Page posts** (`page_post.create`): the lookup matches the post's
-//!   message among the Page's posts, and the row holds neither the Page nor
-//!   the message (only the request's fingerprint), so from the key alone it
-//!   is `Undetermined`, pointing to
-//!   [`MetaClient::reconcile_page_post`] with the original post. Nothing is
-//!   read or changed.
-//!
-//! A row that already succeeded is `Applied` with the stored id.
+//! Reconciliation: [`MetaClient::reconcile_page_post`], the Instagram resume,
+//! and [`idem::reconcile::Reconcile`] for [`MetaClient`]. What each proves is
+//! in the README ("Reconciliation and its limits").
 
 use async_trait::async_trait;
 use idem::adapter::{Expect, Lookup, Settled, ToReconcile, record_to_reconcile};

@@ -23,15 +23,14 @@ pub(crate) fn parse(s: &str) -> Option<SystemTime> {
         .find_map(|pattern| idem::time::parse(pattern, s))
 }
 
-/// Formats a time the way the Graph API does (UTC, `+0000`).
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) fn format(t: SystemTime) -> String {
-    idem::time::format(t, GRAPH).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Formats a time the way the Graph API does (UTC, `+0000`).
+    fn format(t: SystemTime) -> String {
+        idem::time::format(t, GRAPH).unwrap_or_default()
+    }
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]

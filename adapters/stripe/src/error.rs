@@ -29,42 +29,17 @@ pub enum ParseError {
     Currency,
 }
 
-/// Stripe's `error.type`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorType {
-    /// `api_error`: a problem on Stripe's side.
-    Api,
-    /// `card_error`: the card was declined or cannot be charged.
-    Card,
-    /// `idempotency_error`: the key was reused with different parameters.
-    Idempotency,
-    /// `invalid_request_error`: the request is invalid.
-    InvalidRequest,
-    /// Any other type, as sent.
-    Other(String),
-}
-
-impl ErrorType {
-    fn parse(s: &str) -> Self {
-        match s {
-            "api_error" => Self::Api,
-            "card_error" => Self::Card,
-            "idempotency_error" => Self::Idempotency,
-            "invalid_request_error" => Self::InvalidRequest,
-            other => Self::Other(other.to_owned()),
-        }
-    }
-
-    /// The wire name.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Api => "api_error",
-            Self::Card => "card_error",
-            Self::Idempotency => "idempotency_error",
-            Self::InvalidRequest => "invalid_request_error",
-            Self::Other(s) => s,
-        }
+idem::wire_enum! {
+    /// Stripe's `error.type`.
+    pub enum ErrorType {
+        /// `api_error`: a problem on Stripe's side.
+        Api = "api_error",
+        /// `card_error`: the card was declined or cannot be charged.
+        Card = "card_error",
+        /// `idempotency_error`: the key was reused with different parameters.
+        Idempotency = "idempotency_error",
+        /// `invalid_request_error`: the request is invalid.
+        InvalidRequest = "invalid_request_error",
     }
 }
 

@@ -1,22 +1,6 @@
-//! [`idem::reconcile::Reconcile`] for [`StripeClient`]: reconciliation from
-//! the key alone, for tools that work across providers (the operator
-//! console).
-//!
-//! Everything a lookup needs is on the ledger row: the operation name, and
-//! for a confirm, capture or refund its target (and a capture's finality) in
-//! the row's checkpoint. The verdicts are [`StripeClient::reconcile`]'s:
-//!
-//! | [`Reconciliation`] | [`ReconcileVerdict`] |
-//! | --- | --- |
-//! | `Found` | `Applied` (row `succeeded`) |
-//! | `NotApplied` | `NotApplied` (row `pending`, or already was) |
-//! | `NotFound` (search lags) | `Undetermined` (row `unknown`) |
-//! | `Undetermined` | `Undetermined` (row `unknown`) |
-//!
-//! The client acts for one account (`Stripe-Account`): a row written by a
-//! client for another connected account is not found under this one, which
-//! reads as `Undetermined` (a search) or an error (a retrieval), never as
-//! `NotApplied`.
+//! Reconciliation: [`StripeClient::reconcile`] and [`idem::reconcile::Reconcile`]
+//! for [`StripeClient`]. What each lookup proves is in the README
+//! ("Reconciliation and its limits").
 
 use async_trait::async_trait;
 use bytes::Bytes;

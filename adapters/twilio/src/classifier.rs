@@ -49,26 +49,6 @@ impl Classifier for TwilioClassifier {
     }
 }
 
-/// The classifier for reads (message lookups during reconciliation): a GET
-/// changes nothing, so every transient failure may be retried.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct LookupClassifier;
-
-impl Classifier for LookupClassifier {
-    fn classify(&self, status: StatusCode, _headers: &HeaderMap, _body: &[u8]) -> Verdict {
-        if status.is_success() {
-            Verdict::Success
-        } else if status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT
-            || status.is_server_error()
-        {
-            Verdict::Transient(Effect::Possible)
-        } else {
-            Verdict::Rejected
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

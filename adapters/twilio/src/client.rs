@@ -8,7 +8,7 @@ use idem::adapter::{AdapterCore, Answer, Facts, Provider as AdapterProvider};
 use idem::executor::{Provider, RetrySettings, SafetyClass, Source, Url};
 use idem::{Executor, IdempotencyKey, OutboundRequest};
 
-use crate::classifier::{LookupClassifier, TwilioClassifier};
+use crate::classifier::TwilioClassifier;
 use crate::error::{AdapterError, Error, TwilioError};
 use crate::model::{CreateMessage, Message, check_callback_url};
 
@@ -175,11 +175,12 @@ impl TwilioClientBuilder {
             inner: Arc::new(Inner {
                 core,
                 // Only ever passed to `Executor::read`, which retries reads
-                // whatever the class; it never claims a ledger row.
+                // whatever the class; it never claims a ledger row. A GET
+                // changes nothing: 408, 429 and 5xx are retried.
                 lookup_provider: Provider::new(
                     PROVIDER_NAME,
                     SafetyClass::NaturallyIdempotent,
-                    LookupClassifier,
+                    idem::executor::StatusClassifier,
                 )
                 .with_retry(self.lookup_retry),
                 credentials: self.credentials,

@@ -1,10 +1,9 @@
 //! Message types: what is sent and what Twilio answers.
 
-use std::fmt;
 use std::time::SystemTime;
 
 use idem::executor::Url;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// Twilio's longest `Body`, in characters.
 pub const MAX_BODY_CHARS: usize = 1600;
@@ -37,98 +36,35 @@ impl MessageSid {
     }
 }
 
-/// A message's status, as in Twilio's `message_enum_status`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum MessageStatus {
-    /// Queued for sending (initial status without a Messaging Service).
-    Queued,
-    /// Accepted by a Messaging Service (its initial status).
-    Accepted,
-    /// Scheduled for later sending.
-    Scheduled,
-    /// Being sent.
-    Sending,
-    /// Sent to the carrier.
-    Sent,
-    /// Delivered.
-    Delivered,
-    /// Not delivered.
-    Undelivered,
-    /// Failed to send.
-    Failed,
-    /// Inbound, being received.
-    Receiving,
-    /// Inbound, received.
-    Received,
-    /// Read (WhatsApp and similar channels).
-    Read,
-    /// Partially delivered.
-    PartiallyDelivered,
-    /// A scheduled message that was canceled.
-    Canceled,
-    /// A status this version does not know.
-    Other(String),
-}
-
-impl MessageStatus {
-    /// Twilio's text for the status.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Queued => "queued",
-            Self::Accepted => "accepted",
-            Self::Scheduled => "scheduled",
-            Self::Sending => "sending",
-            Self::Sent => "sent",
-            Self::Delivered => "delivered",
-            Self::Undelivered => "undelivered",
-            Self::Failed => "failed",
-            Self::Receiving => "receiving",
-            Self::Received => "received",
-            Self::Read => "read",
-            Self::PartiallyDelivered => "partially_delivered",
-            Self::Canceled => "canceled",
-            Self::Other(s) => s,
-        }
-    }
-
-    /// Reads Twilio's text.
-    pub fn parse(text: &str) -> Self {
-        match text {
-            "queued" => Self::Queued,
-            "accepted" => Self::Accepted,
-            "scheduled" => Self::Scheduled,
-            "sending" => Self::Sending,
-            "sent" => Self::Sent,
-            "delivered" => Self::Delivered,
-            "undelivered" => Self::Undelivered,
-            "failed" => Self::Failed,
-            "receiving" => Self::Receiving,
-            "received" => Self::Received,
-            "read" => Self::Read,
-            "partially_delivered" => Self::PartiallyDelivered,
-            "canceled" => Self::Canceled,
-            other => Self::Other(other.to_owned()),
-        }
-    }
-}
-
-impl fmt::Display for MessageStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for MessageStatus {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for MessageStatus {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Ok(Self::parse(&text))
+idem::wire_enum! {
+    /// A message's status, as in Twilio's `message_enum_status`.
+    pub enum MessageStatus {
+        /// Queued for sending (initial status without a Messaging Service).
+        Queued = "queued",
+        /// Accepted by a Messaging Service (its initial status).
+        Accepted = "accepted",
+        /// Scheduled for later sending.
+        Scheduled = "scheduled",
+        /// Being sent.
+        Sending = "sending",
+        /// Sent to the carrier.
+        Sent = "sent",
+        /// Delivered.
+        Delivered = "delivered",
+        /// Not delivered.
+        Undelivered = "undelivered",
+        /// Failed to send.
+        Failed = "failed",
+        /// Inbound, being received.
+        Receiving = "receiving",
+        /// Inbound, received.
+        Received = "received",
+        /// Read (WhatsApp and similar channels).
+        Read = "read",
+        /// Partially delivered.
+        PartiallyDelivered = "partially_delivered",
+        /// A scheduled message that was canceled.
+        Canceled = "canceled",
     }
 }
 

@@ -1,52 +1,16 @@
-//! Settling `unknown` sends: from Twilio's status callbacks, or by looking
-//! the message up.
-//!
-//! Twilio has no idempotency key, so after a timeout idem cannot ask "did
-//! key K go through?". It can only recognise the message by what Twilio
-//! shows of it:
-//!
-//! * **Status callback** ([`reconcile_from_callback`]): the key travels in
-//!   the `StatusCallback` URL (`?idemkey=…`), and Twilio posts to that URL,
-//!   query string included, with the `MessageSid` whenever the message's
-//!   status changes. That is proof: the message exists and carries our key.
-//!   Limits: Twilio sends no callback for a message's *initial* status
-//!   (`queued`/`accepted`), so proof arrives only once the message moves on
-//!   (`sent`, `delivered`, `failed`, `undelivered`, …); a callback that
-//!   arrives while the sender still holds its lease cannot settle the row
-//!   (the sender's own answer will, or a later callback); and no callback
-//!   comes at all if no callback URL was set, the app's endpoint was down,
-//!   or the message never existed. The absence of a callback proves nothing.
-//!   This function does not check `X-Twilio-Signature` itself: validate the request
-//!   with [`crate::signature::verify_signature`]
-//!   first, or anyone who can
-//!   reach the endpoint can settle rows.
-//! * **Lookup** ([`Messages::reconcile`](crate::Messages::reconcile)):
-//!   `GET …/Messages.json?To=…&From=…` (newest first, up to the configured
-//!   number of pages), then a match on recipient, sender (or Messaging
-//!   Service), body, number of media, direction `outbound-*`, and
-//!   `date_created` inside the ledger's send window (first claim to the
-//!   moment the row went `unknown`, ± a clock-skew margin), all on the
-//!   client's side. No `DateSent` filter is sent: Twilio applies it to
-//!   `date_sent`, which stays `null` until the message is sent, so it would
-//!   hide exactly the messages still `queued`, `accepted` or `scheduled`.
-//!   The key is not visible in a Message resource, so: two identical texts
-//!   to the same number inside that window are indistinguishable (the
-//!   lookup reports them as ambiguous and settles nothing); a body Twilio
-//!   changed (smart encoding, link shortening, content retention settings)
-//!   no longer matches; a message beyond the page limit is not seen; and
-//!   finding nothing is **not** proof that nothing was sent.
-//! * **From the key alone** ([`idem::reconcile::Reconcile`] for
-//!   [`TwilioClient`]): each send records the message it sends in its
-//!   ledger row's checkpoint (`twilio-lookup-v1:` and the message as JSON:
-//!   recipient, sender, body, media URLs, the message's own callback), so
-//!   the lookup above can run without the caller's `CreateMessage`. The
-//!   recorded message is checked against the row's fingerprint before it is
-//!   used. Rows written without it (older versions, or a ledger blip at send
-//!   time) reconcile to `Undetermined`. The verdict is never `NotApplied`.
-//!   The lookup therefore only ever settles a row as `succeeded`; it never
-//!   sends again. When nothing is found the row stays `unknown`: an
-//!   operator decides whether to bump the key (accepting the risk of a
-//!   second text) or to wait for a callback.
+//! Settling `unknown` sends: from Twilio's status callbacks
+//! ([`reconcile_from_callback`]; proof: the callback names our key, which
+//! travels in the `StatusCallback` URL, and the Message SID), by looking the
+//! message up ([`Messages::reconcile`](crate::Messages::reconcile): recipient,
+//! sender, body, media count and `date_created` inside the ledger's send
+//! window; exactly one match settles the row, none proves nothing), or from
+//! the key alone ([`idem::reconcile::Reconcile`] for [`TwilioClient`], with
+//! the message each send records on its row, checked against the row's
+//! fingerprint). None of them ever resends or marks a row "not sent": that is
+//! an operator's bump. The crate docs ("Reconciliation, and how far it goes")
+//! give every limit. Validate `X-Twilio-Signature` with
+//! [`crate::signature::verify_signature`] before applying a callback, or
+//! anyone who can reach the endpoint can settle rows.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -600,26 +564,10 @@ fn matches_request(m: &Message, msg: &CreateMessage, from: SystemTime, to: Syste
 }
 
 mod by_key {
-    //! [`idem::reconcile::Reconcile`] for [`TwilioClient`]: reconciliation from
-    //! the key alone, for tools that work across providers (the operator
-    //! console).
-    //!
-    //! Twilio keeps no idempotency key, so the lookup is
-    //! [`Messages::reconcile`](crate::Messages::reconcile): the recipient's
-    //! messages, matched on sender, body, media and creation time. The message
-    //! it needs comes from the ledger row, where each send records it (see the
-    //! [`reconcile`](crate::reconcile) module). The verdicts:
-    //!
-    //! | lookup | [`ReconcileVerdict`] |
-    //! | --- | --- |
-    //! | exactly one match (or the row had already succeeded) | `Applied`, with the Message SID (row `succeeded`) |
-    //! | no match | `Undetermined`: not proof that nothing was sent (row `unknown`) |
-    //! | several matches | `Undetermined` (row `unknown`) |
-    //! | the row records no message | `Undetermined` (row `unknown`) |
-    //!
-    //! It never answers `NotApplied`: nothing Twilio shows proves that a message
-    //! was not created. An operator bumps the key, accepting the risk of a
-    //! second text, or waits for a status callback.
+    //! [`idem::reconcile::Reconcile`] for [`TwilioClient`]: the lookup of
+    //! [`Messages::reconcile`](crate::Messages::reconcile) with the message each
+    //! send records on its row; the verdicts are in the README ("From the key
+    //! alone"). Never `NotApplied`.
 
     use async_trait::async_trait;
     use idem::IdempotencyKey;

@@ -576,6 +576,80 @@ macro_rules! provider_id {
     };
 }
 
+/// Declares an open enum of a provider's wire values (a status, an error
+/// type): one variant per known text, plus `Other(String)` for a value this
+/// version does not know, kept as sent. It gets `as_str`, `parse` (which
+/// never fails), `Display`, and `Serialize`/`Deserialize` as the bare text.
+/// The crate using it depends on `serde`.
+///
+/// ```
+/// idem::wire_enum! {
+///     /// An order's status.
+///     pub enum OrderStatus {
+///         /// Paid.
+///         Paid = "paid",
+///         /// Refunded.
+///         Refunded = "refunded",
+///     }
+/// }
+/// assert_eq!(OrderStatus::parse("paid"), OrderStatus::Paid);
+/// assert_eq!(OrderStatus::parse("lost").as_str(), "lost");
+/// let json: OrderStatus = serde_json::from_str(r#""refunded""#).unwrap();
+/// assert_eq!(json.to_string(), "refunded");
+/// ```
+#[macro_export]
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* pub enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $text:literal,)*
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+            /// A value this version does not know, as sent.
+            Other(String),
+        }
+
+        impl $name {
+            /// The provider's text for it.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)*
+                    Self::Other(s) => s,
+                }
+            }
+
+            /// Reads the provider's text; an unknown one is `Other`.
+            pub fn parse(text: &str) -> Self {
+                match text {
+                    $($text => Self::$variant,)*
+                    other => Self::Other(other.to_owned()),
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <String as ::serde::Deserialize>::deserialize(d)?;
+                Ok(Self::parse(&text))
+            }
+        }
+    };
+}
+
 /// The parts every adapter's builder and client share, generated once:
 /// the builder's `base_url` and `retry` setters (fields `base_url: String`
 /// and `retry: RetrySettings`), and the client's `executor()` and
