@@ -24,16 +24,14 @@ pub const BUSINESS_USE_CASE_USAGE: &str = "x-business-use-case-usage";
 
 /// Platform usage (`X-App-Usage`), percentages of the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct AppUsage {
     /// Calls made, in percent of the limit.
-    #[serde(default)]
     pub call_count: f64,
     /// CPU time, in percent of the limit.
-    #[serde(default)]
     pub total_cputime: f64,
     /// Total time, in percent of the limit.
-    #[serde(default)]
     pub total_time: f64,
 }
 
@@ -46,22 +44,20 @@ impl AppUsage {
 
 /// One entry of `X-Business-Use-Case-Usage`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct BusinessUseCaseUsage {
     /// The business object (Page, IG account, ad account) the entry is for.
     #[serde(skip)]
     pub object_id: String,
     /// The use case, for example `pages` or `instagram`.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type")]
     pub use_case: Option<String>,
     /// Calls made, in percent of the limit.
-    #[serde(default)]
     pub call_count: f64,
     /// CPU time, in percent of the limit.
-    #[serde(default)]
     pub total_cputime: f64,
     /// Total time, in percent of the limit.
-    #[serde(default)]
     pub total_time: f64,
     /// Minutes until a throttled caller regains access (0 when not
     /// throttled).

@@ -170,11 +170,7 @@ where
     K: AsRef<str>,
     V: AsRef<str>,
 {
-    let cb = CallbackParams::read(params)?;
-    let Some(key) = cb.key.clone() else {
-        return Ok(CallbackOutcome::NotOurs);
-    };
-    apply_callback(store, &key, &cb, now).await
+    apply_callback(store, CallbackParams::read(params)?, None, now).await
 }
 
 #[derive(Debug, Default)]
@@ -249,17 +245,24 @@ impl CallbackParams {
     }
 }
 
+/// Applies a read callback; with `account`, only one for that account.
 async fn apply_callback(
     store: &dyn LedgerStore,
-    key: &IdempotencyKey,
-    cb: &CallbackParams,
+    cb: CallbackParams,
+    account: Option<&str>,
     now: SystemTime,
 ) -> Result<CallbackOutcome, Error> {
+    let Some(key) = cb.key.clone() else {
+        return Ok(CallbackOutcome::NotOurs);
+    };
+    if account.is_some_and(|a| cb.account_sid.as_deref() != Some(a)) {
+        let why = "the callback's AccountSid is not this client's account";
+        return Err(AdapterError::Callback(why.into()).into());
+    }
     let sid = cb.sid()?;
     let status = MessageStatus::parse(cb.status.as_deref().unwrap_or("unknown"));
     let note = format!("reconciled from a Twilio status callback ({sid}, {status})");
     let ours = |op: &idem::Operation| op.provider == PROVIDER_NAME && op.operation == OPERATION;
-    let key = key.clone();
     Ok(
         match settle_by_proof(store, &key, ours, cb.message_json(&sid), &note, now).await? {
             Proven::NoRecord => return Err(StoreError::NotFound { key }.into()),
@@ -331,17 +334,9 @@ impl TwilioClient {
         V: AsRef<str>,
     {
         let cb = CallbackParams::read(params)?;
-        let Some(key) = cb.key.clone() else {
-            return Ok(CallbackOutcome::NotOurs);
-        };
-        if cb.account_sid.as_deref() != Some(self.account_sid()) {
-            return Err(AdapterError::Callback(
-                "the callback's AccountSid is not this client's account".into(),
-            )
-            .into());
-        }
         let exec = self.executor();
-        apply_callback(exec.store().as_ref(), &key, &cb, exec.now()).await
+        let account = Some(self.account_sid());
+        apply_callback(exec.store().as_ref(), cb, account, exec.now()).await
     }
 }
 
