@@ -20,17 +20,7 @@ impl Reconcile for MetaClient {
 
     async fn reconcile(&self, key: &IdempotencyKey) -> Result<ReconcileVerdict, ReconcileError> {
         let op = match record_to_reconcile(self.executor(), PROVIDER_NAME, key, false).await? {
-            ToReconcile::Succeeded(op) => {
-                let id = op
-                    .response_body
-                    .as_deref()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned));
-                return Ok(ReconcileVerdict::Applied {
-                    provider_id: id,
-                    note: "the record had already succeeded".to_owned(),
-                });
-            }
+            ToReconcile::Succeeded(op) => return Ok(already_applied(&op)),
             ToReconcile::Open(op) => op,
         };
         match op.operation.as_str() {
@@ -118,13 +108,30 @@ impl MetaClient {
             .await
         {
             Ok(Settled::Recorded(_)) => Ok(verdict),
-            Ok(Settled::AlreadySucceeded(_)) => Ok(ReconcileVerdict::Applied {
-                provider_id: None,
-                note: "the record had already succeeded".to_owned(),
-            }),
+            Ok(Settled::AlreadySucceeded(op)) => Ok(already_applied(&op)),
             Err(e) => Err(e.into_reconcile_error(key)),
         }
     }
+}
+
+/// The verdict for a record that had already succeeded, with its stored id.
+fn already_applied(op: &Operation) -> ReconcileVerdict {
+    let id = op
+        .response_body
+        .as_deref()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned));
+    ReconcileVerdict::Applied {
+        provider_id: id,
+        note: "the record had already succeeded".to_owned(),
+    }
+}
+
+/// A Page post found in the ledger: the stored answer's id.
+fn posted(key: &IdempotencyKey, body: &[u8]) -> Result<Reconciled, Error> {
+    Ok(Reconciled::AlreadySucceeded(PostId::new(parse_id(
+        key, body,
+    )?)))
 }
 
 /// Pages of 100 posts read per listing edge by
@@ -248,11 +255,7 @@ impl MetaClient {
         let fingerprint = fingerprint(&path, &request, OP_PAGE_POST);
         let op = match self.reconcilable(key, &fingerprint).await? {
             Ok(op) => op,
-            Err(body) => {
-                return Ok(Reconciled::AlreadySucceeded(PostId::new(parse_id(
-                    key, &body,
-                )?)));
-            }
+            Err(body) => return posted(key, &body),
         };
         let Some(text) = post.text().map(str::trim).filter(|t| !t.is_empty()) else {
             return Err(Error::invalid(
@@ -321,10 +324,7 @@ impl MetaClient {
             let body = Bytes::from(body);
             let resolution = Resolution::Succeeded { status, body, note };
             if let Settled::AlreadySucceeded(op) = core.settle(key, &op, &resolution).await? {
-                let body = op.response_body.unwrap_or_default();
-                return Ok(Reconciled::AlreadySucceeded(PostId::new(parse_id(
-                    key, &body,
-                )?)));
+                return posted(key, &op.response_body.unwrap_or_default());
             }
             return Ok(Reconciled::Found {
                 id: PostId::new(id.clone()),
@@ -346,10 +346,7 @@ impl MetaClient {
                     .settle(key, &op, &Resolution::NotApplied { note })
                     .await?
                 {
-                    let body = op.response_body.unwrap_or_default();
-                    return Ok(Reconciled::AlreadySucceeded(PostId::new(parse_id(
-                        key, &body,
-                    )?)));
+                    return posted(key, &op.response_body.unwrap_or_default());
                 }
                 return Ok(Reconciled::MarkedNotApplied);
             }

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use idem::adapter::{Expect, Lookup, Settled, lookup_answer, lookup_failed};
+use idem::adapter::{Expect, Lookup, Settled, lookup_failed, lookup_succeeded};
 use idem::executor::{OutboundRequest, Source};
 use idem::ledger::Resolution;
 use idem::reconcile::{Reconcile, ReconcileError, ReconcileVerdict};
@@ -176,7 +176,7 @@ impl StripeClient {
             .read(core.provider(), request)
             .await
             .map_err(|e| lookup_failed(key, format!("{what} failed: {e}"), None))?;
-        lookup_answer::<serde::de::IgnoredAny, _, _>(key, &answer, &what)?;
+        lookup_succeeded(key, &answer, &what)?;
         let found = interpret(kind, key, &answer.body, &what, op.checkpoint.as_deref());
         let resolution = match &found {
             RawReconciliation::Found(object) => Resolution::Succeeded {

@@ -40,7 +40,7 @@
 //! ```
 
 use crate::error::StoreError;
-use crate::executor::{self, OutboundRequest, ReadResponse};
+use crate::executor::{self, Executor, OutboundRequest, ReadResponse};
 use crate::fingerprint::Fingerprint;
 use crate::key::IdempotencyKey;
 use crate::ledger::{Operation, OperationState, Resolution};
@@ -109,15 +109,6 @@ pub enum Settled {
     AlreadySucceeded(Operation),
 }
 
-impl Settled {
-    /// The record as it now is.
-    pub fn operation(&self) -> &Operation {
-        match self {
-            Self::Recorded(op) | Self::AlreadySucceeded(op) => op,
-        }
-    }
-}
-
 impl AdapterCore {
     /// Reads the record `key` names for a lookup. Only this provider's
     /// records that match `expect` are opened; the state decides the rest:
@@ -142,56 +133,7 @@ impl AdapterCore {
         key: &IdempotencyKey,
         expect: Expect<'_>,
     ) -> Result<Lookup, CallError<E, A>> {
-        let op = self.record(key).await?;
-        let reused = |detail: String| CallError::KeyReused {
-            key: key.clone(),
-            detail,
-            error: None,
-        };
-        if op.provider != self.provider().name() {
-            return Err(reused(format!(
-                "the record belongs to provider {:?}",
-                op.provider
-            )));
-        }
-        if let Some(operation) = expect.operation.filter(|o| *o != op.operation) {
-            return Err(reused(format!(
-                "the record is a {:?} operation, not {operation:?}",
-                op.operation
-            )));
-        }
-        if expect.fingerprint.is_some_and(|f| *f != op.fingerprint) {
-            return Err(reused(
-                "the record was made for a different request".to_owned(),
-            ));
-        }
-        let now = self.executor().now();
-        match op.state {
-            OperationState::Succeeded => Ok(Lookup::Succeeded(op)),
-            OperationState::Unknown => Ok(Lookup::Open(op)),
-            OperationState::Sending if expect.live_sending || op.lease_expired(now) => {
-                Ok(Lookup::Open(op))
-            }
-            OperationState::Sending => Err(CallError::InFlight {
-                key: key.clone(),
-                lease_expires_at: op.lease_expires_at.unwrap_or(now),
-            }),
-            OperationState::Pending => Ok(Lookup::Pending(op)),
-            OperationState::Failed => Err(CallError::rejected_from_ledger(
-                key,
-                op.response_status,
-                op.response_body,
-            )),
-            OperationState::Superseded => Err(match op.superseded_by {
-                Some(by) => CallError::Superseded {
-                    key: key.clone(),
-                    by,
-                },
-                None => CallError::Store(StoreError::Corrupt(format!(
-                    "{key} is superseded but names no successor"
-                ))),
-            }),
-        }
+        open_record(self.executor(), self.provider().name(), key, expect).await
     }
 
     /// A plain read for a lookup ([`Executor::read`](crate::Executor::read):
@@ -231,7 +173,7 @@ impl AdapterCore {
         seen: &Operation,
         resolution: &Resolution,
     ) -> Result<Settled, CallError<E, A>> {
-        let current = self.record(key).await?;
+        let current = record(self.executor(), key).await?;
         if current.state == OperationState::Succeeded {
             return Ok(Settled::AlreadySucceeded(current));
         }
@@ -248,7 +190,9 @@ impl AdapterCore {
             Err(StoreError::InvalidState {
                 state: OperationState::Succeeded,
                 ..
-            }) => Ok(Settled::AlreadySucceeded(self.record(key).await?)),
+            }) => Ok(Settled::AlreadySucceeded(
+                record(self.executor(), key).await?,
+            )),
             Err(StoreError::InvalidState { state, .. }) => Err(CallError::RecordChanged {
                 key: key.clone(),
                 state,
@@ -256,13 +200,77 @@ impl AdapterCore {
             Err(e) => Err(e.into()),
         }
     }
+}
 
-    async fn record<E, A>(&self, key: &IdempotencyKey) -> Result<Operation, CallError<E, A>> {
-        self.executor()
-            .store()
-            .get(key)
-            .await?
-            .ok_or_else(|| CallError::Store(StoreError::NotFound { key: key.clone() }))
+async fn record<E, A>(
+    executor: &Executor,
+    key: &IdempotencyKey,
+) -> Result<Operation, CallError<E, A>> {
+    executor
+        .store()
+        .get(key)
+        .await?
+        .ok_or_else(|| CallError::Store(StoreError::NotFound { key: key.clone() }))
+}
+
+/// [`AdapterCore::open_lookup`] for an executor and provider name (also
+/// behind [`record_to_reconcile`](super::record_to_reconcile)): the one
+/// table of which records a lookup may open.
+pub(crate) async fn open_record<E: WireError, A>(
+    executor: &Executor,
+    provider: &str,
+    key: &IdempotencyKey,
+    expect: Expect<'_>,
+) -> Result<Lookup, CallError<E, A>> {
+    let op = record(executor, key).await?;
+    let reused = |detail: String| CallError::KeyReused {
+        key: key.clone(),
+        detail,
+        error: None,
+    };
+    if op.provider != provider {
+        return Err(reused(format!(
+            "the record belongs to provider {:?}",
+            op.provider
+        )));
+    }
+    if let Some(operation) = expect.operation.filter(|o| *o != op.operation) {
+        return Err(reused(format!(
+            "the record is a {:?} operation, not {operation:?}",
+            op.operation
+        )));
+    }
+    if expect.fingerprint.is_some_and(|f| *f != op.fingerprint) {
+        return Err(reused(
+            "the record was made for a different request".to_owned(),
+        ));
+    }
+    let now = executor.now();
+    match op.state {
+        OperationState::Succeeded => Ok(Lookup::Succeeded(op)),
+        OperationState::Unknown => Ok(Lookup::Open(op)),
+        OperationState::Sending if expect.live_sending || op.lease_expired(now) => {
+            Ok(Lookup::Open(op))
+        }
+        OperationState::Sending => Err(CallError::InFlight {
+            key: key.clone(),
+            lease_expires_at: op.lease_expires_at.unwrap_or(now),
+        }),
+        OperationState::Pending => Ok(Lookup::Pending(op)),
+        OperationState::Failed => Err(CallError::rejected_from_ledger(
+            key,
+            op.response_status,
+            op.response_body,
+        )),
+        OperationState::Superseded => Err(match op.superseded_by {
+            Some(by) => CallError::Superseded {
+                key: key.clone(),
+                by,
+            },
+            None => CallError::Store(StoreError::Corrupt(format!(
+                "{key} is superseded but names no successor"
+            ))),
+        }),
     }
 }
 
@@ -278,18 +286,33 @@ pub fn lookup_answer<T: serde::de::DeserializeOwned, E: WireError, A>(
     answer: &ReadResponse,
     what: &str,
 ) -> Result<T, CallError<E, A>> {
-    if !answer.is_success() {
-        let error = E::parse(answer.status, Some(&answer.headers), &answer.body);
-        let reason = format!(
-            "{what} failed: HTTP {} after {} attempt(s)",
-            answer.status.as_u16(),
-            answer.attempts
-        );
-        return Err(lookup_failed(key, reason, Some(Box::new(error))));
-    }
+    lookup_succeeded(key, answer, what)?;
     answer
         .json()
         .map_err(|e| lookup_failed(key, format!("{what}: unreadable answer: {e}"), None))
+}
+
+/// Whether a lookup's answer is a success, for an adapter that reads the
+/// body itself.
+///
+/// # Errors
+///
+/// [`CallError::LookupFailed`] for an error answer (parsed as `E`).
+pub fn lookup_succeeded<E: WireError, A>(
+    key: &IdempotencyKey,
+    answer: &ReadResponse,
+    what: &str,
+) -> Result<(), CallError<E, A>> {
+    if answer.is_success() {
+        return Ok(());
+    }
+    let error = E::parse(answer.status, Some(&answer.headers), &answer.body);
+    let reason = format!(
+        "{what} failed: HTTP {} after {} attempt(s)",
+        answer.status.as_u16(),
+        answer.attempts
+    );
+    Err(lookup_failed(key, reason, Some(Box::new(error))))
 }
 
 /// [`CallError::LookupFailed`].

@@ -41,7 +41,8 @@ mod lookup;
 
 pub use self::core::{AdapterCore, Answer, Extra, Facts, decode_json, finish, record_facts};
 pub use self::lookup::{
-    Expect, Lookup, Proven, Settled, lookup_answer, lookup_failed, settle_by_proof,
+    Expect, Lookup, Proven, Settled, lookup_answer, lookup_failed, lookup_succeeded,
+    settle_by_proof,
 };
 
 use std::convert::Infallible;
@@ -710,7 +711,8 @@ impl ToReconcile {
 /// Reads the record `key` names for reconciliation by the adapter named
 /// `provider`, refusing what cannot be reconciled: no record, another
 /// provider's record, and any state but `succeeded`, `unknown` and (when its
-/// lease ran out, or `live_sending` allows it) `sending`.
+/// lease ran out, or `live_sending` allows it) `sending`. The table is
+/// [`AdapterCore::open_lookup`]'s.
 ///
 /// # Errors
 ///
@@ -722,33 +724,29 @@ pub async fn record_to_reconcile(
     key: &IdempotencyKey,
     live_sending: bool,
 ) -> Result<ToReconcile, crate::reconcile::ReconcileError> {
-    use crate::reconcile::ReconcileError;
-    let not = |reason: String| ReconcileError::NotReconcilable {
-        key: key.clone(),
-        reason,
-    };
-    let op = executor
-        .store()
-        .get(key)
-        .await
-        .map_err(|e| ReconcileError::Failed {
-            key: key.clone(),
-            reason: format!("the ledger failed: {e}"),
-        })?
-        .ok_or_else(|| not("no ledger record".to_owned()))?;
-    if op.provider != provider {
-        return Err(not(format!(
-            "the record belongs to provider {:?}",
-            op.provider
-        )));
-    }
-    match op.state {
-        OperationState::Succeeded => Ok(ToReconcile::Succeeded(op)),
-        OperationState::Unknown => Ok(ToReconcile::Open(op)),
-        OperationState::Sending if live_sending || op.lease_expired(executor.now()) => {
-            Ok(ToReconcile::Open(op))
+    /// A rejection read back only to be named in the refusal.
+    #[derive(Debug, thiserror::Error)]
+    #[error("its answer is in the record")]
+    struct Stored;
+    impl WireError for Stored {
+        fn parse(_: StatusCode, _: Option<&HeaderMap>, _: &[u8]) -> Self {
+            Stored
         }
-        state => Err(not(format!("the record is {state}, not unknown"))),
+    }
+    let expect = if live_sending {
+        lookup::Expect::any().live_sending()
+    } else {
+        lookup::Expect::any()
+    };
+    let refused = |e: CallError<Stored>| e.into_reconcile_error(key);
+    match lookup::open_record(executor, provider, key, expect).await {
+        Ok(lookup::Lookup::Succeeded(op)) => Ok(ToReconcile::Succeeded(op)),
+        Ok(lookup::Lookup::Open(op)) => Ok(ToReconcile::Open(op)),
+        Ok(lookup::Lookup::Pending(op)) => Err(refused(CallError::NotUnknown {
+            key: key.clone(),
+            state: op.state,
+        })),
+        Err(e) => Err(refused(e)),
     }
 }
 
