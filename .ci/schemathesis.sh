@@ -46,11 +46,15 @@ trap cleanup EXIT
 start_server() {
   local log="$1"
   shift
+  # The log exists before the server starts: the background job opens its
+  # redirect in the child, so without this the first read below can race it
+  # (and, under set -e with pipefail, a failed read ends the whole script).
+  : >"$log"
   env "$@" "$server" --addr 127.0.0.1:0 >"$log" 2>&1 &
   pids+=("$!")
   addr=""
   for _ in $(seq 1 100); do
-    addr=$(sed -n 's|^listening on http://||p' "$log" | head -n 1)
+    addr=$(sed -n 's|^listening on http://||p' "$log" | head -n 1) || addr=""
     [ -n "$addr" ] && return 0
     if ! kill -0 "${pids[-1]}" 2>/dev/null; then break; fi
     sleep 0.1
