@@ -20,7 +20,7 @@ use crate::inbound::store::*;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod sql {
     use super::*;
-    use crate::clock::from_millis;
+    use crate::clock::{from_millis, to_millis};
     use sqlx::Row;
 
     pub(crate) const COLUMNS: &str = "actor, endpoint, key, fingerprint, state, \
@@ -89,6 +89,91 @@ pub(crate) mod sql {
         format!(
             "SELECT {COLUMNS} FROM idem_inbound WHERE actor = $1 AND endpoint = $2 AND key = $3"
         )
+    }
+
+    /// One value bound to a [`Write`]'s numbered parameter.
+    #[derive(Debug, Clone)]
+    pub(crate) enum Arg {
+        Text(String),
+        Int(i64),
+        Bool(bool),
+        Blob(Vec<u8>),
+    }
+
+    /// One of the inbound record's writes, as owned values: the sqlx
+    /// backends bind it on a pool or a transaction, SQLite's writer on its
+    /// group-commit connection (`store::sqlite::writer`). `args[i]` binds
+    /// `$i+1`.
+    #[derive(Debug, Clone)]
+    pub(crate) struct Write {
+        pub(crate) sql: &'static str,
+        pub(crate) args: Vec<Arg>,
+    }
+
+    impl Write {
+        fn scoped(sql: &'static str, scope: &Scope, rest: Vec<Arg>) -> Self {
+            let mut args = vec![
+                Arg::Text(scope.actor.clone()),
+                Arg::Text(scope.endpoint.clone()),
+                Arg::Text(scope.key.as_str().to_owned()),
+            ];
+            args.extend(rest);
+            Self { sql, args }
+        }
+
+        /// [`INSERT`] or [`TAKE_OVER`] (same parameters).
+        pub(crate) fn start(
+            sql: &'static str,
+            scope: &Scope,
+            fingerprint: &Fingerprint,
+            token: &str,
+            expires_at: SystemTime,
+            replay_until: SystemTime,
+            now: SystemTime,
+        ) -> Self {
+            Self::scoped(
+                sql,
+                scope,
+                vec![
+                    Arg::Text(fingerprint.as_str().to_owned()),
+                    Arg::Text(token.to_owned()),
+                    Arg::Int(to_millis(expires_at)),
+                    Arg::Int(to_millis(replay_until)),
+                    Arg::Int(to_millis(now)),
+                ],
+            )
+        }
+
+        pub(crate) fn complete(
+            lease: &InboundLease,
+            response: &StoredResponse,
+            now: SystemTime,
+        ) -> Self {
+            Self::scoped(
+                COMPLETE,
+                &lease.scope,
+                vec![
+                    Arg::Text(lease.token.clone()),
+                    Arg::Int(i64::from(response.status.as_u16())),
+                    Arg::Blob(encode_headers(&response.headers)),
+                    Arg::Blob(response.body.to_vec()),
+                    Arg::Bool(response.replayable),
+                    Arg::Int(to_millis(now)),
+                ],
+            )
+        }
+
+        pub(crate) fn release(lease: &InboundLease) -> Self {
+            Self::scoped(RELEASE, &lease.scope, vec![Arg::Text(lease.token.clone())])
+        }
+
+        pub(crate) fn renew(lease: &InboundLease, until: SystemTime) -> Self {
+            Self::scoped(
+                RENEW,
+                &lease.scope,
+                vec![Arg::Text(lease.token.clone()), Arg::Int(to_millis(until))],
+            )
+        }
     }
 
     /// Stored header form: `name: value` lines.
@@ -199,31 +284,30 @@ pub(crate) mod sql {
 /// backend.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! impl_inbound_store {
-    ($store:ty, $db:ty, $wait:ident) => {
+    ($store:ty, $db:ty, $wait:ident, $write:ident) => {
         impl $store {
-            async fn inbound_complete_on<'e, E>(
+            /// Runs one inbound write on `executor`; the rows it changed.
+            async fn inbound_write_on<'e, E>(
                 executor: E,
-                lease: &InboundLease,
-                response: &StoredResponse,
-                now: SystemTime,
-            ) -> Result<bool, StoreError>
+                write: &sql::Write,
+            ) -> Result<u64, StoreError>
             where
                 E: sqlx::Executor<'e, Database = $db>,
             {
-                let done = sqlx::query(sql::COMPLETE)
-                    .bind(&lease.scope.actor)
-                    .bind(&lease.scope.endpoint)
-                    .bind(lease.scope.key.as_str())
-                    .bind(&lease.token)
-                    .bind(i64::from(response.status.as_u16()))
-                    .bind(sql::encode_headers(&response.headers))
-                    .bind(response.body.to_vec())
-                    .bind(response.replayable)
-                    .bind(to_millis(now))
+                let mut query = sqlx::query(write.sql);
+                for arg in &write.args {
+                    query = match arg {
+                        sql::Arg::Text(v) => query.bind(v.as_str()),
+                        sql::Arg::Int(v) => query.bind(*v),
+                        sql::Arg::Bool(v) => query.bind(*v),
+                        sql::Arg::Blob(v) => query.bind(v.as_slice()),
+                    };
+                }
+                let done = query
                     .execute(executor)
                     .await
                     .map_err(StoreError::from_sqlx)?;
-                Ok(done.rows_affected() == 1)
+                Ok(done.rows_affected())
             }
         }
 
@@ -249,18 +333,18 @@ macro_rules! impl_inbound_store {
                 // and the read; try again a few times.
                 for _ in 0..4 {
                     let token = uuid::Uuid::new_v4().to_string();
-                    let inserted = sqlx::query(sql::INSERT)
-                        .bind(&scope.actor)
-                        .bind(&scope.endpoint)
-                        .bind(scope.key.as_str())
-                        .bind(req.fingerprint.as_str())
-                        .bind(&token)
-                        .bind(to_millis(expires_at))
-                        .bind(to_millis(replay_until))
-                        .bind(to_millis(now))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
+                    let start = |statement| {
+                        sql::Write::start(
+                            statement,
+                            scope,
+                            req.fingerprint,
+                            &token,
+                            expires_at,
+                            replay_until,
+                            now,
+                        )
+                    };
+                    let inserted = $write(self, start(sql::INSERT)).await?;
                     let lease = |took_over| InboundLease {
                         scope: scope.clone(),
                         token: token.clone(),
@@ -268,7 +352,7 @@ macro_rules! impl_inbound_store {
                         replay_until,
                         took_over,
                     };
-                    if inserted.rows_affected() == 1 {
+                    if inserted == 1 {
                         return Ok(Begin::Started(lease(false)));
                     }
                     // The key exists. A replay needs nothing more than this
@@ -279,19 +363,8 @@ macro_rules! impl_inbound_store {
                     if !sql::can_take_over(&record, req.fingerprint, now) {
                         return Ok(Begin::Existing(record));
                     }
-                    let taken = sqlx::query(sql::TAKE_OVER)
-                        .bind(&scope.actor)
-                        .bind(&scope.endpoint)
-                        .bind(scope.key.as_str())
-                        .bind(req.fingerprint.as_str())
-                        .bind(&token)
-                        .bind(to_millis(expires_at))
-                        .bind(to_millis(replay_until))
-                        .bind(to_millis(now))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
-                    if taken.rows_affected() == 1 {
+                    let taken = $write(self, start(sql::TAKE_OVER)).await?;
+                    if taken == 1 {
                         return Ok(Begin::Started(lease(true)));
                     }
                     // Another request took it over first: look again.
@@ -319,22 +392,15 @@ macro_rules! impl_inbound_store {
                 response: &StoredResponse,
                 now: SystemTime,
             ) -> Result<bool, StoreError> {
-                let done = Self::inbound_complete_on(&self.pool, lease, response, now).await;
+                let done = $write(self, sql::Write::complete(lease, response, now)).await;
                 local_notifier().notify_waiters();
-                done
+                Ok(done? == 1)
             }
 
             async fn release(&self, lease: &InboundLease) -> Result<bool, StoreError> {
-                let done = sqlx::query(sql::RELEASE)
-                    .bind(&lease.scope.actor)
-                    .bind(&lease.scope.endpoint)
-                    .bind(lease.scope.key.as_str())
-                    .bind(&lease.token)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(StoreError::from_sqlx)?;
+                let done = $write(self, sql::Write::release(lease)).await;
                 local_notifier().notify_waiters();
-                Ok(done.rows_affected() == 1)
+                Ok(done? == 1)
             }
 
             async fn renew(
@@ -343,16 +409,8 @@ macro_rules! impl_inbound_store {
                 lease_for: Duration,
                 now: SystemTime,
             ) -> Result<bool, StoreError> {
-                let done = sqlx::query(sql::RENEW)
-                    .bind(&lease.scope.actor)
-                    .bind(&lease.scope.endpoint)
-                    .bind(lease.scope.key.as_str())
-                    .bind(&lease.token)
-                    .bind(to_millis(now + lease_for))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(StoreError::from_sqlx)?;
-                Ok(done.rows_affected() == 1)
+                let done = $write(self, sql::Write::renew(lease, now + lease_for)).await?;
+                Ok(done == 1)
             }
 
             async fn sweep_batch(
@@ -413,7 +471,8 @@ macro_rules! impl_inbound_store {
                 response: &StoredResponse,
                 now: SystemTime,
             ) -> Result<bool, StoreError> {
-                Self::inbound_complete_on(&mut **tx, lease, response, now).await
+                let write = sql::Write::complete(lease, response, now);
+                Ok(Self::inbound_write_on(&mut **tx, &write).await? == 1)
             }
         }
     };
@@ -446,7 +505,17 @@ mod sqlite_impl {
         }
     }
 
-    impl_inbound_store!(SqliteStore, sqlx::Sqlite, local_wait);
+    /// An inbound write: on the store's writer connection, which commits
+    /// the writes that queue behind each other together (group commit),
+    /// when the store has one; otherwise on the pool.
+    async fn sqlite_write(store: &SqliteStore, write: sql::Write) -> Result<u64, StoreError> {
+        match store.writer() {
+            Some(writer) => writer.grouped(write).await,
+            None => SqliteStore::inbound_write_on(&store.pool, &write).await,
+        }
+    }
+
+    impl_inbound_store!(SqliteStore, sqlx::Sqlite, local_wait, sqlite_write);
 }
 
 #[cfg(feature = "postgres")]
@@ -554,5 +623,9 @@ mod postgres_impl {
         .await;
     }
 
-    impl_inbound_store!(PgStore, sqlx::Postgres, pg_wait);
+    async fn pg_write(store: &PgStore, write: sql::Write) -> Result<u64, StoreError> {
+        PgStore::inbound_write_on(&store.pool, &write).await
+    }
+
+    impl_inbound_store!(PgStore, sqlx::Postgres, pg_wait, pg_write);
 }

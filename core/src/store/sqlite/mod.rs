@@ -27,8 +27,11 @@
 //! writes (`begin_claimed`, `claim`, `renew`, `complete`) on one rusqlite
 //! connection beside the sqlx pool, with the pool's `synchronous` level and
 //! busy timeout: sqlx's worker thread and per-acquire ping cost more than
-//! SQLite itself on this path (ADR 0008). Everything else, and every store
-//! made by [`from_pool`](SqliteStore::from_pool), runs on sqlx.
+//! SQLite itself on this path (ADR 0008). The inbound layer's record writes
+//! (start, take over, complete, release, renew) go to the same connection,
+//! where the ones that queue behind each other commit together. Everything
+//! else, and every store made by [`from_pool`](SqliteStore::from_pool), runs
+//! on sqlx.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -44,7 +47,7 @@ use self::writer::SqliteWriter;
 use super::migrate::{self, Migration};
 use crate::ledger::StoreError;
 
-mod writer;
+pub(crate) mod writer;
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -170,6 +173,11 @@ impl SqliteStore {
     /// `synchronous(SqliteSynchronous::Full)` (see the module docs).
     pub fn from_pool(pool: SqlitePool) -> Self {
         Self { pool, writer: None }
+    }
+
+    /// The hot path's writer connection, if this store has one.
+    pub(crate) fn writer(&self) -> Option<&SqliteWriter> {
+        self.writer.as_ref()
     }
 
     /// The underlying pool.

@@ -18,14 +18,30 @@
 //! the previous write ends, instead of sleeping in SQLite's busy handler.
 //! Writers in other processes are still serialised by SQLite's own lock.
 //!
+//! # Group commit (the inbound layer's writes)
+//!
+//! The inbound record's writes (start, take over, complete, release, renew)
+//! go to a thread of their own that owns no connection but this one. It
+//! takes every write that queued while the previous group committed (at
+//! most [`MAX_GROUP`]) and runs them in one `BEGIN IMMEDIATE … COMMIT`, so
+//! one fsync covers them all; a caller hears its write's result only after
+//! that commit. If any statement or the commit fails, the group is rolled
+//! back and every write in it runs again on its own, so one bad write
+//! cannot fail its neighbours and none is reported before it is durable.
+//! Waiting for a lock another connection holds (an application's own
+//! transaction) happens on that thread, never on the caller's task, so a
+//! handler whose transaction holds the lock is not stalled by its own
+//! lease renewal.
+//!
 //! How a statement runs without stalling the async runtime: on a
 //! multi-threaded tokio runtime, inside `block_in_place`, so the worker's
 //! other tasks move to another thread while this one waits for the disk;
 //! on a current-thread runtime (where `block_in_place` is not allowed), on
 //! tokio's blocking pool; outside any runtime, in place.
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, mpsc};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, named_params};
@@ -35,6 +51,16 @@ use crate::clock::to_millis;
 use crate::key::IdempotencyKey;
 use crate::ledger::sql::{self, RawRow};
 use crate::ledger::{Begin, ClaimFrom, Completion, Lease, NewOperation, Operation};
+use crate::store::inbound::sql::{Arg, Write};
+
+/// Most writes one group commit takes.
+const MAX_GROUP: usize = 64;
+
+/// One queued inbound write and where its result goes.
+struct Job {
+    write: Write,
+    reply: tokio::sync::oneshot::Sender<Result<u64, StoreError>>,
+}
 
 static BEGIN_CLAIMED: LazyLock<String> =
     LazyLock::new(|| format!("{} RETURNING {}", sql::INSERT_CLAIMED, sql::COLUMNS));
@@ -51,6 +77,9 @@ static SELECT_ONE: LazyLock<String> = LazyLock::new(|| {
 #[derive(Clone)]
 pub(crate) struct SqliteWriter {
     conn: Arc<Mutex<Connection>>,
+    /// The group-commit thread's queue (see the module docs). The thread
+    /// ends when the last writer is dropped.
+    group: mpsc::Sender<Job>,
     /// The store's pool: closing it closes the writer too.
     pool: sqlx::SqlitePool,
 }
@@ -124,10 +153,36 @@ impl SqliteWriter {
                 source: None,
             });
         }
+        let conn = Arc::new(Mutex::new(conn));
+        let (group, jobs) = mpsc::channel();
+        let on_thread = Arc::clone(&conn);
+        std::thread::Builder::new()
+            .name("idem-sqlite-group".into())
+            .spawn(move || group_commit_loop(&on_thread, &jobs))
+            .map_err(|e| StoreError::Unavailable {
+                message: format!("could not start the SQLite group-commit thread: {e}"),
+                source: Some(Box::new(e)),
+            })?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            conn,
+            group,
             pool: pool.clone(),
         })
+    }
+
+    /// Runs one inbound write in the next group commit (see the module
+    /// docs); the rows it changed, once that commit is durable.
+    pub(crate) async fn grouped(&self, write: Write) -> Result<u64, StoreError> {
+        if self.pool.is_closed() {
+            return Err(StoreError::from_sqlx(sqlx::Error::PoolClosed));
+        }
+        let gone = || StoreError::Unavailable {
+            message: "the SQLite group-commit thread has stopped".into(),
+            source: None,
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.group.send(Job { write, reply }).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     /// Runs `job` on the connection without stalling the runtime (see the
@@ -322,4 +377,87 @@ fn select_one(c: &Connection, key: &str) -> Result<Option<RawRow>, StoreError> {
                 .optional()
         })
         .map_err(unavailable)
+}
+
+/// The group-commit thread: one group per turn, until every sender is gone.
+fn group_commit_loop(conn: &Mutex<Connection>, jobs: &mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = {
+            let c = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            let writes: Vec<&Write> = group.iter().map(|j| &j.write).collect();
+            std::panic::catch_unwind(AssertUnwindSafe(|| commit_group(&c, &writes))).unwrap_or_else(
+                |_| {
+                    if !c.is_autocommit() {
+                        let _ = c.execute_batch("ROLLBACK");
+                    }
+                    writes
+                        .iter()
+                        .map(|_| {
+                            Err(StoreError::Unavailable {
+                                message: "the SQLite group commit panicked".into(),
+                                source: None,
+                            })
+                        })
+                        .collect()
+                },
+            )
+        };
+        for (job, result) in group.into_iter().zip(results) {
+            // A caller that gave up no longer listens; its write stands.
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// Commits `writes` together; on any failure rolls back and runs each on
+/// its own (see the module docs). One result per write, in order.
+fn commit_group(c: &Connection, writes: &[&Write]) -> Vec<Result<u64, StoreError>> {
+    let alone = |w: &&Write| execute(c, w).map_err(unavailable);
+    if writes.len() == 1 {
+        return writes.iter().map(alone).collect();
+    }
+    let together = (|| {
+        c.execute_batch("BEGIN IMMEDIATE")?;
+        let changed = writes
+            .iter()
+            .map(|w| execute(c, w))
+            .collect::<rusqlite::Result<Vec<u64>>>()?;
+        c.execute_batch("COMMIT")?;
+        Ok::<_, rusqlite::Error>(changed)
+    })();
+    match together {
+        Ok(changed) => changed.into_iter().map(Ok).collect(),
+        Err(_) => {
+            if !c.is_autocommit() {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            writes.iter().map(alone).collect()
+        }
+    }
+}
+
+/// Binds `write.args[i]` to `$i+1` by name (SQLite numbers named
+/// parameters by first appearance, not by their digits) and runs it.
+fn execute(c: &Connection, write: &Write) -> rusqlite::Result<u64> {
+    let mut st = c.prepare_cached(write.sql)?;
+    for (i, arg) in write.args.iter().enumerate() {
+        let name = format!("${}", i + 1);
+        let at = st
+            .parameter_index(&name)?
+            .ok_or(rusqlite::Error::InvalidParameterName(name))?;
+        match arg {
+            Arg::Text(v) => st.raw_bind_parameter(at, v)?,
+            Arg::Int(v) => st.raw_bind_parameter(at, v)?,
+            Arg::Bool(v) => st.raw_bind_parameter(at, v)?,
+            Arg::Blob(v) => st.raw_bind_parameter(at, v)?,
+        }
+    }
+    Ok(st.raw_execute()? as u64)
 }
