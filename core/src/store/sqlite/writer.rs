@@ -9,8 +9,9 @@
 //! worker thread, so the four hot statements (`begin_claimed`, `claim`,
 //! `renew`, `complete`) run here instead, on a single writer connection
 //! opened on the same file with the same `synchronous` level and busy
-//! timeout as the pool. Everything else (reads, lists, sweeps, the
-//! transactional `begin_in`, inbound records, webhooks) stays on the sqlx
+//! timeout as the pool. The inbound record's writes come here too, through
+//! the group commit below. Everything else (reads, lists, sweeps, the
+//! transactional `begin_in` and `complete_in`, webhooks) stays on the sqlx
 //! pool; both see the same WAL database.
 //!
 //! One connection behind a mutex is also the single-writer design SQLite
