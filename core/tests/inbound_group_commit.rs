@@ -177,17 +177,10 @@ async fn a_renewal_does_not_stall_the_handler_that_holds_the_lock() {
         .await
         .unwrap();
     assert_eq!(rows, 1);
-    let record = store
-        .get(&scope_of("tx-slow", "k-slow"))
-        .await
-        .unwrap()
-        .unwrap();
+    let slow = Scope {
+        endpoint: "tx-slow".into(),
+        ..scope("k-slow")
+    };
+    let record = store.get(&slow).await.unwrap().unwrap();
     assert_eq!(record.state, RecordState::Completed);
-}
-
-fn scope_of(endpoint: &str, key: &str) -> Scope {
-    Scope {
-        endpoint: endpoint.into(),
-        ..scope(key)
-    }
 }

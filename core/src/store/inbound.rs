@@ -92,7 +92,7 @@ pub(crate) mod sql {
     }
 
     /// One value bound to a [`Write`]'s numbered parameter.
-    #[derive(Debug, Clone)]
+    #[derive(Debug)]
     pub(crate) enum Arg {
         Text(String),
         Int(i64),
@@ -104,7 +104,7 @@ pub(crate) mod sql {
     /// backends bind it on a pool or a transaction, SQLite's writer on its
     /// group-commit connection (`store::sqlite::writer`). `args[i]` binds
     /// `$i+1`.
-    #[derive(Debug, Clone)]
+    #[derive(Debug)]
     pub(crate) struct Write {
         pub(crate) sql: &'static str,
         pub(crate) args: Vec<Arg>,

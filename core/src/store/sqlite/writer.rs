@@ -22,7 +22,7 @@
 //! # Group commit (the inbound layer's writes)
 //!
 //! The inbound record's writes (start, take over, complete, release, renew)
-//! go to a thread of their own that owns no connection but this one. It
+//! go to a thread of their own, which shares this connection. It
 //! takes every write that queued while the previous group committed (at
 //! most [`MAX_GROUP`]) and runs them in one `BEGIN IMMEDIATE … COMMIT`, so
 //! one fsync covers them all; a caller hears its write's result only after
@@ -171,12 +171,18 @@ impl SqliteWriter {
         })
     }
 
-    /// Runs one inbound write in the next group commit (see the module
-    /// docs); the rows it changed, once that commit is durable.
-    pub(crate) async fn grouped(&self, write: Write) -> Result<u64, StoreError> {
+    /// A closed pool closes the writer too.
+    fn check_open(&self) -> Result<(), StoreError> {
         if self.pool.is_closed() {
             return Err(StoreError::from_sqlx(sqlx::Error::PoolClosed));
         }
+        Ok(())
+    }
+
+    /// Runs one inbound write in the next group commit (see the module
+    /// docs); the rows it changed, once that commit is durable.
+    pub(crate) async fn grouped(&self, write: Write) -> Result<u64, StoreError> {
+        self.check_open()?;
         let gone = || StoreError::Unavailable {
             message: "the SQLite group-commit thread has stopped".into(),
             source: None,
@@ -193,9 +199,7 @@ impl SqliteWriter {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        if self.pool.is_closed() {
-            return Err(StoreError::from_sqlx(sqlx::Error::PoolClosed));
-        }
+        self.check_open()?;
         let conn = Arc::clone(&self.conn);
         let work = move || {
             // A panic inside a job cannot leave the connection mid-statement
@@ -395,9 +399,7 @@ fn group_commit_loop(conn: &Mutex<Connection>, jobs: &mpsc::Receiver<Job>) {
             let writes: Vec<&Write> = group.iter().map(|j| &j.write).collect();
             std::panic::catch_unwind(AssertUnwindSafe(|| commit_group(&c, &writes))).unwrap_or_else(
                 |_| {
-                    if !c.is_autocommit() {
-                        let _ = c.execute_batch("ROLLBACK");
-                    }
+                    rollback_if_open(&c);
                     writes
                         .iter()
                         .map(|_| {
@@ -436,11 +438,17 @@ fn commit_group(c: &Connection, writes: &[&Write]) -> Vec<Result<u64, StoreError
     match together {
         Ok(changed) => changed.into_iter().map(Ok).collect(),
         Err(_) => {
-            if !c.is_autocommit() {
-                let _ = c.execute_batch("ROLLBACK");
-            }
+            rollback_if_open(c);
             writes.iter().map(alone).collect()
         }
+    }
+}
+
+/// Ends a group's transaction if a failure left it open (SQLite rolls some
+/// failures back by itself).
+fn rollback_if_open(c: &Connection) {
+    if !c.is_autocommit() {
+        let _ = c.execute_batch("ROLLBACK");
     }
 }
 
